@@ -1,0 +1,32 @@
+/**
+ * The exact Deno permissions each program runs with.
+ *
+ * `deno.json` tasks spell the same flags (a test keeps them in step); the
+ * socket server passes {@linkcode SOCKET_PERMISSIONS} to the worker
+ * subprocesses it starts, so a worker never has more than its parent.
+ *
+ * @module
+ */
+
+/** Flags for socket.ts: files, subprocesses (its workers), env, uid. */
+export const SOCKET_PERMISSIONS = [
+  "--allow-read",
+  "--allow-write",
+  "--allow-run",
+  "--allow-env",
+  "--allow-sys=uid",
+] as const;
+
+/** Flags for sharedmem.ts: files, libc through FFI, env, uid. */
+export const SHM_PERMISSIONS = [
+  "--allow-read",
+  "--allow-write",
+  "--allow-ffi",
+  "--allow-env",
+  "--allow-sys=uid",
+] as const;
+
+/** Absolute path of a program file in the project root. */
+export function programPath(file: "socket.ts" | "sharedmem.ts"): string {
+  return new URL(`../${file}`, import.meta.url).pathname;
+}

@@ -1,0 +1,134 @@
+/**
+ * What a p2m process prints: progress, events, summaries and errors.
+ *
+ * Three modes, chosen by the common flags:
+ * - human (default): messages and summaries on stdout; a live progress line
+ *   on stderr when stderr is a terminal.
+ * - `--json`: one JSON object per line on stdout (`start`, `progress` at
+ *   most four times a second, `done`, `error`, plus transport events).
+ * - `--quiet`: nothing but errors, on stderr.
+ *
+ * @module
+ */
+import { formatBytes, formatDuration, formatRate } from "./format.ts";
+
+/** How a process reports. */
+export type ReportMode = "human" | "json" | "quiet";
+
+const encoder = new TextEncoder();
+const PROGRESS_INTERVAL_MS = { human: 100, json: 250, quiet: Infinity } as const;
+
+/** Prints a process's messages, events and progress in the chosen mode. */
+export class Reporter {
+  /** The mode in use. */
+  readonly mode: ReportMode;
+  #tty: boolean;
+  #lineShown = false;
+
+  /** Creates a reporter from the `--json` and `--quiet` flags. */
+  constructor(options: { json?: boolean; quiet?: boolean } = {}) {
+    this.mode = options.json ? "json" : options.quiet ? "quiet" : "human";
+    this.#tty = this.mode === "human" && Deno.stderr.isTerminal();
+  }
+
+  /** Prints a line for people (human mode only). */
+  info(text: string): void {
+    if (this.mode !== "human") return;
+    this.#clearLine();
+    write(Deno.stdout, text + "\n");
+  }
+
+  /** Emits a JSON event (json mode only). */
+  event(event: string, fields: Record<string, unknown> = {}): void {
+    if (this.mode !== "json") return;
+    write(Deno.stdout, JSON.stringify({ event, time: Date.now(), ...fields }) + "\n");
+  }
+
+  /** Reports a failure: one line on stderr, plus an `error` event in json mode. */
+  error(message: string, fields: Record<string, unknown> = {}): void {
+    this.#clearLine();
+    this.event("error", { message, ...fields });
+    write(Deno.stderr, `p2m: ${message}\n`);
+  }
+
+  /** Starts a progress display for `total` bytes. */
+  progress(label: string, total: number): Progress {
+    return new Progress(this, label, total);
+  }
+
+  /** @internal Draws the live progress line on a terminal. */
+  drawLine(text: string): void {
+    if (!this.#tty) return;
+    write(Deno.stderr, `\r\x1b[2K${text}`);
+    this.#lineShown = true;
+  }
+
+  /** @internal Whether a live line is worth drawing. */
+  get live(): boolean {
+    return this.#tty || this.mode === "json";
+  }
+
+  #clearLine(): void {
+    if (!this.#lineShown) return;
+    write(Deno.stderr, "\r\x1b[2K");
+    this.#lineShown = false;
+  }
+}
+
+/** Throttled progress for one transfer: call {@linkcode update} per chunk. */
+export class Progress {
+  #reporter: Reporter;
+  #label: string;
+  #total: number;
+  #start = performance.now();
+  #next = 0;
+  #interval: number;
+
+  /** Creates a progress display; prefer {@linkcode Reporter.progress}. */
+  constructor(reporter: Reporter, label: string, total: number) {
+    this.#reporter = reporter;
+    this.#label = label;
+    this.#total = total;
+    this.#interval = reporter.live ? PROGRESS_INTERVAL_MS[reporter.mode] : Infinity;
+    this.#next = this.#start + this.#interval;
+  }
+
+  /** Records that `done` bytes are through; draws at most a few times a second. */
+  update(done: number): void {
+    if (this.#interval === Infinity) return;
+    const now = performance.now();
+    if (now < this.#next) return;
+    this.#next = now + this.#interval;
+    const seconds = (now - this.#start) / 1000;
+    if (this.#reporter.mode === "json") {
+      this.#reporter.event("progress", { label: this.#label, bytes: done, total: this.#total });
+      return;
+    }
+    const rate = seconds > 0 ? done / seconds : 0;
+    const eta = rate > 0 ? (this.#total - done) / rate : Infinity;
+    const pct = this.#total > 0 ? Math.floor((done / this.#total) * 100) : 100;
+    const width = 24;
+    const filled = Math.round((pct / 100) * width);
+    const bar = "#".repeat(filled) + "-".repeat(width - filled);
+    this.#reporter.drawLine(
+      `${this.#label} [${bar}] ${String(pct).padStart(3)}%  ${formatBytes(done)} / ${
+        formatBytes(this.#total)
+      }  ${formatRate(done, seconds)}  ETA ${formatDuration(eta)}`,
+    );
+  }
+
+  /** Seconds since the display started. */
+  get elapsed(): number {
+    return (performance.now() - this.#start) / 1000;
+  }
+}
+
+function write(file: { writeSync(p: Uint8Array): number }, text: string): void {
+  const bytes = encoder.encode(text);
+  let offset = 0;
+  try {
+    while (offset < bytes.length) offset += file.writeSync(bytes.subarray(offset));
+  } catch {
+    // A closed stdout (e.g. `| head`) must not turn into a crash.
+  }
+}

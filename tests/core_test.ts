@@ -1,0 +1,124 @@
+import assert from "node:assert/strict";
+import {
+  createDigest,
+  decodeHeader,
+  decodeTrailer,
+  encodeHeader,
+  encodeTrailer,
+  headerLength,
+  MAX_NAME_BYTES,
+  OutputFile,
+  sanitizeName,
+  sizeFlag,
+  toHex,
+  TrailerStatus,
+  UsageError,
+  WireError,
+} from "../core/mod.ts";
+import { listDir, smallTmpfs } from "./helpers.ts";
+
+Deno.test("sanitizeName keeps one safe component", () => {
+  assert.equal(sanitizeName("../../x"), "x");
+  assert.equal(sanitizeName("/etc/passwd"), "passwd");
+  assert.equal(sanitizeName("a\0b\nc"), "a_b_c");
+  assert.equal(sanitizeName(".."), "file");
+  assert.equal(sanitizeName(""), "file");
+  assert.equal(sanitizeName("..\\..\\win.txt"), "win.txt");
+  const long = sanitizeName("é".repeat(10_000));
+  assert.ok(new TextEncoder().encode(long).length <= MAX_NAME_BYTES);
+  assert.ok(!long.includes("/"));
+});
+
+Deno.test("header and trailer round-trip and reject garbage", () => {
+  const header = { size: 2 ** 40 + 3, mode: 0o640, name: "data.bin", digest: "xxh64" as const };
+  const bytes = encodeHeader(header);
+  assert.equal(headerLength(bytes), bytes.length);
+  assert.deepEqual(decodeHeader(bytes), header);
+  assert.throws(() => decodeHeader(bytes.subarray(0, 10)), WireError);
+  const bad = bytes.slice();
+  bad[0] ^= 0xff;
+  assert.throws(() => decodeHeader(bad), /magic/);
+  const huge = bytes.slice();
+  new DataView(huge.buffer).setBigUint64(8, 2n ** 63n, true);
+  assert.throws(() => decodeHeader(huge), /absurd/);
+
+  const trailer = { status: TrailerStatus.Complete, digest: new Uint8Array(8).fill(7) };
+  assert.deepEqual(decodeTrailer(encodeTrailer(trailer), "xxh64"), trailer);
+  assert.throws(() => decodeTrailer(encodeTrailer(trailer), "sha256"), WireError);
+});
+
+Deno.test("digests match known values", async () => {
+  const data = new TextEncoder().encode("p2m");
+  for (const algorithm of ["xxh64", "sha256"] as const) {
+    const whole = await createDigest(algorithm);
+    whole.update(data);
+    const parts = await createDigest(algorithm);
+    parts.update(data.subarray(0, 1));
+    parts.update(data.subarray(1));
+    assert.equal(toHex(whole.digest()), toHex(parts.digest()));
+  }
+  const sha = await createDigest("sha256");
+  sha.update(new Uint8Array(0));
+  assert.equal(
+    toHex(sha.digest()),
+    "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+  );
+});
+
+Deno.test("sizeFlag parses units and rejects nonsense", () => {
+  assert.equal(sizeFlag("256K", "chunk", 0), 256 * 1024);
+  assert.equal(sizeFlag("1MiB", "chunk", 0), 1 << 20);
+  assert.equal(sizeFlag(undefined, "chunk", 5), 5);
+  assert.throws(() => sizeFlag("lots", "chunk", 0), UsageError);
+});
+
+Deno.test("OutputFile only shows a committed copy, never clobbers", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "p2m-out-" });
+  try {
+    const first = OutputFile.create({ out: `${dir}/`, name: "../a.txt", mode: 0o640 });
+    first.write(new Uint8Array([1, 2, 3]));
+    assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name), [
+      first.tempPath.slice(dir.length + 1),
+    ]);
+    first.commit();
+    assert.equal(first.path, `${dir}/a.txt`);
+    assert.equal(Deno.statSync(first.path).mode! & 0o777, 0o640);
+    assert.throws(
+      () => OutputFile.create({ out: `${dir}/`, name: "a.txt", mode: 0o600 }),
+      /exists/,
+    );
+    {
+      using second = OutputFile.create({ out: dir, name: "b", mode: 0o600 });
+      second.write(new Uint8Array([9]));
+    }
+    assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name), ["a.txt"]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("deno.json tasks grant exactly the permissions the code spawns with", async () => {
+  const { SHM_PERMISSIONS, SOCKET_PERMISSIONS } = await import("../core/permissions.ts");
+  const config = JSON.parse(await Deno.readTextFile(new URL("../deno.json", import.meta.url)));
+  const flags = (task: string) => task.split(" ").filter((word) => word.startsWith("--"));
+  assert.deepEqual(flags(config.tasks.socket), [...SOCKET_PERMISSIONS]);
+  assert.deepEqual(flags(config.tasks.shm), [...SHM_PERMISSIONS]);
+  for (const [name, task] of Object.entries<string>(config.tasks)) {
+    assert.ok(!/(^| )(-A|--allow-all)( |$)/.test(task), `task ${name} must not use -A`);
+  }
+});
+
+Deno.test({
+  name: "a full disk fails the copy clearly and leaves no temp file",
+  // Mounting a small tmpfs needs root; elsewhere the case cannot be staged.
+  ignore: Deno.uid() !== 0,
+}, async () => {
+  await using disk = await smallTmpfs("1m");
+  assert.ok(disk, "mounting a small tmpfs failed");
+  const output = OutputFile.create({ out: `${disk.dir}/`, name: "big.bin", mode: 0o644 });
+  const chunk = new Uint8Array(256 * 1024);
+  assert.throws(() => {
+    for (let i = 0; i < 8; i++) output.write(chunk);
+  }, /No space left on device; copy discarded/);
+  assert.deepEqual(listDir(disk.dir), []);
+});

@@ -1,0 +1,140 @@
+/**
+ * Test helpers: real processes, real files, real sockets and shared memory.
+ *
+ * @module
+ */
+import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
+import { programPath, SHM_PERMISSIONS, SOCKET_PERMISSIONS } from "../core/permissions.ts";
+
+/** A running p2m process started by a test. */
+export interface P2mProcess {
+  /** The child process. */
+  child: Deno.ChildProcess;
+  /** Waits for exit and returns code plus captured stdout/stderr text. */
+  done(): Promise<{ code: number; signal: Deno.Signal | null; stdout: string; stderr: string }>;
+}
+
+/** Starts `socket.ts` or `sharedmem.ts` with its real permissions. */
+export function spawnP2m(
+  program: "socket.ts" | "sharedmem.ts",
+  args: string[],
+  options: { cwd?: string; env?: Record<string, string> } = {},
+): P2mProcess {
+  const permissions = program === "socket.ts" ? SOCKET_PERMISSIONS : SHM_PERMISSIONS;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", ...permissions, programPath(program), ...args],
+    cwd: options.cwd,
+    env: { NO_COLOR: "1", ...options.env },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const output = child.output();
+  return {
+    child,
+    async done() {
+      const result = await output;
+      const text = new TextDecoder();
+      return {
+        code: result.code,
+        signal: result.signal,
+        stdout: text.decode(result.stdout),
+        stderr: text.decode(result.stderr),
+      };
+    },
+  };
+}
+
+/** Creates a temp directory for one test; remove it with the returned function. */
+export async function tempDir(prefix = "p2m-test-"): Promise<string> {
+  return await Deno.makeTempDir({ prefix });
+}
+
+/** Writes `size` bytes of seeded pseudo-random data to `path` and returns them. */
+export async function makeFile(path: string, size: number, seed = 1): Promise<Uint8Array> {
+  const data = new Uint8Array(size);
+  // xorshift32: fast, deterministic, and not a run of one byte value.
+  let x = seed >>> 0 || 1;
+  const words = new Uint32Array(data.buffer, 0, Math.floor(size / 4));
+  for (let i = 0; i < words.length; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    words[i] = x >>> 0;
+  }
+  for (let i = words.length * 4; i < size; i++) data[i] = (i * 31 + seed) & 0xff;
+  await Deno.writeFile(path, data);
+  return data;
+}
+
+/** Asserts that two files hold the same bytes. */
+export async function assertSameFile(actual: string, expected: string): Promise<void> {
+  const [a, b] = await Promise.all([Deno.readFile(actual), Deno.readFile(expected)]);
+  assert.equal(a.length, b.length, `${actual}: size ${a.length}, expected ${b.length}`);
+  assert.ok(Buffer.compare(a, b) === 0, `${actual} differs from ${expected}`);
+}
+
+/** Names of the entries in a directory (empty if it does not exist). */
+export function listDir(dir: string): string[] {
+  try {
+    return [...Deno.readDirSync(dir)].map((e) => e.name).sort();
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * Entries in /dev/shm whose name contains `needle`. Deno's file APIs refuse
+ * /dev/shm without -A, so this asks `ls`.
+ */
+export async function shmEntries(needle = "p2m"): Promise<string[]> {
+  const out = await new Deno.Command("ls", { args: ["-1", "/dev/shm"], stdout: "piped" })
+    .output();
+  return new TextDecoder().decode(out.stdout).split("\n").filter((n) => n.includes(needle));
+}
+
+/** Waits until `predicate` holds, polling every 20 ms, or fails after `ms`. */
+export async function waitFor(
+  predicate: () => boolean | Promise<boolean>,
+  ms: number,
+  what: string,
+): Promise<void> {
+  const deadline = performance.now() + ms;
+  while (!(await predicate())) {
+    if (performance.now() > deadline) {
+      throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** A unique short name for sockets and segments in one test. */
+export function uniqueName(prefix: string): string {
+  return `${prefix}-${Deno.pid}-${crypto.getRandomValues(new Uint32Array(1))[0].toString(36)}`;
+}
+
+/**
+ * Mounts a private tmpfs of `size` (e.g. "1m") on a new temp dir, for
+ * disk-full tests. Returns undefined when mounting is not permitted.
+ */
+export async function smallTmpfs(size: string): Promise<
+  { dir: string; [Symbol.asyncDispose](): Promise<void> } | undefined
+> {
+  const dir = await Deno.makeTempDir({ prefix: "p2m-full-" });
+  const mount = await new Deno.Command("mount", {
+    args: ["-t", "tmpfs", "-o", `size=${size},mode=0700`, "tmpfs", dir],
+    stderr: "null",
+  }).output();
+  if (!mount.success) {
+    await Deno.remove(dir);
+    return undefined;
+  }
+  return {
+    dir,
+    async [Symbol.asyncDispose]() {
+      await new Deno.Command("umount", { args: [dir] }).output();
+      await Deno.remove(dir, { recursive: true });
+    },
+  };
+}
