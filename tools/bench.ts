@@ -1,0 +1,369 @@
+/**
+ * `deno task bench`: p2m against what users would otherwise run.
+ *
+ * Sweeps file size × peers × method, where the methods are both transports
+ * with and without digest verification plus the baselines `cp` ×N in
+ * parallel, one `tee` to N files, and socat in fork mode when installed.
+ * Copies go to a private tmpfs (mounted when running as root) or to
+ * `--out-dir`. Each case is run `--runs` times, interleaved with the other
+ * methods so that background noise spreads evenly, and every copy is
+ * checked after timing. Results go to a table on stdout and to JSON,
+ * Markdown and an SVG chart in `--results`.
+ *
+ * @module
+ */
+import {
+  formatBytes,
+  gibPerSecond,
+  intFlag,
+  maybeHelp,
+  P2mError,
+  parseCommand,
+  Reporter,
+  runMain,
+  sizeFlag,
+  UsageError,
+} from "../core/mod.ts";
+import {
+  addRatios,
+  type BenchReport,
+  type CaseResult,
+  chart,
+  markdown,
+  type MethodInfo,
+  textTable,
+} from "./bench_report.ts";
+import {
+  type Baseline,
+  fileSystemType,
+  hasSocat,
+  onInterrupt,
+  runCopy,
+  type RunResult,
+  type Transport,
+  writeRandomFile,
+} from "./harness.ts";
+
+const USAGE = `
+Usage: deno task bench [--quick] [--sizes LIST] [--peers LIST] [--methods LIST] [--runs N]
+                       [--out-dir DIR] [--results DIR] [--json] [--quiet]
+
+Measures aggregate GiB/s of p2m's transports (with and without --no-verify)
+against cp xN, tee and socat (when installed), copying to tmpfs.
+
+Options:
+  --quick          a CI-sized subset: 16MiB x 1,4 peers (unless --sizes/--peers say otherwise)
+  --sizes LIST     file sizes, e.g. 64MiB,256MiB,1GiB (the default)
+  --peers LIST     receiver counts, e.g. 1,4,16 (the default)
+  --methods LIST   any of shm,shm-no-verify,socket,socket-no-verify,cp,tee,socat (default all)
+  --runs N         runs per case; the report gives median, min and max (default 3)
+  --out-dir DIR    write copies under DIR instead of a private tmpfs mount
+                   (mounting needs root; without either, a temp dir is used)
+  --results DIR    where bench.json, bench.md and bench.svg go (default bench-results)
+  --json           print the report as JSON on stdout instead of the table
+  --quiet          print nothing but errors
+  -h, --help       show this help
+
+Cases whose copies would not fit in the output area (size x (peers + 1)) are
+skipped and listed. Exits 1 if any copy failed.
+`;
+
+const spec = {
+  name: "p2m bench",
+  usage: USAGE,
+  options: {
+    quick: { type: "boolean" },
+    sizes: { type: "string" },
+    peers: { type: "string" },
+    methods: { type: "string" },
+    runs: { type: "string" },
+    "out-dir": { type: "string" },
+    results: { type: "string" },
+    json: { type: "boolean" },
+    quiet: { type: "boolean" },
+  },
+} as const;
+
+/** A measured method: a transport with or without verification, or a baseline tool. */
+interface Method extends MethodInfo {
+  method: Transport | Baseline;
+}
+
+const METHODS: Method[] = [
+  { id: "shm", method: "shm", baseline: false, verify: true },
+  { id: "shm-no-verify", method: "shm", baseline: false, verify: false },
+  { id: "socket", method: "socket", baseline: false, verify: true },
+  { id: "socket-no-verify", method: "socket", baseline: false, verify: false },
+  { id: "cp", method: "cp", baseline: true, verify: null },
+  { id: "tee", method: "tee", baseline: true, verify: null },
+  { id: "socat", method: "socat", baseline: true, verify: null },
+];
+
+const MiB = 2 ** 20;
+const GiB = 2 ** 30;
+/** Memory left to everything else on the machine while the tmpfs is full. */
+const HEADROOM = 4 * GiB;
+
+async function main(): Promise<number> {
+  const { values } = parseCommand(spec, Deno.args);
+  if (maybeHelp(values, USAGE)) return 0;
+  const quick = values.quick ?? false;
+  const sizes = listFlag(values.sizes, "sizes", quick ? ["16MiB"] : ["64MiB", "256MiB", "1GiB"])
+    .map((s) => sizeFlag(s, "sizes", 0, { min: 1, max: 64 * GiB }));
+  const peerCounts = listFlag(values.peers, "peers", quick ? ["1", "4"] : ["1", "4", "16"])
+    .map((p) => intFlag(p, "peers", 0, { min: 1, max: 64 }));
+  const methods = methodsFlag(values.methods);
+  const runs = intFlag(values.runs, "runs", 3, { min: 1, max: 100 });
+  const resultsDir = values.results ?? "bench-results";
+  const reporter = new Reporter({ quiet: values.quiet || values.json });
+  const skipped: BenchReport["skipped"] = [];
+  const dropped = methods.filter((m) => m.method === "socat" && !hasSocat());
+  for (const m of dropped) {
+    reporter.info("socat is not installed: its baseline is skipped");
+    methods.splice(methods.indexOf(m), 1);
+  }
+
+  const largest = Math.max(...sizes.map((s) => s * (Math.max(...peerCounts) + 1)));
+  const area = await OutputArea.open(values["out-dir"], largest);
+  const work = await Deno.makeTempDir({ prefix: "p2m-bench-" });
+  const cleanup = async () => {
+    await area.close();
+    await Deno.remove(work, { recursive: true }).catch(() => {});
+  };
+  onInterrupt(cleanup);
+  const started = new Date();
+  const cases: CaseResult[] = [];
+  try {
+    reporter.info(
+      `p2m bench: copies on ${area.fileSystem} (${area.how}, ${
+        formatBytes(area.capacity)
+      } free), ` +
+        `${runs} run${runs === 1 ? "" : "s"} per case`,
+    );
+    let tag = 0;
+    for (const size of sizes) {
+      const file = `${area.dir}/src-${formatBytes(size).replace(/[ .]/g, "")}.bin`;
+      const fits = peerCounts.filter((peers) => size * (peers + 1) <= area.capacity);
+      for (const peers of peerCounts.filter((p) => !fits.includes(p))) {
+        const reason = `${formatBytes(size * (peers + 1))} of copies would not fit in ${
+          formatBytes(area.capacity)
+        }`;
+        skipped.push({ size, peers, reason });
+        reporter.info(`skipped ${formatBytes(size)} x ${peers}: ${reason}`);
+      }
+      if (fits.length === 0) continue;
+      const expected = await writeRandomFile(file, size);
+      for (const peers of fits) {
+        const results = new Map<Method, RunResult[]>(methods.map((m) => [m, []]));
+        // Interleave: run r of every method, then run r + 1.
+        for (let run = 0; run < runs; run++) {
+          for (const m of methods) {
+            const outDir = `${area.dir}/out`;
+            const result = await runCopy({
+              method: m.method,
+              verify: m.verify ?? undefined,
+              file,
+              peers,
+              outDir,
+              workDir: work,
+              tag: `bench-${Deno.pid}-${++tag}`,
+              timeoutSeconds: 60 + (size * peers) / (50 * MiB),
+              rss: true,
+            }, expected);
+            await Deno.remove(outDir, { recursive: true });
+            results.get(m)!.push(result);
+          }
+        }
+        for (const m of methods) {
+          const c = summarise(m, size, peers, results.get(m)!);
+          cases.push(c);
+          reporter.info(line(c));
+          for (const e of c.errors) {
+            reporter.error(`${m.id}, ${formatBytes(size)} x ${peers}: ${e}`);
+          }
+        }
+      }
+      await Deno.remove(file);
+    }
+  } finally {
+    await cleanup();
+  }
+
+  addRatios(cases);
+  const report: BenchReport = {
+    version: 1,
+    date: started.toISOString(),
+    elapsedSeconds: Math.round((Date.now() - started.getTime()) / 100) / 10,
+    machine: await machine(),
+    outputs: { how: area.how, fileSystem: area.fileSystem },
+    runs,
+    skipped,
+    cases,
+  };
+  await Deno.mkdir(resultsDir, { recursive: true });
+  await Deno.writeTextFile(`${resultsDir}/bench.json`, JSON.stringify(report, null, 2) + "\n");
+  await Deno.writeTextFile(`${resultsDir}/bench.md`, markdown(report));
+  await Deno.writeTextFile(`${resultsDir}/bench.svg`, chart(report));
+  if (values.json) console.log(JSON.stringify(report));
+  reporter.info(`\n${textTable(report)}\n\nWrote ${resultsDir}/bench.{json,md,svg}`);
+  return cases.every((c) => c.errors.length === 0) ? 0 : 1;
+}
+
+/** Median, min, max, throughput and peak memory of one case's runs. */
+function summarise(m: Method, size: number, peers: number, runs: RunResult[]): CaseResult {
+  const good = runs.filter((r) => r.ok);
+  const sorted = good.map((r) => r.seconds).sort((a, b) => a - b);
+  const median = sorted.length === 0
+    ? null
+    : sorted.length % 2 === 1
+    ? sorted[(sorted.length - 1) / 2]
+    : (sorted[sorted.length / 2 - 1] + sorted[sorted.length / 2]) / 2;
+  const peak = (pick: (r: RunResult) => number | undefined) => {
+    const seen = runs.map(pick).filter((v): v is number => v !== undefined);
+    return seen.length > 0 ? Math.max(...seen) : null;
+  };
+  return {
+    id: m.id,
+    baseline: m.baseline,
+    verify: m.verify,
+    size,
+    peers,
+    seconds: good.map((r) => round(r.seconds)),
+    median: median === null ? null : round(median),
+    min: sorted.length > 0 ? round(sorted[0]) : null,
+    max: sorted.length > 0 ? round(sorted.at(-1)!) : null,
+    gibps: median === null ? null : round(gibPerSecond(size * peers, median)),
+    ratio: null,
+    bestBaseline: null,
+    senderRssKiB: m.method === "cp" ? null : peak((r) => r.senderRssKiB),
+    receiverRssKiB: m.method === "tee" ? null : peak((r) => r.receiverRssKiB),
+    verified: runs.reduce((n, r) => n + r.verified, 0),
+    copies: peers * runs.length,
+    errors: runs.flatMap((r, i) => r.errors.map((e) => `run ${i + 1}: ${e}`)),
+  };
+}
+
+function line(c: CaseResult): string {
+  const what = `${formatBytes(c.size).padStart(9)} x${String(c.peers).padEnd(3)} ${
+    c.id.padEnd(17)
+  }`;
+  if (c.median === null) return `${what} failed`;
+  return `${what} ${c.median.toFixed(3)} s (${c.min!.toFixed(3)}–${c.max!.toFixed(3)})  ${
+    c.gibps!.toFixed(2)
+  } GiB/s  ${c.verified}/${c.copies} verified`;
+}
+
+/**
+ * Where the copies go: a private tmpfs mounted for the run when we are root,
+ * else `--out-dir` (or a temp dir), with the room there is.
+ */
+class OutputArea {
+  readonly dir: string;
+  readonly how: BenchReport["outputs"]["how"];
+  readonly fileSystem: string;
+  /** Bytes the copies may use. */
+  readonly capacity: number;
+  #mounted: boolean;
+
+  private constructor(
+    dir: string,
+    how: OutputArea["how"],
+    fileSystem: string,
+    capacity: number,
+    mounted: boolean,
+  ) {
+    this.dir = dir;
+    this.how = how;
+    this.fileSystem = fileSystem;
+    this.capacity = capacity;
+    this.#mounted = mounted;
+  }
+
+  /** Mounts a tmpfs sized for `wanted` bytes (within free memory), or uses `outDir`. */
+  static async open(outDir: string | undefined, wanted: number): Promise<OutputArea> {
+    if (outDir !== undefined) {
+      const stat = await Deno.stat(outDir).catch(() => undefined);
+      if (!stat?.isDirectory) throw new P2mError(`--out-dir ${outDir} is not a directory`);
+      const dir = await Deno.makeTempDir({ dir: outDir, prefix: "p2m-bench-" });
+      return new OutputArea(
+        dir,
+        "--out-dir",
+        await fileSystemType(dir),
+        await freeBytes(dir),
+        false,
+      );
+    }
+    const dir = await Deno.makeTempDir({ prefix: "p2m-bench-out-" });
+    if (Deno.uid() === 0) {
+      const memory = Deno.systemMemoryInfo().available;
+      const size = Math.floor(Math.min(wanted + 64 * MiB, memory - HEADROOM) / MiB) * MiB;
+      const mount = size > 0
+        ? await new Deno.Command("mount", {
+          args: ["-t", "tmpfs", "-o", `size=${size},mode=0700`, "tmpfs", dir],
+          stderr: "piped",
+        }).output()
+        : undefined;
+      if (mount?.success) return new OutputArea(dir, "private tmpfs mount", "tmpfs", size, true);
+    }
+    return new OutputArea(dir, "temp dir", await fileSystemType(dir), await freeBytes(dir), false);
+  }
+
+  /** Unmounts the tmpfs (if any) and removes the directory. */
+  async close(): Promise<void> {
+    if (this.#mounted) {
+      await new Deno.Command("umount", { args: [this.dir] }).output();
+      this.#mounted = false;
+    }
+    await Deno.remove(this.dir, { recursive: true }).catch(() => {});
+  }
+}
+
+async function freeBytes(dir: string): Promise<number> {
+  const out = await new Deno.Command("df", {
+    args: ["-B1", "--output=avail", dir],
+    stdout: "piped",
+  }).output();
+  const n = Number(new TextDecoder().decode(out.stdout).trim().split("\n").pop());
+  return Number.isFinite(n) ? n : 0;
+}
+
+async function machine(): Promise<BenchReport["machine"]> {
+  const grep = await new Deno.Command("grep", {
+    args: ["-m1", "model name", "/proc/cpuinfo"],
+    stdout: "piped",
+  }).output().catch(() => undefined);
+  const cpuModel = grep ? new TextDecoder().decode(grep.stdout).replace(/^.*:\s*/, "").trim() : "";
+  return {
+    cpus: navigator.hardwareConcurrency,
+    cpuModel: cpuModel || "unknown CPU",
+    memoryGiB: Math.round(Deno.systemMemoryInfo().total / GiB),
+    kernel: Deno.osRelease(),
+    deno: Deno.version.deno,
+  };
+}
+
+function listFlag(value: string | undefined, flag: string, fallback: string[]): string[] {
+  if (value === undefined) return fallback;
+  const items = value.split(",").map((s) => s.trim()).filter((s) => s !== "");
+  if (items.length === 0) throw new UsageError(`--${flag} needs at least one value`);
+  return [...new Set(items)];
+}
+
+function methodsFlag(value: string | undefined): Method[] {
+  const ids = listFlag(value, "methods", METHODS.map((m) => m.id));
+  return ids.map((id) => {
+    const m = METHODS.find((m) => m.id === id);
+    if (!m) {
+      throw new UsageError(
+        `--methods: unknown method '${id}'; choose from ${METHODS.map((m) => m.id).join(", ")}`,
+      );
+    }
+    return m;
+  });
+}
+
+function round(v: number): number {
+  return Math.round(v * 10_000) / 10_000;
+}
+
+if (import.meta.main) await runMain(spec, Deno.args, main);

@@ -1,0 +1,195 @@
+/**
+ * The benchmark's results and how they are written: a terminal table, JSON,
+ * Markdown and an SVG chart of aggregate GiB/s by peers, one line per method.
+ *
+ * @module
+ */
+import { formatBytes, formatTable } from "../core/format.ts";
+import { lineChart, type Series } from "./svg_chart.ts";
+
+/** A method the benchmark measures. */
+export interface MethodInfo {
+  /** Stable id used in JSON and the chart, e.g. `shm-no-verify`. */
+  id: string;
+  /** Whether it is a baseline tool rather than p2m. */
+  baseline: boolean;
+  /** Whether p2m verifies the digest (null for baselines). */
+  verify: boolean | null;
+}
+
+/** The measured figures of one method at one size and peer count. */
+export interface CaseResult extends MethodInfo {
+  /** File size in bytes. */
+  size: number;
+  /** Number of receivers. */
+  peers: number;
+  /** Seconds of each successful run, in run order. */
+  seconds: number[];
+  /** Median, min and max seconds over the successful runs (null if none). */
+  median: number | null;
+  /** Fastest successful run. */
+  min: number | null;
+  /** Slowest successful run. */
+  max: number | null;
+  /** Aggregate GiB/s at the median: peers × size ÷ median seconds. */
+  gibps: number | null;
+  /** GiB/s relative to the best baseline at this size and peer count. */
+  ratio: number | null;
+  /** Which baseline was best here. */
+  bestBaseline: string | null;
+  /** Highest peak RSS of the sender seen over the runs, KiB. */
+  senderRssKiB: number | null;
+  /** Highest peak RSS of the first receiver seen over the runs, KiB. */
+  receiverRssKiB: number | null;
+  /** Copies verified, over all runs. */
+  verified: number;
+  /** Copies attempted, over all runs (peers × runs). */
+  copies: number;
+  /** Failure reasons, prefixed by run number. */
+  errors: string[];
+}
+
+/** The whole report, as written to `bench.json`. */
+export interface BenchReport {
+  /** Format version of this JSON. */
+  version: 1;
+  /** ISO time the run started. */
+  date: string;
+  /** Seconds the whole sweep took. */
+  elapsedSeconds: number;
+  /** The machine, so that figures are read in context. */
+  machine: { cpus: number; cpuModel: string; memoryGiB: number; kernel: string; deno: string };
+  /** Where the copies were written. */
+  outputs: { how: "private tmpfs mount" | "--out-dir" | "temp dir"; fileSystem: string };
+  /** Runs per case. */
+  runs: number;
+  /** Cases left out, with the reason. */
+  skipped: { size: number; peers: number; reason: string }[];
+  /** Every measured case. */
+  cases: CaseResult[];
+}
+
+/** Fills in each case's ratio to the best baseline at its size and peer count. */
+export function addRatios(cases: CaseResult[]): void {
+  for (const c of cases) {
+    const baselines = cases.filter((b) =>
+      b.baseline && b.size === c.size && b.peers === c.peers && b.gibps !== null
+    );
+    const best = baselines.reduce<CaseResult | undefined>(
+      (a, b) => a === undefined || b.gibps! > a.gibps! ? b : a,
+      undefined,
+    );
+    c.bestBaseline = best?.id ?? null;
+    c.ratio = best && c.gibps !== null ? c.gibps / best.gibps! : null;
+  }
+}
+
+/** The results as an aligned text table for the terminal. */
+export function textTable(report: BenchReport): string {
+  return formatTable(HEADERS, report.cases.map(cells));
+}
+
+/** The results as a Markdown document. */
+export function markdown(report: BenchReport): string {
+  const m = report.machine;
+  const lines = [
+    "# p2m benchmark",
+    "",
+    `${report.date} · ${m.cpus} vCPU (${m.cpuModel}) · ${m.memoryGiB} GiB RAM · Linux ${m.kernel}` +
+    ` · Deno ${m.deno}`,
+    "",
+    `Copies written to ${report.outputs.fileSystem} (${report.outputs.how}). ` +
+    `Time runs from the sender's start to the last receiver's exit; every copy is checked ` +
+    `after timing. Median of ${report.runs} run${report.runs === 1 ? "" : "s"}, with min–max. ` +
+    `GiB/s is aggregate: peers × size ÷ median time. "× best" compares with the fastest ` +
+    `baseline at the same size and peer count. RSS is the peak of the sender's process tree ` +
+    `and of one receiver.`,
+    "",
+    "![GiB/s by peers](bench.svg)",
+    "",
+    `| ${HEADERS.join(" | ")} |`,
+    `|${HEADERS.map((_, i) => i < 3 ? "---" : "---:").join("|")}|`,
+    ...report.cases.map((c) => `| ${cells(c).join(" | ")} |`),
+  ];
+  if (report.skipped.length > 0) {
+    lines.push("", "Skipped:", "");
+    for (const s of report.skipped) {
+      lines.push(`- ${formatBytes(s.size)} × ${s.peers}: ${s.reason}`);
+    }
+  }
+  const failures = report.cases.filter((c) => c.errors.length > 0);
+  if (failures.length > 0) {
+    lines.push("", "Failures:", "");
+    for (const c of failures) {
+      for (const e of c.errors) lines.push(`- ${c.id}, ${formatBytes(c.size)} × ${c.peers}: ${e}`);
+    }
+  }
+  return lines.join("\n") + "\n";
+}
+
+/** Style of each method's line in the chart. */
+const STYLE: Record<string, Omit<Series, "name">> = {
+  "shm": { color: "#1f6fb4" },
+  "shm-no-verify": { color: "#1f6fb4", dash: "6 4" },
+  "socket": { color: "#d0312d" },
+  "socket-no-verify": { color: "#d0312d", dash: "6 4" },
+  "cp": { color: "#555555", dash: "2 3" },
+  "tee": { color: "#a0a000", dash: "2 3" },
+  "socat": { color: "#8e44ad", dash: "2 3" },
+};
+
+/** The results as an SVG chart: one panel per size, GiB/s by peers, one line per method. */
+export function chart(report: BenchReport): string {
+  const sizes = unique(report.cases.map((c) => c.size)).sort((a, b) => a - b);
+  const peers = unique(report.cases.map((c) => c.peers)).sort((a, b) => a - b);
+  const methods = unique(report.cases.map((c) => c.id));
+  return lineChart({
+    title: "p2m: aggregate GiB/s by number of peers",
+    xLabels: peers.map(String),
+    xCaption: "peers",
+    yCaption: "aggregate GiB/s",
+    series: methods.map((name) => ({ name, ...(STYLE[name] ?? { color: "#000000" }) })),
+    panels: sizes.map((size) => ({
+      title: formatBytes(size),
+      values: Object.fromEntries(methods.map((id) => [
+        id,
+        peers.map((p) =>
+          report.cases.find((c) => c.id === id && c.size === size && c.peers === p)?.gibps ?? null
+        ),
+      ])),
+    })),
+  });
+}
+
+const HEADERS = [
+  "size",
+  "peers",
+  "method",
+  "median s",
+  "min–max s",
+  "GiB/s",
+  "× best",
+  "sender RSS",
+  "receiver RSS",
+  "verified",
+];
+
+function cells(c: CaseResult): string[] {
+  const kib = (v: number | null) => v === null ? "–" : formatBytes(v * 1024);
+  return [
+    formatBytes(c.size),
+    String(c.peers),
+    c.id,
+    c.median === null ? "failed" : c.median.toFixed(3),
+    c.min === null ? "–" : `${c.min.toFixed(3)}–${c.max!.toFixed(3)}`,
+    c.gibps === null ? "–" : c.gibps.toFixed(2),
+    c.ratio === null ? "–" : c.ratio.toFixed(2),
+    kib(c.senderRssKiB),
+    kib(c.receiverRssKiB),
+    `${c.verified}/${c.copies}`,
+  ];
+}
+
+function unique<T>(values: T[]): T[] {
+  return [...new Set(values)];
+}
