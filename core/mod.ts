@@ -24,3 +24,4 @@ export * from "./runtime_dir.ts";
 export * from "./source.ts";
 export * from "./wire.ts";
 export * from "./permissions.ts";
+export * from "./rate_limit.ts";

@@ -8,6 +8,7 @@ import {
   headerLength,
   MAX_NAME_BYTES,
   OutputFile,
+  RateLimit,
   sanitizeName,
   sizeFlag,
   toHex,
@@ -121,4 +122,17 @@ Deno.test({
     for (let i = 0; i < 8; i++) output.write(chunk);
   }, /No space left on device; copy discarded/);
   assert.deepEqual(listDir(disk.dir), []);
+});
+
+Deno.test("RateLimit holds a stream to its rate and is free when off", async () => {
+  const limit = new RateLimit(1024 * 1024);
+  const start = performance.now();
+  for (let i = 0; i < 4; i++) await limit.pace(64 * 1024);
+  // 256 KiB at 1 MiB/s is due at 0.1875 s after the first chunk.
+  assert.ok(performance.now() - start >= 150, "the limit did not wait");
+  const free = new RateLimit(0);
+  assert.equal(free.enabled, false);
+  const t0 = performance.now();
+  for (let i = 0; i < 1000; i++) await free.pace(1 << 30);
+  assert.ok(performance.now() - t0 < 1000);
 });
