@@ -7,6 +7,12 @@
  * removes the temporary file, so no half-written or unverified file is
  * ever seen under a final name.
  *
+ * A writer that dies by `kill -9` cannot clean up, so every temp file is
+ * held under an exclusive `flock` while it is written. The kernel drops
+ * the lock when its process dies, however it dies (no pid to be reused),
+ * and the next writer in the same directory removes temp files whose lock
+ * it can take: {@linkcode sweepStaleOutputs}.
+ *
  * @module
  */
 import { P2mError } from "./errors.ts";
@@ -85,15 +91,22 @@ export class OutputFile implements Disposable {
       throw new P2mError(`${path} already exists; use --force to replace it`);
     }
     if (isDirectory(path)) throw new P2mError(`${path} is a directory`);
-    const suffix = crypto.getRandomValues(new Uint32Array(1))[0].toString(36);
-    const tempPath = `${dir}/.${base.slice(0, 180)}.p2m-${Deno.pid}-${suffix}.part`;
-    let file: Deno.FsFile;
-    try {
-      file = Deno.openSync(tempPath, { write: true, createNew: true, mode: 0o600 });
-    } catch (error) {
-      throw new P2mError(`cannot write in ${dir}: ${osReason(error)}`);
+    sweepStaleOutputs(dir);
+    for (;;) {
+      const suffix = crypto.getRandomValues(new Uint32Array(1))[0].toString(36);
+      const tempPath = `${dir}/.${base.slice(0, 180)}.p2m-${Deno.pid}-${suffix}.part`;
+      let file: Deno.FsFile;
+      try {
+        file = Deno.openSync(tempPath, { write: true, createNew: true, mode: 0o600 });
+      } catch (error) {
+        throw new P2mError(`cannot write in ${dir}: ${osReason(error)}`);
+      }
+      file.lockSync(true);
+      // A sweeper may have taken the lock between our create and our lock,
+      // and removed the file: then it has no link left, so start again.
+      if (file.statSync().nlink !== 0) return new OutputFile(path, tempPath, file, options);
+      file.close();
     }
-    return new OutputFile(path, tempPath, file, options);
   }
 
   /** Bytes written so far. */
@@ -119,9 +132,9 @@ export class OutputFile implements Disposable {
     const file = this.#open();
     try {
       file.syncSync();
-      file.close();
-      this.#file = undefined;
       Deno.chmodSync(this.tempPath, this.#mode);
+      // The file stays open, so locked, until its final name exists: a
+      // sweeper never sees it unlocked under its temp name.
       if (this.#force) {
         Deno.renameSync(this.tempPath, this.path);
       } else {
@@ -129,6 +142,8 @@ export class OutputFile implements Disposable {
         Deno.linkSync(this.tempPath, this.path);
         Deno.removeSync(this.tempPath);
       }
+      file.close();
+      this.#file = undefined;
     } catch (error) {
       this.abort();
       const reason = error instanceof Deno.errors.AlreadyExists
@@ -138,6 +153,7 @@ export class OutputFile implements Disposable {
     }
     this.#done = true;
     live.delete(this);
+    sweepStaleOutputs(this.path.slice(0, this.path.lastIndexOf("/")) || ".");
   }
 
   /** Discards the copy: closes and removes the temp file. Safe to call twice. */
@@ -168,6 +184,39 @@ export class OutputFile implements Disposable {
     if (this.#done || this.#file === undefined) throw new P2mError("output already closed");
     return this.#file;
   }
+}
+
+const TEMP_NAME = /^\..*\.p2m-\d+-[0-9a-z]+\.part$/s;
+
+/**
+ * Removes the temp files in `dir` left by writers that died; returns how
+ * many. A temp file whose `flock` can be taken has no living writer.
+ */
+export function sweepStaleOutputs(dir: string): number {
+  let removed = 0;
+  let entries: Deno.DirEntry[];
+  try {
+    entries = [...Deno.readDirSync(dir)];
+  } catch {
+    return 0;
+  }
+  for (const entry of entries) {
+    if (!entry.isFile || !TEMP_NAME.test(entry.name)) continue;
+    const path = `${dir}/${entry.name}`;
+    let file: Deno.FsFile | undefined;
+    try {
+      file = Deno.openSync(path, { read: true });
+      if (file.tryLockSync(true)) {
+        Deno.removeSync(path);
+        removed++;
+      }
+    } catch {
+      /* gone already, or not ours to judge */
+    } finally {
+      file?.close();
+    }
+  }
+  return removed;
 }
 
 function exists(path: string): boolean {

@@ -11,6 +11,7 @@ import {
   RateLimit,
   sanitizeName,
   sizeFlag,
+  sweepStaleOutputs,
   toHex,
   TrailerStatus,
   UsageError,
@@ -135,4 +136,40 @@ Deno.test("RateLimit holds a stream to its rate and is free when off", async () 
   const t0 = performance.now();
   for (let i = 0; i < 1000; i++) await free.pace(1 << 30);
   assert.ok(performance.now() - t0 < 1000);
+});
+
+Deno.test("a temp file left by a writer killed with -9 is swept by the next writer", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "p2m-sweep-" });
+  try {
+    // A real writer process that creates its temp file, says so, and hangs.
+    const script = `${dir}/writer.ts`;
+    await Deno.writeTextFile(
+      script,
+      `import { OutputFile } from ${
+        JSON.stringify(new URL("../core/output.ts", import.meta.url).href)
+      };
+const out = OutputFile.create({ out: ${JSON.stringify(`${dir}/out/`)}, name: "x", mode: 0o600 });
+out.write(new Uint8Array(10));
+console.log(out.tempPath);
+await new Promise(() => setInterval(() => {}, 1000));`,
+    );
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "--allow-read", "--allow-write", script],
+      stdout: "piped",
+    }).spawn();
+    const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    const tempPath = (await reader.read()).value!.trim();
+    // While the writer lives, its lock protects its temp file.
+    sweepStaleOutputs(`${dir}/out`);
+    assert.ok(Deno.statSync(tempPath).isFile, "a live writer's temp file was swept");
+    child.kill("SIGKILL");
+    await child.status;
+    await reader.cancel();
+    assert.ok(Deno.statSync(tempPath).isFile, "kill -9 leaves the temp file behind");
+    // The next writer in that directory removes it.
+    using next = OutputFile.create({ out: `${dir}/out/`, name: "y", mode: 0o600 });
+    assert.deepEqual(listDir(`${dir}/out`), [next.tempPath.slice(`${dir}/out/`.length)]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
