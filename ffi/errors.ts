@@ -1,0 +1,46 @@
+/**
+ * Errors from libc calls, with the function name, errno and its text.
+ *
+ * errno is thread-local and overwritten by any later libc use on the same
+ * thread, so it is read only right after a synchronous call, before any
+ * `await` (measured: always right then, often wrong after an await).
+ * Nonblocking FFI calls run on other threads; their errno is never read.
+ *
+ * @module
+ */
+import { P2mError } from "../core/errors.ts";
+import { libc } from "./libc.ts";
+
+/** A failed libc call: which function, errno and strerror text. */
+export class LibcError extends P2mError {
+  /** The C function that failed. */
+  readonly fn: string;
+  /** The errno value it left. */
+  readonly errno: number;
+
+  /** Creates an error for `fn` failing with `errno`; `what` names the object. */
+  constructor(fn: string, errno: number, what?: string) {
+    super(`${fn}(${what ?? ""}): ${strerror(errno)} (errno ${errno})`);
+    this.name = "LibcError";
+    this.fn = fn;
+    this.errno = errno;
+  }
+}
+
+/** Reads errno; call it right after the failing synchronous call. */
+export function errno(): number {
+  const ptr = libc().__errno_location();
+  if (ptr === null) return 0;
+  return new Deno.UnsafePointerView(ptr).getInt32(0);
+}
+
+/** The text libc gives for an errno value. */
+export function strerror(code: number): string {
+  const ptr = libc().strerror(code);
+  return ptr === null ? `error ${code}` : Deno.UnsafePointerView.getCString(ptr);
+}
+
+/** Throws a LibcError for `fn` with the current errno. */
+export function fail(fn: string, what?: string): never {
+  throw new LibcError(fn, errno(), what);
+}

@@ -1,0 +1,222 @@
+/**
+ * A POSIX shared-memory object (`shm_open`) mapped into this process, with
+ * open-file-description byte locks used as liveness markers.
+ *
+ * Liveness: each party holds an OFD write lock (`F_OFD_SETLK`) on one byte
+ * of the segment's own fd; anyone tests it with `F_OFD_GETLK`. The kernel
+ * drops OFD locks when the last fd of the open file description closes, so
+ * also when the process dies (kill -9). Unlike a stored pid, this cannot be
+ * fooled by pid reuse, and unlike /proc it needs no file permission in Deno.
+ * Locks on bytes past the end of the object are allowed, so they take no
+ * space and are independent of the segment's contents.
+ *
+ * @module
+ */
+import { errno, fail, LibcError } from "./errors.ts";
+import {
+  EEXIST,
+  F_OFD_GETLK,
+  F_OFD_SETLK,
+  F_UNLCK,
+  F_WRLCK,
+  FLOCK_SIZE,
+  libc,
+  MAP_FAILED,
+  MAP_SHARED,
+  O_CREAT,
+  O_EXCL,
+  O_RDWR,
+  PROT_READ,
+  PROT_WRITE,
+  STAT_SIZE,
+} from "./libc.ts";
+
+const encoder = new TextEncoder();
+
+/** What fstat says about a shared-memory object. */
+export interface ShmStat {
+  /** Size in bytes. */
+  size: number;
+  /** Owner uid. */
+  uid: number;
+  /** Mode bits (type and permissions). */
+  mode: number;
+}
+
+/** An open shared-memory object; map it with {@linkcode SharedMemory.map}. */
+export class SharedMemory implements Disposable {
+  /** The object's name, with its leading slash. */
+  readonly name: string;
+  #fd: number;
+  #ptr: Deno.PointerValue = null;
+  #length = 0;
+  #buffer: ArrayBuffer | undefined;
+
+  private constructor(name: string, fd: number) {
+    this.name = name;
+    this.#fd = fd;
+  }
+
+  /**
+   * Creates a new object with O_CREAT|O_EXCL and `mode` (0600 by default).
+   * Returns undefined if the name is taken; throws LibcError otherwise.
+   */
+  static create(name: string, mode = 0o600): SharedMemory | undefined {
+    const path = shmPath(name);
+    const fd = libc().shm_open(cString(path), O_RDWR | O_CREAT | O_EXCL, mode);
+    if (fd < 0) {
+      const code = errno();
+      if (code === EEXIST) return undefined;
+      throw new LibcError("shm_open", code, path);
+    }
+    return new SharedMemory(path, fd);
+  }
+
+  /** Opens an existing object read-write; undefined if there is none. */
+  static open(name: string): SharedMemory | undefined {
+    const path = shmPath(name);
+    const fd = libc().shm_open(cString(path), O_RDWR, 0);
+    if (fd < 0) {
+      const code = errno();
+      if (code === 2 /* ENOENT */) return undefined;
+      throw new LibcError("shm_open", code, path);
+    }
+    return new SharedMemory(path, fd);
+  }
+
+  /** Removes a name; returns false if it did not exist. */
+  static unlink(name: string): boolean {
+    const path = shmPath(name);
+    if (libc().shm_unlink(cString(path)) === 0) return true;
+    const code = errno();
+    if (code === 2 /* ENOENT */) return false;
+    throw new LibcError("shm_unlink", code, path);
+  }
+
+  /** Sets the object's size. */
+  truncate(size: number): void {
+    if (libc().ftruncate(this.#checkFd(), BigInt(size)) !== 0) fail("ftruncate", this.name);
+  }
+
+  /** Size, owner and mode from fstat. */
+  stat(): ShmStat {
+    const buf = new Uint8Array(STAT_SIZE);
+    if (libc().fstat(this.#checkFd(), buf) !== 0) fail("fstat", this.name);
+    const view = new DataView(buf.buffer);
+    // x86_64 struct stat: st_mode u32 @24, st_uid u32 @28, st_size i64 @48.
+    return {
+      mode: view.getUint32(24, true),
+      uid: view.getUint32(28, true),
+      size: Number(view.getBigInt64(48, true)),
+    };
+  }
+
+  /** Maps `length` bytes read-write and shared; returns a zero-copy buffer. */
+  map(length: number): ArrayBuffer {
+    if (this.#buffer) throw new Error("already mapped");
+    if (!Number.isSafeInteger(length) || length <= 0) throw new RangeError(`bad length ${length}`);
+    const ptr = libc().mmap(
+      null,
+      BigInt(length),
+      PROT_READ | PROT_WRITE,
+      MAP_SHARED,
+      this.#checkFd(),
+      0n,
+    );
+    if (ptr === null || Deno.UnsafePointer.value(ptr) === MAP_FAILED) fail("mmap", this.name);
+    this.#ptr = ptr;
+    this.#length = length;
+    this.#buffer = Deno.UnsafePointerView.getArrayBuffer(ptr, length);
+    return this.#buffer;
+  }
+
+  /** The mapped buffer; throws if not mapped or already closed. */
+  get buffer(): ArrayBuffer {
+    if (!this.#buffer) throw new Error(`${this.name} is not mapped`);
+    return this.#buffer;
+  }
+
+  /** Pointer to `offset` bytes into the mapping (for semaphores). */
+  pointer(offset: number): Deno.PointerObject {
+    if (this.#ptr === null || offset < 0 || offset >= this.#length) {
+      throw new RangeError(`offset ${offset} outside the mapping of ${this.name}`);
+    }
+    return Deno.UnsafePointer.offset(this.#ptr, offset)!;
+  }
+
+  /** Whether the mapping is still in place. */
+  get mapped(): boolean {
+    return this.#buffer !== undefined;
+  }
+
+  /** Takes an exclusive lock on byte `index` without waiting; false if held elsewhere. */
+  tryLock(index: number): boolean {
+    const lock = flock(F_WRLCK, index);
+    if (libc().fcntl(this.#checkFd(), F_OFD_SETLK, lock) === 0) return true;
+    const code = errno();
+    if (code === 11 /* EAGAIN */ || code === 13 /* EACCES */) return false;
+    throw new LibcError("fcntl", code, `${this.name}, F_OFD_SETLK`);
+  }
+
+  /** Drops this fd's lock on byte `index`. */
+  unlock(index: number): void {
+    const lock = flock(F_UNLCK, index);
+    if (libc().fcntl(this.#checkFd(), F_OFD_SETLK, lock) !== 0) fail("fcntl", this.name);
+  }
+
+  /** Whether another open file description (a live process) holds a lock on byte `index`. */
+  isLocked(index: number): boolean {
+    const lock = flock(F_WRLCK, index);
+    if (libc().fcntl(this.#checkFd(), F_OFD_GETLK, lock) !== 0) fail("fcntl", this.name);
+    return new DataView(lock.buffer).getInt16(0, true) !== F_UNLCK;
+  }
+
+  /** Unmaps and closes the fd (which drops this process's locks). Safe to call twice. */
+  close(): void {
+    if (this.#buffer) {
+      // The ArrayBuffer outlives munmap; callers must drop their views first.
+      libc().munmap(this.#ptr, BigInt(this.#length));
+      this.#buffer = undefined;
+      this.#ptr = null;
+    }
+    if (this.#fd >= 0) {
+      libc().close(this.#fd);
+      this.#fd = -1;
+    }
+  }
+
+  /** Same as {@linkcode close}. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  #checkFd(): number {
+    if (this.#fd < 0) throw new Error(`${this.name} is closed`);
+    return this.#fd;
+  }
+}
+
+/** The object name with one leading slash, as shm_open wants it. */
+export function shmPath(name: string): string {
+  return name.startsWith("/") ? name : `/${name}`;
+}
+
+function cString(text: string): Uint8Array {
+  const bytes = encoder.encode(text);
+  if (bytes.includes(0)) throw new RangeError("name contains NUL");
+  const buf = new Uint8Array(bytes.length + 1);
+  buf.set(bytes);
+  return buf;
+}
+
+/** x86_64 struct flock: l_type i16 @0, l_whence i16 @2, l_start @8, l_len @16, l_pid @24. */
+function flock(type: number, byte: number): Uint8Array {
+  const buf = new Uint8Array(FLOCK_SIZE);
+  const view = new DataView(buf.buffer);
+  view.setInt16(0, type, true);
+  view.setInt16(2, 0, true); // SEEK_SET
+  view.setBigInt64(8, BigInt(byte), true);
+  view.setBigInt64(16, 1n, true);
+  view.setInt32(24, 0, true); // must be 0 for OFD locks
+  return buf;
+}
