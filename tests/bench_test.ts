@@ -123,11 +123,12 @@ Deno.test("bench refuses a bad command line with exit code 2", async () => {
   assert.match(stderr, /unknown method 'ftp'/);
 });
 
-Deno.test("each case is compared with the best baseline at its size and peer count", () => {
+Deno.test("each case is compared with the best baseline and with its C reference", () => {
   const base = { baseline: false, verify: null, seconds: [], median: 1, min: 1, max: 1 };
   const rest = {
     ratio: null,
     bestBaseline: null,
+    cRatio: null,
     senderRssKiB: null,
     receiverRssKiB: null,
     verified: 1,
@@ -138,16 +139,18 @@ Deno.test("each case is compared with the best baseline at its size and peer cou
     { ...base, ...rest, id: "shm", size: 1, peers: 4, gibps: 6 },
     { ...base, ...rest, id: "cp", baseline: true, size: 1, peers: 4, gibps: 4 },
     { ...base, ...rest, id: "tee", baseline: true, size: 1, peers: 4, gibps: 3 },
+    { ...base, ...rest, id: "c-ring", baseline: true, size: 1, peers: 4, gibps: 5 },
     { ...base, ...rest, id: "shm", size: 1, peers: 1, gibps: 2 },
     { ...base, ...rest, id: "tee", baseline: true, size: 1, peers: 1, gibps: 1 },
   ];
   addRatios(cases);
-  assert.deepEqual(cases.map((c) => [c.bestBaseline, c.ratio]), [
-    ["cp", 1.5],
-    ["cp", 1],
-    ["cp", 0.75],
-    ["tee", 2],
-    ["tee", 1],
+  assert.deepEqual(cases.map((c) => [c.bestBaseline, c.ratio, c.cRatio]), [
+    ["c-ring", 1.2, 1.2],
+    ["c-ring", 0.8, null],
+    ["c-ring", 0.6, null],
+    ["c-ring", 1, null],
+    ["tee", 2, null],
+    ["tee", 1, null],
   ]);
 });
 

@@ -35,6 +35,7 @@ import {
 } from "./bench_report.ts";
 import {
   type Baseline,
+  buildCBaselines,
   fileSystemType,
   hasSocat,
   onInterrupt,
@@ -97,6 +98,8 @@ const METHODS: Method[] = [
   { id: "cp", method: "cp", baseline: true, verify: null },
   { id: "tee", method: "tee", baseline: true, verify: null },
   { id: "socat", method: "socat", baseline: true, verify: null },
+  { id: "c-ring", method: "c-ring", baseline: true, verify: null },
+  { id: "c-sendfile", method: "c-sendfile", baseline: true, verify: null },
 ];
 
 const MiB = 2 ** 20;
@@ -126,6 +129,15 @@ async function main(): Promise<number> {
   const largest = Math.max(...sizes.map((s) => s * (Math.max(...peerCounts) + 1)));
   const area = await OutputArea.open(values["out-dir"], largest);
   const work = await Deno.makeTempDir({ prefix: "p2m-bench-" });
+  const cBaselines = methods.some((m) => m.method.startsWith("c-"))
+    ? await buildCBaselines(work)
+    : undefined;
+  if (!cBaselines) {
+    for (const m of methods.filter((m) => m.method.startsWith("c-"))) {
+      reporter.info(`no C compiler: the ${m.id} baseline is skipped`);
+      methods.splice(methods.indexOf(m), 1);
+    }
+  }
   const cleanup = async () => {
     await area.close();
     await Deno.remove(work, { recursive: true }).catch(() => {});
@@ -169,6 +181,7 @@ async function main(): Promise<number> {
               tag: `bench-${Deno.pid}-${++tag}`,
               timeoutSeconds: 60 + (size * peers) / (50 * MiB),
               rss: true,
+              cBaselines,
             }, expected);
             await Deno.remove(outDir, { recursive: true });
             results.get(m)!.push(result);
@@ -235,6 +248,7 @@ function summarise(m: Method, size: number, peers: number, runs: RunResult[]): C
     gibps: median === null ? null : round(gibPerSecond(size * peers, median)),
     ratio: null,
     bestBaseline: null,
+    cRatio: null,
     senderRssKiB: m.method === "cp" ? null : peak((r) => r.senderRssKiB),
     receiverRssKiB: m.method === "tee" ? null : peak((r) => r.receiverRssKiB),
     verified: runs.reduce((n, r) => n + r.verified, 0),

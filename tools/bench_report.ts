@@ -37,6 +37,8 @@ export interface CaseResult extends MethodInfo {
   ratio: number | null;
   /** Which baseline was best here. */
   bestBaseline: string | null;
+  /** For a transport, GiB/s relative to its C reference (c-ring for shm, c-sendfile for socket). */
+  cRatio: number | null;
   /** Highest peak RSS of the sender seen over the runs, KiB. */
   senderRssKiB: number | null;
   /** Highest peak RSS of the first receiver seen over the runs, KiB. */
@@ -81,8 +83,14 @@ export function addRatios(cases: CaseResult[]): void {
     );
     c.bestBaseline = best?.id ?? null;
     c.ratio = best && c.gibps !== null ? c.gibps / best.gibps! : null;
+    const referenceId = C_REFERENCE[c.id.split("-")[0]];
+    const reference = baselines.find((b) => b.id === referenceId);
+    c.cRatio = reference && c.gibps !== null ? c.gibps / reference.gibps! : null;
   }
 }
+
+/** The C program that sets the bar for each transport. */
+const C_REFERENCE: Record<string, string> = { shm: "c-ring", socket: "c-sendfile" };
 
 /** The results as an aligned text table for the terminal. */
 export function textTable(report: BenchReport): string {
@@ -102,7 +110,8 @@ export function markdown(report: BenchReport): string {
     `Time runs from the sender's start to the last receiver's exit; every copy is checked ` +
     `after timing. Median of ${report.runs} run${report.runs === 1 ? "" : "s"}, with min–max. ` +
     `GiB/s is aggregate: peers × size ÷ median time. "× best" compares with the fastest ` +
-    `baseline at the same size and peer count. RSS is the peak of the sender's process tree ` +
+    `baseline at the same size and peer count; "× C" compares a transport with its C ` +
+    `reference (c-ring for shm, c-sendfile for socket). RSS is the peak of the sender's process tree ` +
     `and of one receiver.`,
     "",
     "![GiB/s by peers](bench.svg)",
@@ -136,6 +145,8 @@ const STYLE: Record<string, Omit<Series, "name">> = {
   "cp": { color: "#555555", dash: "2 3" },
   "tee": { color: "#a0a000", dash: "2 3" },
   "socat": { color: "#8e44ad", dash: "2 3" },
+  "c-ring": { color: "#1f6fb4", dash: "1 2" },
+  "c-sendfile": { color: "#d0312d", dash: "1 2" },
 };
 
 /** The results as an SVG chart: one panel per size, GiB/s by peers, one line per method. */
@@ -169,6 +180,7 @@ const HEADERS = [
   "min–max s",
   "GiB/s",
   "× best",
+  "× C",
   "sender RSS",
   "receiver RSS",
   "verified",
@@ -184,6 +196,7 @@ function cells(c: CaseResult): string[] {
     c.min === null ? "–" : `${c.min.toFixed(3)}–${c.max!.toFixed(3)}`,
     c.gibps === null ? "–" : c.gibps.toFixed(2),
     c.ratio === null ? "–" : c.ratio.toFixed(2),
+    c.cRatio === null ? "–" : c.cRatio.toFixed(2),
     kib(c.senderRssKiB),
     kib(c.receiverRssKiB),
     `${c.verified}/${c.copies}`,

@@ -18,8 +18,12 @@ import { programPath, SHM_PERMISSIONS, SOCKET_PERMISSIONS } from "../core/permis
 export const TRANSPORTS = ["shm", "socket"] as const;
 /** A p2m transport. */
 export type Transport = typeof TRANSPORTS[number];
-/** The baseline tools a user would otherwise reach for. */
-export const BASELINES = ["cp", "tee", "socat"] as const;
+/**
+ * The baselines: tools a user would otherwise reach for (cp, tee, socat),
+ * and the C programs in `tools/baselines/` that set the bar for each
+ * transport: a tuned shared-memory ring and a fork-per-client sendfile server.
+ */
+export const BASELINES = ["cp", "tee", "socat", "c-ring", "c-sendfile"] as const;
 /** A baseline tool. */
 export type Baseline = typeof BASELINES[number];
 
@@ -45,6 +49,34 @@ export interface RunOptions {
   rss?: boolean;
   /** Called with the bytes all receivers hold so far (transports only). */
   onProgress?: (bytes: number) => void;
+  /** The C baselines, compiled by {@linkcode buildCBaselines} (c-ring, c-sendfile only). */
+  cBaselines?: CBaselines;
+}
+
+/** Paths of the compiled C baseline programs. */
+export interface CBaselines {
+  /** `shm_ring send|receive …` */
+  ring: string;
+  /** `sendfile_server serve|fetch …` */
+  sendfile: string;
+}
+
+/**
+ * Compiles the C baselines into `dir` with the system C compiler, or
+ * returns undefined (and the bench skips them) when there is none.
+ */
+export async function buildCBaselines(dir: string): Promise<CBaselines | undefined> {
+  const source = (name: string) => new URL(`./baselines/${name}.c`, import.meta.url).pathname;
+  const built: CBaselines = { ring: `${dir}/shm_ring`, sendfile: `${dir}/sendfile_server` };
+  for (const [name, out] of [["shm_ring", built.ring], ["sendfile_server", built.sendfile]]) {
+    const cc = await new Deno.Command("cc", {
+      args: ["-O2", "-pthread", "-o", out, source(name)],
+      stdout: "null",
+      stderr: "null",
+    }).output().catch(() => undefined);
+    if (!cc?.success) return undefined;
+  }
+  return built;
 }
 
 /** How one run went: its time, its copies, and what failed. */
@@ -217,6 +249,11 @@ export async function fileSystemType(path: string): Promise<string> {
   return out?.success ? new TextDecoder().decode(out.stdout).trim() : "unknown";
 }
 
+function requireC(options: RunOptions): CBaselines {
+  if (!options.cBaselines) throw new Error(`${options.method} needs the compiled C baselines`);
+  return options.cBaselines;
+}
+
 /** Whether `socat` is installed (the socat baseline is skipped otherwise). */
 export function hasSocat(): boolean {
   return ["/usr/bin/socat", "/usr/local/bin/socat", "/bin/socat"].some(isExecutable);
@@ -316,6 +353,21 @@ function planRun(options: RunOptions, peerDirs: string[]): Plan {
         ],
         receivers: [],
       };
+    case "c-ring": {
+      const ring = requireC(options).ring;
+      const shmName = `/p2m-c-${options.tag}`;
+      return {
+        sender: [ring, "send", file, shmName, String(peers)],
+        receivers: peerDirs.map((dir) => [ring, "receive", shmName, `${dir}/${name}`]),
+      };
+    }
+    case "c-sendfile": {
+      const server = requireC(options).sendfile;
+      return {
+        sender: [server, "serve", file, socket, String(peers)],
+        receivers: peerDirs.map((dir) => [server, "fetch", socket, `${dir}/${name}`]),
+      };
+    }
     case "socat":
       // socat's fork mode: each connection gets a child that opens the file.
       return {
