@@ -8,11 +8,17 @@
  * @module
  */
 
-/** Flags for socket.ts: files, subprocesses (its workers), env, uid. */
+/**
+ * Flags for socket.ts: files, subprocesses (its workers), Unix sockets, env,
+ * uid. Deno 2.9 checks `Deno.listen`/`Deno.connect` on a Unix path against
+ * `--allow-net` (it accepts only an exact `unix:PATH`, no directory), so the
+ * programs, whose socket paths come from the user, need `--allow-net`.
+ */
 export const SOCKET_PERMISSIONS = [
   "--allow-read",
   "--allow-write",
   "--allow-run",
+  "--allow-net",
   "--allow-env",
   "--allow-sys=uid",
 ] as const;
