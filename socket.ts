@@ -1,0 +1,195 @@
+/**
+ * p2m over AF_UNIX sockets: one server, many clients, a subprocess per peer.
+ *
+ * ```sh
+ * deno task socket server FILE [--socket PATH] [--peers N] [--max-active K] ...
+ * deno task socket client [--socket PATH] [--out DIR|FILE] [--timeout S] ...
+ * ```
+ *
+ * The server keeps each peer's accepted connection as a control channel and
+ * starts a worker subprocess (`socket.ts worker`, an internal role) that
+ * streams the file to that peer over a one-time socket. See socket/server.ts.
+ *
+ * Data path (measured on the 2-vCPU dev VM, 256 MiB to 4 peers, tmpfs): see
+ * the chunk size note on `DATA_CHUNK` in socket/protocol.ts.
+ *
+ * @module
+ */
+import {
+  DEFAULT_DIGEST,
+  intFlag,
+  isDigestAlgorithm,
+  maybeHelp,
+  parseCommand,
+  privateRuntimeDir,
+  Reporter,
+  runMain,
+  secondsFlag,
+  UsageError,
+} from "./core/mod.ts";
+import { runClient } from "./socket/client.ts";
+import { runServer } from "./socket/server.ts";
+import { workerMain } from "./socket/worker.ts";
+
+const MAIN_USAGE = `
+Usage: socket.ts <command> [options]
+
+Copies one file from one server to many clients over Unix sockets.
+
+Commands:
+  server <file>   serve a file to peers (one worker subprocess per peer)
+  client          receive the file from a server
+
+Run 'socket.ts <command> --help' for the options of a command.
+`;
+
+const SERVER_USAGE = `
+Usage: socket.ts server <file> [options]
+
+Serves <file> on a Unix socket. Each peer gets its own worker subprocess,
+which streams the file to it directly; the peer verifies the digest.
+
+Options:
+  --socket PATH     socket path (default: $XDG_RUNTIME_DIR/p2m/p2m.sock,
+                    else /tmp/p2m-<uid>/p2m.sock); at most 107 bytes
+  --peers N         exit after N peers finished: 0 if all ok, else 1
+                    (default: serve until SIGINT/SIGTERM)
+  --max-active K    at most K transfers at once; later peers queue (default 32)
+  --digest ALG      xxh64 (default) or sha256
+  --no-verify       send no digest (benchmarks); peers keep unverified copies
+  --raw             plain bytes, no framing, no handshake, NOT verified
+                    (for 'socat -u UNIX-CONNECT:PATH -' or 'nc -U PATH')
+  --stall S         seconds a peer may take to say hello, to connect to its
+                    worker, or to take the next chunk (default 10)
+  --grace S         after SIGINT/SIGTERM, seconds running transfers get to
+                    finish (default 5)
+  --json            one JSON event per line on stdout
+  --quiet           print only errors
+  --debug           stack traces on errors
+  -h, --help        show this help
+`;
+
+const CLIENT_USAGE = `
+Usage: socket.ts client [options]
+
+Receives the file from a socket server, verifies its digest and only then
+gives it its final name. Exits 0 only for a complete, verified copy.
+
+Options:
+  --socket PATH     server socket (default: as for the server)
+  --out DIR|FILE    where to write (default: received-files/pid-<pid>_<name>);
+                    a path ending in / or an existing directory is a directory
+  --timeout S       seconds to wait for the server to appear (default 10)
+  --force           replace an existing output file
+  --raw             read plain bytes until EOF (server in --raw mode);
+                    the copy is NOT verified
+  --json            one JSON event per line on stdout
+  --quiet           print only errors
+  --debug           stack traces on errors
+  -h, --help        show this help
+`;
+
+const SERVER_SPEC = {
+  name: "socket.ts server",
+  usage: SERVER_USAGE,
+  positionals: ["file"] as string[],
+  options: {
+    socket: { type: "string" },
+    peers: { type: "string" },
+    "max-active": { type: "string" },
+    digest: { type: "string" },
+    "no-verify": { type: "boolean" },
+    raw: { type: "boolean" },
+    stall: { type: "string" },
+    grace: { type: "string" },
+    json: { type: "boolean" },
+    quiet: { type: "boolean" },
+  },
+} as const;
+
+const CLIENT_SPEC = {
+  name: "socket.ts client",
+  usage: CLIENT_USAGE,
+  options: {
+    socket: { type: "string" },
+    out: { type: "string" },
+    timeout: { type: "string" },
+    force: { type: "boolean" },
+    raw: { type: "boolean" },
+    json: { type: "boolean" },
+    quiet: { type: "boolean" },
+  },
+} as const;
+
+function defaultSocket(): string {
+  return `${privateRuntimeDir()}/p2m.sock`;
+}
+
+async function server(args: string[]): Promise<number> {
+  const { values, positionals } = parseCommand(SERVER_SPEC, args);
+  if (maybeHelp(values, SERVER_USAGE)) return 0;
+  const file = positionals[0];
+  if (file === undefined) throw new UsageError("missing <file> to serve");
+  if (values.json && values.quiet) throw new UsageError("--json and --quiet exclude each other");
+  const digest = values.digest ?? DEFAULT_DIGEST;
+  if (!isDigestAlgorithm(digest) || digest === "none") {
+    throw new UsageError(`--digest must be xxh64 or sha256, not '${digest}'`);
+  }
+  if (values.raw && (values.digest || values["no-verify"])) {
+    throw new UsageError("--raw sends no digest; drop --digest/--no-verify");
+  }
+  const peers = values.peers === undefined
+    ? undefined
+    : intFlag(values.peers, "peers", 1, { min: 1, max: 100_000 });
+  return await runServer({
+    file,
+    socket: values.socket ?? defaultSocket(),
+    peers,
+    maxActive: intFlag(values["max-active"], "max-active", 32, { min: 1, max: 10_000 }),
+    raw: values.raw ?? false,
+    digest: values["no-verify"] ? "none" : digest,
+    stallSeconds: secondsFlag(values.stall, "stall", 10, { min: 0.1, max: 86_400 }),
+    graceSeconds: secondsFlag(values.grace, "grace", 5, { min: 0, max: 86_400 }),
+    reporter: new Reporter({ json: values.json, quiet: values.quiet }),
+  });
+}
+
+async function client(args: string[]): Promise<number> {
+  const { values } = parseCommand(CLIENT_SPEC, args);
+  if (maybeHelp(values, CLIENT_USAGE)) return 0;
+  if (values.json && values.quiet) throw new UsageError("--json and --quiet exclude each other");
+  return await runClient({
+    socket: values.socket ?? defaultSocket(),
+    out: values.out,
+    timeoutSeconds: secondsFlag(values.timeout, "timeout", 10, { min: 0, max: 86_400 }),
+    force: values.force ?? false,
+    raw: values.raw ?? false,
+    reporter: new Reporter({ json: values.json, quiet: values.quiet }),
+  });
+}
+
+if (import.meta.main) {
+  const [command, ...rest] = Deno.args;
+  const spec = command === "server" ? SERVER_SPEC : command === "client" ? CLIENT_SPEC : {
+    name: "socket.ts",
+    usage: MAIN_USAGE,
+  };
+  await runMain(spec, Deno.args, async () => {
+    switch (command) {
+      case "server":
+        return await server(rest);
+      case "client":
+        return await client(rest);
+      case "worker": // internal: started by the server, configured on stdin
+        return await workerMain();
+      case "-h":
+      case "--help":
+        console.log(MAIN_USAGE.trim());
+        return 0;
+      case undefined:
+        throw new UsageError("missing command");
+      default:
+        throw new UsageError(`unknown command '${command}'`);
+    }
+  });
+}

@@ -1,0 +1,315 @@
+/**
+ * The socket client: asks the server for the file, receives it from its
+ * worker, verifies it and writes it atomically (core/output.ts).
+ *
+ * The control connection is watched during the whole copy: if the server
+ * reports an error or disappears, the copy is abandoned at once and the
+ * temp file removed. The data stream is checked strictly: a bad header,
+ * more or fewer bytes than announced, a bad trailer or a wrong digest all
+ * fail the copy and leave nothing under the final name.
+ *
+ * @module
+ */
+import { createDigest, digestsEqual, toHex } from "../core/digest.ts";
+import { describeError, P2mError, VerifyError } from "../core/errors.ts";
+import { formatBytes, formatRate } from "../core/format.ts";
+import { OutputFile } from "../core/output.ts";
+import type { Reporter } from "../core/report.ts";
+import { osReason } from "../core/source.ts";
+import {
+  decodeHeader,
+  decodeTrailer,
+  HEADER_FIXED_LENGTH,
+  headerLength,
+  TRAILER_FIXED_LENGTH,
+  trailerLength,
+  TrailerStatus,
+  WireError,
+} from "../core/wire.ts";
+import {
+  type ConnectMessage,
+  DATA_CHUNK,
+  encodeMessage,
+  LineReader,
+  parseServerMessage,
+  PROTOCOL_VERSION,
+  readFull,
+  socketPathProblem,
+  writeAll,
+} from "./protocol.ts";
+
+/** How the client runs. */
+export interface ClientOptions {
+  /** The server's public socket. */
+  socket: string;
+  /** `--out`: directory or file. */
+  out?: string;
+  /** Seconds to wait for the server to appear and answer. */
+  timeoutSeconds: number;
+  /** Replace an existing output file. */
+  force: boolean;
+  /** Read plain bytes until EOF; no verification. */
+  raw: boolean;
+  /** Where messages go. */
+  reporter: Reporter;
+}
+
+/** Name used for a raw download when `--out` names no file. */
+export const RAW_NAME = "p2m-raw-download";
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Connects to `path`, retrying while nobody listens, until `deadline`. */
+async function connectRetry(path: string, deadline: number): Promise<Deno.UnixConn> {
+  while (true) {
+    try {
+      return await Deno.connect({ transport: "unix", path });
+    } catch (error) {
+      const waiting = error instanceof Deno.errors.NotFound ||
+        error instanceof Deno.errors.ConnectionRefused;
+      if (!waiting) throw new P2mError(`cannot connect to ${path}: ${osReason(error)}`);
+      if (performance.now() >= deadline) {
+        throw new P2mError(`no server on ${path} (waited for it, see --timeout)`);
+      }
+      await sleep(25);
+    }
+  }
+}
+
+/** Runs the client; returns the exit code. */
+export async function runClient(o: ClientOptions): Promise<number> {
+  const problem = socketPathProblem(o.socket);
+  if (problem) throw new P2mError(problem, { exitCode: 2 });
+  const deadline = performance.now() + o.timeoutSeconds * 1000;
+  const conn = await connectRetry(o.socket, deadline);
+  using _conn = conn;
+  return o.raw ? await receiveRaw(conn, o) : await receiveFramed(conn, o, deadline);
+}
+
+async function receiveRaw(conn: Deno.UnixConn, o: ClientOptions): Promise<number> {
+  const r = o.reporter;
+  using output = OutputFile.create({ out: o.out, name: RAW_NAME, mode: 0o644, force: o.force });
+  r.event("start", { name: RAW_NAME, size: null, raw: true });
+  const progress = r.progress("receiving (raw)", 0);
+  const buf = new Uint8Array(DATA_CHUNK);
+  let got = 0;
+  while (true) {
+    const n = await conn.read(buf);
+    if (n === null) break;
+    output.write(buf.subarray(0, n));
+    got += n;
+    progress.update(got);
+  }
+  output.commit();
+  const seconds = progress.elapsed;
+  r.event("done", { bytes: got, path: output.path, verified: false, raw: true, seconds });
+  r.info(
+    `saved ${output.path}: ${formatBytes(got)} in ${seconds.toFixed(3)} s ` +
+      `(raw mode: NOT verified, and a cut-off stream cannot be told from a complete one)`,
+  );
+  return 0;
+}
+
+async function receiveFramed(conn: Deno.UnixConn, o: ClientOptions, deadline: number) {
+  const r = o.reporter;
+  await writeAll(conn, encodeMessage({ type: "hello", version: PROTOCOL_VERSION, pid: Deno.pid }));
+  const control = new LineReader(conn);
+  const connect = await waitForTurn(control, conn, o, deadline);
+
+  // From here on the control channel only carries bad news: watch it.
+  let data: Deno.UnixConn | undefined;
+  let lost: string | undefined;
+  let finished = false;
+  const watcher = (async () => {
+    try {
+      while (true) {
+        const line = await control.readLine();
+        if (line === null) {
+          lost = "server closed the control connection";
+          break;
+        }
+        const msg = parseServerMessage(line);
+        if (msg.type === "error") {
+          lost = `server: ${msg.message}`;
+          break;
+        }
+      }
+    } catch (error) {
+      lost = `control connection failed: ${describeError(error)}`;
+    }
+    if (!finished) {
+      try {
+        data?.close();
+      } catch { /* closed */ }
+    }
+  })();
+
+  let output: OutputFile | undefined;
+  let received = 0;
+  try {
+    try {
+      data = await Deno.connect({ transport: "unix", path: connect.path });
+    } catch (error) {
+      throw new P2mError(`cannot connect to the server's worker: ${osReason(error)}`);
+    }
+    await writeAll(data, new TextEncoder().encode(connect.token + "\n"));
+    const result = await receiveStream(data, o, (out) => output = out, (n) => received = n);
+    finished = true;
+    output!.commit();
+    try {
+      await writeAll(conn, encodeMessage({ type: "verdict", ok: true, bytes: received }));
+    } catch { /* the file is kept and verified; the server may have gone */ }
+    const verified = result.digest !== "none";
+    r.event("done", {
+      bytes: received,
+      path: output!.path,
+      verified,
+      digest: result.digest,
+      seconds: result.seconds,
+    });
+    r.info(
+      `saved ${output!.path}: ${formatBytes(received)} in ${result.seconds.toFixed(3)} s (${
+        formatRate(received, result.seconds)
+      }), ${verified ? `${result.digest} verified` : "NOT verified (the server sent no digest)"}`,
+    );
+    return 0;
+  } catch (error) {
+    finished = true;
+    output?.abort();
+    let failure = error;
+    if (lost && !(error instanceof VerifyError)) failure = new P2mError(lost);
+    else if (!(error instanceof P2mError)) {
+      failure = new P2mError(`transfer failed: ${describeError(error)}`);
+    }
+    const message = describeError(failure);
+    try {
+      await writeAll(conn, encodeMessage({ type: "verdict", ok: false, bytes: received, message }));
+    } catch { /* server gone */ }
+    throw failure;
+  } finally {
+    try {
+      data?.close();
+    } catch { /* closed */ }
+    try {
+      conn.close();
+    } catch { /* closed */ }
+    await watcher;
+  }
+}
+
+/** Waits for `connect`, reporting queue positions; throws on `error` or timeout. */
+async function waitForTurn(
+  control: LineReader,
+  conn: Deno.UnixConn,
+  o: ClientOptions,
+  deadline: number,
+): Promise<ConnectMessage> {
+  const r = o.reporter;
+  let queued = false;
+  while (true) {
+    // Until the server answers at all, --timeout bounds the wait; in a queue, no bound.
+    const timer = queued ? undefined : setTimeout(
+      () => conn.close(),
+      Math.max(0, deadline - performance.now()),
+    );
+    let line: string | null;
+    try {
+      line = await control.readLine();
+    } catch (error) {
+      if (!queued && performance.now() >= deadline) {
+        throw new P2mError(`server on ${o.socket} did not answer within --timeout`);
+      }
+      throw new P2mError(
+        `server did not speak the p2m protocol (is it running with --raw?): ${
+          describeError(error)
+        }`,
+      );
+    } finally {
+      clearTimeout(timer);
+    }
+    if (line === null) throw new P2mError("server closed the connection before sending the file");
+    let msg;
+    try {
+      msg = parseServerMessage(line);
+    } catch (error) {
+      throw new P2mError(
+        `server did not speak the p2m protocol (is it running with --raw?): ${
+          describeError(error)
+        }`,
+      );
+    }
+    if (msg.type === "connect") return msg;
+    if (msg.type === "error") throw new P2mError(`server refused: ${msg.message}`);
+    queued = true;
+    r.event("queued", { position: msg.position });
+    r.info(`queued: position ${msg.position}`);
+  }
+}
+
+/** Reads header, bytes and trailer; checks everything; returns digest info. */
+async function receiveStream(
+  data: Deno.UnixConn,
+  o: ClientOptions,
+  setOutput: (out: OutputFile) => void,
+  setReceived: (n: number) => void,
+): Promise<{ digest: string; seconds: number }> {
+  const r = o.reporter;
+  const fixed = new Uint8Array(HEADER_FIXED_LENGTH);
+  try {
+    await readFull(data, fixed, "header");
+  } catch (error) {
+    throw new P2mError(`server sent no header: ${describeError(error)}`);
+  }
+  const headerBytes = new Uint8Array(headerLength(fixed));
+  headerBytes.set(fixed);
+  await readFull(data, headerBytes.subarray(HEADER_FIXED_LENGTH), "header");
+  const header = decodeHeader(headerBytes);
+  const output = OutputFile.create({
+    out: o.out,
+    name: header.name,
+    mode: header.mode,
+    force: o.force,
+  });
+  setOutput(output);
+  r.event("start", {
+    name: header.name,
+    path: output.path,
+    size: header.size,
+    digest: header.digest,
+  });
+  const digest = await createDigest(header.digest);
+  const progress = r.progress(output.path.split("/").pop() ?? "receiving", header.size);
+  const buf = new Uint8Array(DATA_CHUNK);
+  let got = 0;
+  while (got < header.size) {
+    const n = await data.read(buf.subarray(0, Math.min(buf.length, header.size - got)));
+    if (n === null) {
+      throw new P2mError(
+        `server stopped after ${got} of ${header.size} bytes (connection closed); copy discarded`,
+      );
+    }
+    const view = buf.subarray(0, n);
+    digest.update(view);
+    output.write(view);
+    got += n;
+    setReceived(got);
+    progress.update(got);
+  }
+  const trailerFixed = new Uint8Array(TRAILER_FIXED_LENGTH);
+  await readFull(data, trailerFixed, "trailer");
+  const trailerBytes = new Uint8Array(trailerLength(trailerFixed, header.digest));
+  trailerBytes.set(trailerFixed);
+  await readFull(data, trailerBytes.subarray(TRAILER_FIXED_LENGTH), "trailer");
+  const trailer = decodeTrailer(trailerBytes, header.digest);
+  if (await data.read(buf.subarray(0, 1)) !== null) {
+    throw new WireError("server sent more bytes than announced; copy discarded");
+  }
+  if (trailer.status === TrailerStatus.SourceChanged) {
+    throw new P2mError("the source file changed while it was sent; copy discarded");
+  }
+  const actual = digest.digest();
+  if (!digestsEqual(actual, trailer.digest)) {
+    throw new VerifyError(toHex(trailer.digest), toHex(actual));
+  }
+  return { digest: header.digest, seconds: progress.elapsed };
+}

@@ -1,0 +1,217 @@
+/**
+ * The worker subprocess that serves one peer (`socket.ts worker`, hidden).
+ *
+ * The server parent starts one per admitted peer and writes a
+ * {@linkcode WorkerConfig} line to its stdin (never argv, so the token is not
+ * visible in `ps`). The worker listens on a one-time socket (0600) in the
+ * private runtime directory and says `ready` on stdout. The peer connects and
+ * sends the token; the worker compares it in constant time, unlinks its
+ * socket and streams header, bytes and trailer straight from the file: file
+ * bytes never pass through the parent.
+ *
+ * stdout lines (JSON): `ready`, then `done` {bytes, seconds} or `error`
+ * {message}. stdin EOF means the parent died: the worker aborts at once.
+ *
+ * @module
+ */
+import { onAbort } from "../core/cli.ts";
+import { type DigestAlgorithm, isDigestAlgorithm } from "../core/digest.ts";
+import { P2mError } from "../core/errors.ts";
+import { openSource, sourceChange, type SourceInfo } from "../core/source.ts";
+import { encodeHeader, encodeTrailer, TrailerStatus } from "../core/wire.ts";
+import { listenUnix } from "./listen.ts";
+import {
+  constantTimeEqual,
+  DATA_CHUNK,
+  LineReader,
+  oneLine,
+  readFull,
+  TOKEN_HEX_LENGTH,
+  writeAll,
+} from "./protocol.ts";
+
+/** What the parent tells a worker on its stdin. */
+export interface WorkerConfig {
+  /** The source as the parent opened and hashed it. */
+  source: SourceInfo;
+  /** Digest algorithm of the header. */
+  digest: DigestAlgorithm;
+  /** Hex digest the parent computed (empty for `none`). */
+  digestHex: string;
+  /** The one-time token the peer must present. */
+  token: string;
+  /** Where to listen for the peer. */
+  socketPath: string;
+  /** Seconds the peer may take to connect, or to take the next chunk. */
+  stallSeconds: number;
+}
+
+/** A worker's report on stdout. */
+export type WorkerReport =
+  | { type: "ready" }
+  | { type: "done"; bytes: number; seconds: number }
+  | { type: "error"; message: string };
+
+const encoder = new TextEncoder();
+
+function report(message: WorkerReport): void {
+  try {
+    Deno.stdout.writeSync(encoder.encode(JSON.stringify(message) + "\n"));
+  } catch { /* parent gone */ }
+}
+
+function fromHex(hex: string): Uint8Array {
+  return Uint8Array.from(hex.match(/../g) ?? [], (h) => parseInt(h, 16));
+}
+
+function parseConfig(line: string | null): WorkerConfig {
+  if (line === null) throw new P2mError("worker got no configuration on stdin");
+  const c = JSON.parse(line) as WorkerConfig;
+  const s = c?.source;
+  if (
+    typeof s?.path !== "string" || typeof s.name !== "string" || !Number.isSafeInteger(s.size) ||
+    typeof s.mode !== "number" || typeof s.mtimeMs !== "number" ||
+    typeof c.digest !== "string" || !isDigestAlgorithm(c.digest) ||
+    typeof c.digestHex !== "string" || !/^([0-9a-f]{2})*$/.test(c.digestHex) ||
+    typeof c.token !== "string" || c.token.length !== TOKEN_HEX_LENGTH ||
+    typeof c.socketPath !== "string" || typeof c.stallSeconds !== "number"
+  ) {
+    throw new P2mError("worker got a bad configuration");
+  }
+  return c;
+}
+
+/** Resolves with `promise`, or runs `onTimeout` and rejects after `ms`. */
+async function within<T>(promise: Promise<T>, ms: number, what: string, onTimeout: () => void) {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  promise.catch(() => {}); // a late rejection after the timeout is expected
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      onTimeout();
+      reject(new P2mError(`peer did not ${what} within ${ms / 1000} s`));
+    }, ms);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Runs the worker role; returns the exit code. */
+export async function workerMain(): Promise<number> {
+  try {
+    return await serveOne();
+  } catch (error) {
+    const message = error instanceof P2mError ? error.message : String(error);
+    report({ type: "error", message: oneLine(message) });
+    throw error;
+  }
+}
+
+async function serveOne(): Promise<number> {
+  const stdin = new LineReader(Deno.stdin);
+  const config = parseConfig(await stdin.readLine());
+  // Parent death closes our stdin: abort at once (cleanups unlink the socket).
+  void (async () => {
+    try {
+      while (await stdin.readLine() !== null) { /* nothing else is sent */ }
+    } catch { /* treat as EOF */ }
+    report({ type: "error", message: "server went away" });
+    Deno.stderr.writeSync(encoder.encode("p2m: worker: server went away; aborted\n"));
+    Deno.exit(1);
+  })();
+
+  const { source } = config;
+  const { file, info } = openSource(source.path);
+  using _file = file;
+  const before = sourceChange(file, source) ??
+    (info.size !== source.size ? "size changed" : undefined);
+  if (before) throw new P2mError(`source ${source.path} changed before sending: ${before}`);
+
+  const stallMs = config.stallSeconds * 1000;
+  const listener = await listenUnix(config.socketPath);
+  const unregister = onAbort(() => listener.close());
+  let conn: Deno.UnixConn;
+  try {
+    report({ type: "ready" });
+    conn = await within(acceptPeer(listener, config.token), stallMs, "connect", () => {
+      listener.close();
+    });
+  } finally {
+    listener.close();
+    unregister();
+  }
+  using _conn = conn;
+
+  const start = performance.now();
+  let last = start;
+  let stalled = false;
+  const watchdog = setInterval(() => {
+    if (performance.now() - last > stallMs) {
+      stalled = true;
+      try {
+        conn.close();
+      } catch { /* closed */ }
+    }
+  }, Math.min(1000, Math.max(50, stallMs / 4)));
+  try {
+    await writeAll(
+      conn,
+      encodeHeader({
+        size: source.size,
+        mode: source.mode,
+        name: source.name,
+        digest: config.digest,
+      }),
+    );
+    const buf = new Uint8Array(DATA_CHUNK);
+    let sent = 0;
+    while (sent < source.size) {
+      const n = file.readSync(buf.subarray(0, Math.min(buf.length, source.size - sent)));
+      if (n === null || n === 0) {
+        throw new P2mError(`source ${source.path} shrank while it was sent; transfer aborted`);
+      }
+      await writeAll(conn, buf.subarray(0, n));
+      sent += n;
+      last = performance.now();
+    }
+    const changed = sourceChange(file, source);
+    await writeAll(
+      conn,
+      encodeTrailer({
+        status: changed ? TrailerStatus.SourceChanged : TrailerStatus.Complete,
+        digest: fromHex(config.digestHex),
+      }),
+    );
+    if (changed) throw new P2mError(`source ${source.path} changed while it was sent: ${changed}`);
+    report({ type: "done", bytes: sent, seconds: (performance.now() - start) / 1000 });
+    return 0;
+  } catch (error) {
+    if (stalled) {
+      throw new P2mError(`peer took no data for ${config.stallSeconds} s; transfer aborted`);
+    }
+    if (error instanceof P2mError) throw error;
+    throw new P2mError(`peer connection failed: ${(error as Error).message}`);
+  } finally {
+    clearInterval(watchdog);
+  }
+}
+
+/** Accepts connections until one presents the right token. */
+async function acceptPeer(
+  listener: Awaited<ReturnType<typeof listenUnix>>,
+  token: string,
+): Promise<Deno.UnixConn> {
+  const buf = new Uint8Array(TOKEN_HEX_LENGTH + 1);
+  while (true) {
+    const conn = await listener.accept();
+    if (conn === null) throw new P2mError("worker stopped before the peer connected");
+    try {
+      await readFull(conn, buf, "token");
+      const text = new TextDecoder().decode(buf);
+      if (constantTimeEqual(text, token + "\n")) return conn;
+    } catch { /* a wrong or broken caller: keep waiting for the peer */ }
+    conn.close();
+  }
+}
