@@ -41,6 +41,8 @@ export interface ShmStat {
   uid: number;
   /** Mode bits (type and permissions). */
   mode: number;
+  /** Inode number: tells two objects under one name apart. */
+  ino: bigint;
 }
 
 /** An open shared-memory object; map it with {@linkcode SharedMemory.map}. */
@@ -103,8 +105,9 @@ export class SharedMemory implements Disposable {
     const buf = new Uint8Array(STAT_SIZE);
     if (libc().fstat(this.#checkFd(), buf) !== 0) fail("fstat", this.name);
     const view = new DataView(buf.buffer);
-    // x86_64 struct stat: st_mode u32 @24, st_uid u32 @28, st_size i64 @48.
+    // x86_64 struct stat: st_ino u64 @8, st_mode u32 @24, st_uid u32 @28, st_size i64 @48.
     return {
+      ino: view.getBigUint64(8, true),
       mode: view.getUint32(24, true),
       uid: view.getUint32(28, true),
       size: Number(view.getBigInt64(48, true)),

@@ -1,0 +1,174 @@
+/**
+ * `p2m shm`: copy one file to many local processes through a POSIX
+ * shared-memory ring.
+ *
+ * ```sh
+ * deno task shm sender big.iso --peers 4 --name build-42
+ * deno task shm receiver --name build-42 --out /srv/cache/
+ * ```
+ *
+ * @module
+ */
+import {
+  DEFAULT_DIGEST,
+  intFlag,
+  isDigestAlgorithm,
+  maybeHelp,
+  parseCommand,
+  Reporter,
+  runMain,
+  secondsFlag,
+  sizeFlag,
+  UsageError,
+} from "./core/mod.ts";
+import { MAX_CHUNK, MAX_RECEIVERS, MAX_RING, MAX_SLOTS, MIN_CHUNK } from "./shm/layout.ts";
+import { runReceiver } from "./shm/receiver.ts";
+import { runSender } from "./shm/sender.ts";
+
+const TOP_USAGE = `
+Usage: deno task shm <command> [options]
+
+Commands:
+  sender <file>   publish a file through a shared-memory ring
+  receiver        receive it
+
+Run 'deno task shm <command> --help' for a command's options.
+`;
+
+const SENDER_USAGE = `
+Usage: deno task shm sender <file> [options]
+
+Publishes <file> through the POSIX shared-memory segment /dev/shm/NAME and
+streams it to every attached receiver at once.
+
+Options:
+  --name NAME          segment name (default p2m-<uid>)
+  --peers N            receivers to wait for before streaming (default 1, max ${MAX_RECEIVERS})
+  --wait S             seconds to wait for them (default 30)
+  --slots K            slots in the ring (default 16)
+  --chunk BYTES        bytes per slot, a multiple of 4096 (default 1M)
+  --stall-timeout S    evict a live receiver that stops consuming for S s (default 10)
+  --digest ALG         xxh64 (default) or sha256
+  --no-verify          send no digest (receivers cannot verify)
+  --limit-rate BYTES   cap the rate, bytes per second (e.g. 50M)
+  --json               JSON events on stdout
+  --quiet              errors only
+  -h, --help           this help
+`;
+
+const RECEIVER_USAGE = `
+Usage: deno task shm receiver [options]
+
+Attaches to the segment /dev/shm/NAME, copies the file and verifies it.
+
+Options:
+  --name NAME      segment name (default p2m-<uid>)
+  --out DIR|FILE   where to write (a directory, or a path ending in /; default received-files/)
+  --timeout S      seconds to wait for a sender (default 30)
+  --force          replace an existing file
+  --json           JSON events on stdout
+  --quiet          errors only
+  -h, --help       this help
+`;
+
+const SENDER_SPEC = {
+  name: "p2m shm sender",
+  usage: SENDER_USAGE,
+  positionals: ["file"] as string[],
+  options: {
+    name: { type: "string" },
+    peers: { type: "string" },
+    wait: { type: "string" },
+    slots: { type: "string" },
+    chunk: { type: "string" },
+    "stall-timeout": { type: "string" },
+    digest: { type: "string" },
+    "no-verify": { type: "boolean" },
+    "limit-rate": { type: "string" },
+    json: { type: "boolean" },
+    quiet: { type: "boolean" },
+  },
+} as const;
+
+const RECEIVER_SPEC = {
+  name: "p2m shm receiver",
+  usage: RECEIVER_USAGE,
+  options: {
+    name: { type: "string" },
+    out: { type: "string" },
+    timeout: { type: "string" },
+    force: { type: "boolean" },
+    json: { type: "boolean" },
+    quiet: { type: "boolean" },
+  },
+} as const;
+
+/** Checks a segment name: one plain component, as shm_open needs. */
+function segmentName(value: string | undefined): string {
+  if (value === undefined) return `p2m-${Deno.uid() ?? 0}`;
+  if (!/^[A-Za-z0-9._-]{1,200}$/.test(value) || value === "." || value === "..") {
+    throw new UsageError(
+      `--name must be 1 to 200 letters, digits, '.', '_' or '-', not '${value}'`,
+    );
+  }
+  return value;
+}
+
+async function sender(args: string[]): Promise<number> {
+  const { values, positionals } = parseCommand(SENDER_SPEC, args);
+  if (maybeHelp(values, SENDER_USAGE)) return 0;
+  const path = positionals[0];
+  if (path === undefined) throw new UsageError("missing <file>");
+  const chunk = sizeFlag(values.chunk, "chunk", 1024 * 1024, { min: MIN_CHUNK, max: MAX_CHUNK });
+  if (chunk % MIN_CHUNK !== 0) throw new UsageError(`--chunk must be a multiple of ${MIN_CHUNK}`);
+  const slots = intFlag(values.slots, "slots", 16, { min: 1, max: MAX_SLOTS });
+  if (slots * chunk > MAX_RING) {
+    throw new UsageError(`the ring (--slots × --chunk) may be at most ${MAX_RING} bytes`);
+  }
+  const digest = values.digest ?? DEFAULT_DIGEST;
+  if (!isDigestAlgorithm(digest) || digest === "none") {
+    throw new UsageError(`--digest must be xxh64 or sha256, not '${digest}'`);
+  }
+  const reporter = new Reporter({ json: values.json, quiet: values.quiet });
+  return await runSender({
+    path,
+    name: segmentName(values.name),
+    peers: intFlag(values.peers, "peers", 1, { min: 1, max: MAX_RECEIVERS }),
+    waitSeconds: secondsFlag(values.wait, "wait", 30),
+    slots,
+    chunk,
+    stallSeconds: secondsFlag(values["stall-timeout"], "stall-timeout", 10, { min: 0.1 }),
+    digest: values["no-verify"] ? "none" : digest,
+    limitRate: sizeFlag(values["limit-rate"], "limit-rate", 0),
+  }, reporter);
+}
+
+async function receiver(args: string[]): Promise<number> {
+  const { values } = parseCommand(RECEIVER_SPEC, args);
+  if (maybeHelp(values, RECEIVER_USAGE)) return 0;
+  const reporter = new Reporter({ json: values.json, quiet: values.quiet });
+  return await runReceiver({
+    name: segmentName(values.name),
+    out: values.out,
+    timeoutSeconds: secondsFlag(values.timeout, "timeout", 30),
+    force: values.force ?? false,
+  }, reporter);
+}
+
+if (import.meta.main) {
+  const [command, ...rest] = Deno.args;
+  const spec = command === "sender"
+    ? SENDER_SPEC
+    : command === "receiver"
+    ? RECEIVER_SPEC
+    : { name: "p2m shm", usage: TOP_USAGE };
+  await runMain(spec, Deno.args, async () => {
+    if (command === "sender") return await sender(rest);
+    if (command === "receiver") return await receiver(rest);
+    if (command === "--help" || command === "-h") {
+      console.log(TOP_USAGE.trim());
+      return 0;
+    }
+    throw new UsageError(command ? `unknown command '${command}'` : "missing command");
+  });
+}

@@ -1,0 +1,318 @@
+/**
+ * The shared-memory receiver: finds and validates the segment, claims a
+ * table entry, drains the ring into its output file and reports a verdict.
+ *
+ * @module
+ */
+import {
+  createDigest,
+  DIGEST_LENGTH,
+  digestsEqual,
+  formatBytes,
+  onAbort,
+  OutputFile,
+  P2mError,
+  type Reporter,
+  toHex,
+  VerifyError,
+  WireError,
+} from "../core/mod.ts";
+import { SharedMemory } from "../ffi/mod.ts";
+import {
+  AbortReason,
+  DIGEST_OFFSET,
+  E,
+  H,
+  HEADER_AREA,
+  MAX_RING,
+  Peer,
+  readHeader,
+  type SegmentInfo,
+  State,
+} from "./layout.ts";
+import { peerLockByte, Segment, SENDER_LOCK_BYTE, sleep } from "./segment.ts";
+
+/** What the receiver is asked to do. */
+export interface ReceiverOptions {
+  /** Segment name (without the leading slash). */
+  name: string;
+  /** `--out`: directory or file. */
+  out?: string;
+  /** Seconds to wait for a sender. */
+  timeoutSeconds: number;
+  /** Replace an existing output file. */
+  force: boolean;
+}
+
+/** How often the sender's liveness and signals are looked at (ms). */
+const HOUSEKEEPING_MS = 200;
+/** Longest single semaphore wait (ms). */
+const WAIT_SLICE_MS = 100;
+/** How often to look for the segment while waiting for a sender (ms). */
+const POLL_MS = 25;
+
+/** Runs a receiver to the end; returns the exit code. */
+export async function runReceiver(options: ReceiverOptions, reporter: Reporter): Promise<number> {
+  const { segment, info } = await findSegment(options);
+  try {
+    return await receive(segment, info, options, reporter);
+  } finally {
+    segment.close();
+  }
+}
+
+/**
+ * Waits up to the timeout for a live sender's segment and validates it.
+ * A hostile or corrupt segment is refused at once; a stale one (its
+ * sender died) is waited past, since the next sender replaces it.
+ */
+async function findSegment(
+  options: ReceiverOptions,
+): Promise<{ segment: Segment; info: SegmentInfo }> {
+  const deadline = performance.now() + options.timeoutSeconds * 1000;
+  const uid = Deno.uid();
+  let stale = false;
+  for (;;) {
+    const memory = SharedMemory.open(options.name);
+    if (memory) {
+      let keep = false;
+      try {
+        const st = memory.stat();
+        if (uid !== null && st.uid !== uid) {
+          throw new P2mError(
+            `shared memory ${options.name} belongs to uid ${st.uid}, not ${uid}; refusing to read it`,
+          );
+        }
+        if ((st.mode & 0o077) !== 0) {
+          throw new P2mError(
+            `shared memory ${options.name} is open to other users (mode ${
+              (st.mode & 0o777).toString(8)
+            }); refusing to trust it`,
+          );
+        }
+        if (st.size > MAX_RING + 2 * 1024 * 1024) {
+          throw new P2mError(`shared memory ${options.name} is not a p2m segment: too large`);
+        }
+        if (st.size >= HEADER_AREA || st.size > 0) {
+          const buffer = memory.map(Math.max(st.size, 1));
+          let info: SegmentInfo | undefined;
+          try {
+            info = readHeader(buffer, st.size);
+          } catch (error) {
+            if (!(error instanceof WireError)) throw error;
+            throw new P2mError(
+              `shared memory ${options.name} is not a usable p2m segment: ${error.message}`,
+            );
+          }
+          if (info) {
+            if (memory.isLocked(SENDER_LOCK_BYTE)) {
+              keep = true;
+              return { segment: new Segment(memory, buffer, info), info };
+            }
+            stale = true;
+          }
+        }
+      } finally {
+        if (!keep) memory.close();
+      }
+    }
+    if (performance.now() > deadline) {
+      throw new P2mError(
+        stale
+          ? `only a stale segment ${options.name} (its sender died) within ${options.timeoutSeconds} s`
+          : `no sender on ${options.name} within ${options.timeoutSeconds} s`,
+      );
+    }
+    await sleep(POLL_MS);
+  }
+}
+
+async function receive(
+  seg: Segment,
+  info: SegmentInfo,
+  options: ReceiverOptions,
+  reporter: Reporter,
+): Promise<number> {
+  const early = seg.load(H.state);
+  if (early === State.Aborted) throw new P2mError(abortMessage(seg));
+  if (early === State.Closed) {
+    throw new P2mError(`the transfer on ${options.name} has already finished`);
+  }
+  const output = OutputFile.create({
+    out: options.out,
+    name: info.name,
+    mode: info.mode,
+    force: options.force,
+  });
+  using _output = output;
+  const index = Atomics.add(seg.i32, H.nextEntry, 1);
+  if (index >= info.tableEntries) {
+    throw new P2mError(
+      `the transfer on ${options.name} already has ${info.tableEntries} receivers`,
+    );
+  }
+  if (!seg.memory.tryLock(peerLockByte(index))) {
+    throw new P2mError(`receiver slot #${index} of ${options.name} is locked by another process`);
+  }
+  Atomics.store(seg.i32, seg.entryField(index, E.pid), Deno.pid);
+  Atomics.store(seg.i32, seg.entryField(index, E.state), Peer.Attached);
+  const leave = () => {
+    if (seg.memory.mapped && seg.movePeer(index, Peer.Attached, Peer.Left)) seg.wakeSender();
+  };
+  const stopAbortHook = onAbort(leave);
+  try {
+    // Read the state only after our entry is visible: if the sender had
+    // not started streaming yet, it will see us and wait for us.
+    const state = seg.load(H.state);
+    if (state === State.Closed) {
+      throw new P2mError(`the transfer on ${options.name} has already finished`);
+    }
+    if (state !== State.Waiting && info.totalChunks > info.slotCount) {
+      throw new P2mError(
+        `the transfer on ${options.name} has already started and the file ` +
+          `(${formatBytes(info.fileSize)}) is larger than the ring ` +
+          `(${formatBytes(info.slotCount * info.chunkSize)}), so it cannot be served from the ` +
+          `start; start receivers before the sender streams`,
+      );
+    }
+    reporter.event("start", {
+      transport: "shm",
+      name: options.name,
+      peer: index,
+      file: info.name,
+      bytes: info.fileSize,
+      path: output.path,
+    });
+    const started = performance.now();
+    const digest = await createDigest(info.digest);
+    const progress = reporter.progress("receiving", info.fileSize);
+    const checker = new Checker(seg, index, options.name);
+    const chunk = info.chunkSize;
+    const waiting = seg.entryField(index, E.waiting);
+    const cursorField = seg.entryField(index, E.cursor);
+    const sem = seg.peerSem(index);
+    let cursor = 0;
+    for (;;) {
+      const published = seg.load(H.published);
+      if (published > info.totalChunks || published < cursor) {
+        throw new P2mError(`shared memory ${options.name} is corrupt (bad published count)`);
+      }
+      if (cursor < published) {
+        while (cursor < published) {
+          const length = Math.min(chunk, info.fileSize - cursor * chunk);
+          const view = seg.slot(cursor, length);
+          output.write(view);
+          digest.update(view);
+          cursor++;
+          Atomics.store(seg.i32, cursorField, cursor);
+          if (seg.load(H.senderWaiting) === 1) seg.wakeSender();
+        }
+        progress.update(Math.min(info.fileSize, cursor * chunk));
+        await checker.check(false);
+        continue;
+      }
+      const state = seg.load(H.state);
+      if (cursor === info.totalChunks && state >= State.Final) break;
+      // Caught up: say so, re-check, and only then wait.
+      Atomics.store(seg.i32, waiting, 1);
+      if (seg.load(H.published) === cursor && seg.load(H.state) === state) {
+        sem.wait(WAIT_SLICE_MS);
+      }
+      Atomics.store(seg.i32, waiting, 0);
+      await checker.check(true);
+    }
+    await checker.check(true, true);
+    const expected = seg.bytes.slice(DIGEST_OFFSET, DIGEST_OFFSET + DIGEST_LENGTH[info.digest]);
+    const actual = digest.digest();
+    if (!digestsEqual(expected, actual)) {
+      output.abort();
+      seg.movePeer(index, Peer.Attached, Peer.Failed);
+      seg.wakeSender();
+      throw new VerifyError(toHex(expected), toHex(actual));
+    }
+    try {
+      output.commit();
+    } catch (error) {
+      seg.movePeer(index, Peer.Attached, Peer.Failed);
+      seg.wakeSender();
+      throw error;
+    }
+    const seconds = (performance.now() - started) / 1000;
+    if (!seg.movePeer(index, Peer.Attached, Peer.Verified)) {
+      // Evicted at the last moment: the sender counts us out, so do we.
+      try {
+        Deno.removeSync(output.path);
+      } catch { /* gone */ }
+      throw new P2mError(checker.evictionMessage());
+    }
+    seg.wakeSender();
+    const verified = info.digest !== "none";
+    reporter.event("done", {
+      bytes: info.fileSize,
+      path: output.path,
+      seconds,
+      verified,
+      digest: info.digest,
+      value: toHex(actual),
+    });
+    reporter.info(
+      `received ${output.path} (${formatBytes(info.fileSize)}) in ${seconds.toFixed(3)} s; ` +
+        (verified ? `${info.digest} verified` : "not verified (sender used --no-verify)"),
+    );
+    return 0;
+  } catch (error) {
+    leave();
+    throw error;
+  } finally {
+    stopAbortHook();
+  }
+}
+
+function abortMessage(seg: Segment): string {
+  switch (seg.load(H.abortReason)) {
+    case AbortReason.Interrupted:
+      return "the sender was interrupted; transfer aborted, copy discarded";
+    case AbortReason.SourceChanged:
+      return "the source file changed while it was sent; copy discarded";
+    default:
+      return "the sender failed; transfer aborted, copy discarded";
+  }
+}
+
+/** Watches the sender's liveness, the abort flag and our own entry. */
+class Checker {
+  #seg: Segment;
+  #index: number;
+  #name: string;
+  #next = 0;
+
+  constructor(seg: Segment, index: number, name: string) {
+    this.#seg = seg;
+    this.#index = index;
+    this.#name = name;
+  }
+
+  async check(yieldNow: boolean, force = false): Promise<void> {
+    const now = performance.now();
+    if (!force && now < this.#next) {
+      if (yieldNow) await sleep(0);
+      return;
+    }
+    this.#next = now + HOUSEKEEPING_MS;
+    const seg = this.#seg;
+    if (seg.load(H.state) === State.Aborted) throw new P2mError(abortMessage(seg));
+    if (seg.peerState(this.#index) !== Peer.Attached) throw new P2mError(this.evictionMessage());
+    if (!seg.memory.isLocked(SENDER_LOCK_BYTE)) {
+      throw new P2mError(`the sender of ${this.#name} died; copy discarded`);
+    }
+    await sleep(0);
+  }
+
+  evictionMessage(): string {
+    const state = this.#seg.peerState(this.#index);
+    if (state === Peer.Stalled) {
+      return "evicted by the sender: this receiver stalled past the stall timeout; copy discarded";
+    }
+    return "evicted by the sender; copy discarded";
+  }
+}
