@@ -1,0 +1,268 @@
+/**
+ * The socket transport end to end: real server, real clients, real files.
+ */
+import assert from "node:assert/strict";
+import { DATA_CHUNK } from "../socket/protocol.ts";
+import { assertSameFile, listDir, makeFile, spawnP2m } from "./helpers.ts";
+import {
+  assertNoTempFiles,
+  socketPlace,
+  startClient,
+  startServer,
+  waitForSocket,
+  workerSockets,
+} from "./socket_helpers.ts";
+
+/** Serves `size` bytes to `peers` clients; asserts every copy is identical. */
+async function transfer(
+  size: number,
+  peers: number,
+  { serverArgs = [] as string[], clientArgs = [] as string[] } = {},
+) {
+  await using place = await socketPlace();
+  const file = `${place.dir}/data-${size}.bin`;
+  await makeFile(file, size, size + 7);
+  const server = startServer(file, place.socket, ["--peers", String(peers), ...serverArgs]);
+  const outs = Array.from({ length: peers }, (_, i) => `${place.dir}/out${i}`);
+  const clients = outs.map((out) => startClient(place.socket, out, clientArgs));
+  const results = await Promise.all(clients.map((c) => c.done()));
+  const served = await server.done();
+  for (const [i, result] of results.entries()) {
+    assert.equal(result.code, 0, `client ${i}: ${result.stderr}`);
+    await assertSameFile(`${outs[i]}/data-${size}.bin`, file);
+    assertNoTempFiles(outs[i]);
+  }
+  assert.equal(served.code, 0, served.stderr);
+  assert.deepEqual(listDir(place.dir).filter((n) => n.endsWith(".sock")), []);
+  assert.deepEqual(workerSockets(server.child.pid), []);
+  return { served, results };
+}
+
+for (const size of [0, 1, DATA_CHUNK - 1, DATA_CHUNK, DATA_CHUNK + 1]) {
+  Deno.test(`socket: ${size} bytes to 1 peer arrive identical`, async () => {
+    const { served } = await transfer(size, 1);
+    assert.match(served.stdout, /1 of 1 peers ok/);
+  });
+}
+
+Deno.test("socket: 64 MiB of random data to 4 peers, with a per-peer summary", async () => {
+  const { served } = await transfer(64 * 1024 * 1024, 4);
+  assert.match(served.stdout, /peer +bytes +verified +seconds +GiB\/s/);
+  assert.equal(served.stdout.match(/64\.0 MiB +yes/g)?.length, 4, served.stdout);
+  assert.match(served.stdout, /4 of 4 peers ok/);
+});
+
+Deno.test("socket: 16 peers with --max-active 4 queue in order and all verify", async () => {
+  const { served, results } = await transfer(DATA_CHUNK + 1, 16, {
+    serverArgs: ["--max-active", "4", "--json"],
+    clientArgs: ["--json"],
+  });
+  const summary = served.stdout.split("\n").filter((l) => l.startsWith("{"))
+    .map((l) => JSON.parse(l)).find((e) => e.event === "summary");
+  assert.equal(summary.ok, 16);
+  assert.equal(summary.failed, 0);
+  // Clients only know they were queued if they arrived while 4 were busy;
+  // every done event carries the byte count the harness sums.
+  for (const result of results) {
+    const events = result.stdout.trim().split("\n").map((l) => JSON.parse(l));
+    const done = events.find((e) => e.event === "done");
+    assert.equal(done.bytes, DATA_CHUNK + 1);
+    assert.equal(done.verified, true);
+  }
+});
+
+Deno.test("socket: client --json reports numeric progress and done bytes", async () => {
+  const { results } = await transfer(8 * 1024 * 1024, 1, { clientArgs: ["--json"] });
+  const events = results[0].stdout.trim().split("\n").map((l) => JSON.parse(l));
+  assert.equal(events[0].event, "start");
+  for (const e of events.filter((e) => e.event === "progress")) {
+    assert.equal(typeof e.bytes, "number");
+  }
+  assert.equal(events.at(-1).event, "done");
+  assert.equal(events.at(-1).bytes, 8 * 1024 * 1024);
+});
+
+Deno.test("socket: --digest sha256 and --no-verify", async () => {
+  const sha = await transfer(DATA_CHUNK * 2 + 5, 2, { serverArgs: ["--digest", "sha256"] });
+  assert.match(sha.results[0].stdout, /sha256 verified/);
+  const none = await transfer(DATA_CHUNK + 5, 2, { serverArgs: ["--no-verify"] });
+  assert.match(none.results[0].stdout, /NOT verified/);
+  assert.match(none.served.stdout, /unverified/);
+});
+
+Deno.test("socket: --raw serves plain bytes to Deno.connect, socat and client --raw", async () => {
+  await using place = await socketPlace();
+  const file = `${place.dir}/raw.bin`;
+  const size = 3 * DATA_CHUNK + 17;
+  await makeFile(file, size, 9);
+  const hasSocat = new Deno.Command("sh", { args: ["-c", "command -v socat"], stdout: "null" })
+    .outputSync().success;
+  const peers = hasSocat ? 3 : 2;
+  const server = startServer(file, place.socket, ["--raw", "--peers", String(peers)]);
+  await waitForSocket(place.socket);
+
+  // 1. A plain Deno.connect reader: no handshake at all.
+  const conn = await Deno.connect({ transport: "unix", path: place.socket });
+  const got = new Uint8Array(size + 1);
+  let length = 0;
+  for (let n; (n = await conn.read(got.subarray(length))) !== null;) length += n;
+  conn.close();
+  const plain = `${place.dir}/plain.bin`;
+  await Deno.writeFile(plain, got.subarray(0, length));
+  await assertSameFile(plain, file);
+
+  // 2. client --raw saves without verification and says so.
+  const client = await startClient(place.socket, `${place.dir}/rawout`, ["--raw"]).done();
+  assert.equal(client.code, 0, client.stderr);
+  assert.match(client.stdout, /NOT verified/);
+  await assertSameFile(`${place.dir}/rawout/p2m-raw-download`, file);
+
+  // 3. socat, when installed.
+  if (hasSocat) {
+    const out = await new Deno.Command("socat", {
+      args: ["-u", `UNIX-CONNECT:${place.socket}`, `CREATE:${place.dir}/socat.bin`],
+    }).output();
+    assert.ok(out.success);
+    await assertSameFile(`${place.dir}/socat.bin`, file);
+  }
+  const served = await server.done();
+  assert.equal(served.code, 0, served.stderr);
+  assert.match(served.stdout, /unverified/);
+});
+
+Deno.test("socket: without --peers the server serves until SIGTERM, then cleans up (143)", async () => {
+  await using place = await socketPlace();
+  const file = `${place.dir}/f.bin`;
+  await makeFile(file, 100_000);
+  const server = startServer(file, place.socket);
+  for (const i of [1, 2]) {
+    const c = await startClient(place.socket, `${place.dir}/o${i}`).done();
+    assert.equal(c.code, 0, c.stderr);
+  }
+  Deno.kill(server.child.pid, "SIGTERM");
+  const served = await server.done();
+  assert.equal(served.code, 143, served.stderr);
+  assert.match(served.stdout, /2 of 2 peers ok/);
+  assert.deepEqual(listDir(place.dir).filter((n) => n.endsWith(".sock")), []);
+  assert.deepEqual(workerSockets(server.child.pid), []);
+});
+
+Deno.test("socket: SIGINT exits 130 and removes the socket", async () => {
+  await using place = await socketPlace();
+  const file = `${place.dir}/f.bin`;
+  await makeFile(file, 10);
+  const server = startServer(file, place.socket, ["--quiet"]);
+  await waitForSocket(place.socket);
+  Deno.kill(server.child.pid, "SIGINT");
+  const served = await server.done();
+  assert.equal(served.code, 130, served.stderr);
+  assert.equal(served.stdout, "");
+  assert.deepEqual(listDir(place.dir), ["f.bin"]);
+});
+
+Deno.test("socket: stale socket is reused, live server refused, non-socket untouched", async () => {
+  await using place = await socketPlace();
+  const file = `${place.dir}/f.bin`;
+  await makeFile(file, 1000);
+  // A server killed with -9 leaves a stale socket file behind.
+  const dead = startServer(file, place.socket);
+  await waitForSocket(place.socket);
+  Deno.kill(dead.child.pid, "SIGKILL");
+  await dead.done();
+  assert.ok(Deno.lstatSync(place.socket).isSocket);
+
+  const live = startServer(file, place.socket, ["--peers", "1"]);
+  await waitFor200ms();
+  await waitForSocket(place.socket);
+  const second = await startServer(file, place.socket, ["--peers", "1"]).done();
+  assert.equal(second.code, 1);
+  assert.match(second.stderr, /already listening/);
+  const client = await startClient(place.socket, `${place.dir}/out`).done();
+  assert.equal(client.code, 0, client.stderr);
+  assert.equal((await live.done()).code, 0);
+
+  const plain = `${place.dir}/not-a-socket`;
+  await Deno.writeTextFile(plain, "keep me");
+  const refused = await startServer(file, plain, ["--peers", "1"]).done();
+  assert.equal(refused.code, 1);
+  assert.match(refused.stderr, /not a socket; refusing/);
+  assert.equal(await Deno.readTextFile(plain), "keep me");
+});
+
+async function waitFor200ms() {
+  await new Promise((resolve) => setTimeout(resolve, 200));
+}
+
+Deno.test("socket: an overlong socket path gets a clear error", async () => {
+  await using place = await socketPlace();
+  const file = `${place.dir}/f.bin`;
+  await makeFile(file, 10);
+  const long = `${place.dir}/${"s".repeat(120)}.sock`;
+  const server = await startServer(file, long).done();
+  assert.equal(server.code, 2);
+  assert.match(server.stderr, /at most 107/);
+  const client = await startClient(long, `${place.dir}/o`).done();
+  assert.equal(client.code, 2);
+  assert.match(client.stderr, /at most 107/);
+  assert.deepEqual(listDir(place.dir), ["f.bin"]);
+});
+
+Deno.test("socket: missing, directory and unopenable inputs fail with exit 1", async () => {
+  await using place = await socketPlace();
+  const file = `${place.dir}/f.bin`;
+  await makeFile(file, 10);
+  for (
+    const [input, reason] of [
+      [`${place.dir}/missing`, /no such file/],
+      [place.dir, /directory/],
+      [`${file}/inside-a-file`, /cannot open/],
+    ] as const
+  ) {
+    const server = await startServer(input, place.socket, ["--peers", "1"]).done();
+    assert.equal(server.code, 1, input);
+    assert.match(server.stderr, reason);
+    assert.equal(server.stderr.trim().split("\n").length, 1, server.stderr);
+  }
+  assert.deepEqual(listDir(place.dir), ["f.bin"]);
+});
+
+Deno.test("socket: bad flags exit 2 with usage; --help exits 0", async () => {
+  const cases = [
+    ["server"],
+    ["server", "f", "--peers", "abc"],
+    ["server", "f", "--bogus"],
+    ["server", "f", "--digest", "md5"],
+    ["server", "f", "--max-active", "0"],
+    ["client", "--timeout", "-1"],
+    ["client", "extra"],
+    ["nonsense"],
+    [],
+  ];
+  for (const args of cases) {
+    const result = await spawnP2m("socket.ts", args).done();
+    assert.equal(result.code, 2, `${args.join(" ")}: ${result.stderr}`);
+    assert.match(result.stderr, /Usage:/);
+  }
+  for (const args of [["--help"], ["server", "--help"], ["client", "-h"]]) {
+    const result = await spawnP2m("socket.ts", args).done();
+    assert.equal(result.code, 0);
+    assert.match(result.stdout, /Usage:/);
+    assert.doesNotMatch(result.stdout, /^ {2}worker /m, "the worker role stays hidden");
+  }
+});
+
+Deno.test("socket: a client with no server times out with exit 1", async () => {
+  await using place = await socketPlace();
+  const result = await spawnP2m("socket.ts", [
+    "client",
+    "--socket",
+    place.socket,
+    "--out",
+    `${place.dir}/o/`,
+    "--timeout",
+    "0.3",
+  ]).done();
+  assert.equal(result.code, 1);
+  assert.match(result.stderr, /no server on/);
+  assert.deepEqual(listDir(`${place.dir}/o`), []);
+});
