@@ -25,6 +25,7 @@ import {
   Reporter,
   runMain,
   secondsFlag,
+  sizeFlag,
   UsageError,
 } from "./core/mod.ts";
 import { runClient } from "./socket/client.ts";
@@ -59,8 +60,10 @@ Options:
   --no-verify       send no digest (benchmarks); peers keep unverified copies
   --raw             plain bytes, no framing, no handshake, NOT verified
                     (for 'socat -u UNIX-CONNECT:PATH -' or 'nc -U PATH')
-  --stall S         seconds a peer may take to say hello, to connect to its
-                    worker, or to take the next chunk (default 10)
+  --stall-timeout S seconds a peer may take to say hello, to connect to its
+                    worker, or to take the next chunk; then it fails alone
+                    (default 10)
+  --limit-rate BYTES  cap each peer's rate, bytes per second (e.g. 50M)
   --grace S         after SIGINT/SIGTERM, seconds running transfers get to
                     finish (default 5)
   --json            one JSON event per line on stdout
@@ -79,7 +82,8 @@ Options:
   --socket PATH     server socket (default: as for the server)
   --out DIR|FILE    where to write (default: received-files/pid-<pid>_<name>);
                     a path ending in / or an existing directory is a directory
-  --timeout S       seconds to wait for the server to appear (default 10)
+  --timeout S       seconds to wait for the server to appear and answer, and
+                    for the next bytes of the file (default 10)
   --force           replace an existing output file
   --raw             read plain bytes until EOF (server in --raw mode);
                     the copy is NOT verified
@@ -100,7 +104,8 @@ const SERVER_SPEC = {
     digest: { type: "string" },
     "no-verify": { type: "boolean" },
     raw: { type: "boolean" },
-    stall: { type: "string" },
+    "stall-timeout": { type: "string" },
+    "limit-rate": { type: "string" },
     grace: { type: "string" },
     json: { type: "boolean" },
     quiet: { type: "boolean" },
@@ -148,7 +153,8 @@ async function server(args: string[]): Promise<number> {
     maxActive: intFlag(values["max-active"], "max-active", 32, { min: 1, max: 10_000 }),
     raw: values.raw ?? false,
     digest: values["no-verify"] ? "none" : digest,
-    stallSeconds: secondsFlag(values.stall, "stall", 10, { min: 0.1, max: 86_400 }),
+    stallSeconds: secondsFlag(values["stall-timeout"], "stall-timeout", 10, { min: 0.1 }),
+    limitRate: sizeFlag(values["limit-rate"], "limit-rate", 0),
     graceSeconds: secondsFlag(values.grace, "grace", 5, { min: 0, max: 86_400 }),
     reporter: new Reporter({ json: values.json, quiet: values.quiet }),
   });

@@ -19,6 +19,7 @@ import { osReason } from "../core/source.ts";
 import {
   decodeHeader,
   decodeTrailer,
+  type FileTrailer,
   HEADER_FIXED_LENGTH,
   headerLength,
   TRAILER_FIXED_LENGTH,
@@ -205,10 +206,10 @@ async function waitForTurn(
   deadline: number,
 ): Promise<ConnectMessage> {
   const r = o.reporter;
-  let queued = false;
+  let answered = false;
   while (true) {
-    // Until the server answers at all, --timeout bounds the wait; in a queue, no bound.
-    const timer = queued ? undefined : setTimeout(
+    // Until the server answers at all, --timeout bounds the wait; once admitted, no bound.
+    const timer = answered ? undefined : setTimeout(
       () => conn.close(),
       Math.max(0, deadline - performance.now()),
     );
@@ -216,7 +217,7 @@ async function waitForTurn(
     try {
       line = await control.readLine();
     } catch (error) {
-      if (!queued && performance.now() >= deadline) {
+      if (!answered && performance.now() >= deadline) {
         throw new P2mError(`server on ${o.socket} did not answer within --timeout`);
       }
       throw new P2mError(
@@ -240,7 +241,8 @@ async function waitForTurn(
     }
     if (msg.type === "connect") return msg;
     if (msg.type === "error") throw new P2mError(`server refused: ${msg.message}`);
-    queued = true;
+    answered = true;
+    if (msg.type === "accepted") continue;
     r.event("queued", { position: msg.position });
     r.info(`queued: position ${msg.position}`);
   }
@@ -281,28 +283,48 @@ async function receiveStream(
   const progress = r.progress(output.path.split("/").pop() ?? "receiving", header.size);
   const buf = new Uint8Array(DATA_CHUNK);
   let got = 0;
-  while (got < header.size) {
-    const n = await data.read(buf.subarray(0, Math.min(buf.length, header.size - got)));
-    if (n === null) {
-      throw new P2mError(
-        `server stopped after ${got} of ${header.size} bytes (connection closed); copy discarded`,
-      );
+  // A server that stops sending (stopped, wedged) fails the copy after --timeout.
+  let last = performance.now();
+  let stalled = false;
+  const stallMs = Math.max(1000, o.timeoutSeconds * 1000);
+  const watchdog = setInterval(() => {
+    if (performance.now() - last <= stallMs) return;
+    stalled = true;
+    try {
+      data.close();
+    } catch { /* closed */ }
+  }, Math.min(1000, stallMs / 4));
+  let trailer: FileTrailer;
+  try {
+    while (got < header.size) {
+      const n = await data.read(buf.subarray(0, Math.min(buf.length, header.size - got)));
+      if (n === null) {
+        throw new P2mError(
+          `server stopped after ${got} of ${header.size} bytes (connection closed); copy discarded`,
+        );
+      }
+      const view = buf.subarray(0, n);
+      digest.update(view);
+      output.write(view);
+      got += n;
+      setReceived(got);
+      progress.update(got);
+      last = performance.now();
     }
-    const view = buf.subarray(0, n);
-    digest.update(view);
-    output.write(view);
-    got += n;
-    setReceived(got);
-    progress.update(got);
-  }
-  const trailerFixed = new Uint8Array(TRAILER_FIXED_LENGTH);
-  await readFull(data, trailerFixed, "trailer");
-  const trailerBytes = new Uint8Array(trailerLength(trailerFixed, header.digest));
-  trailerBytes.set(trailerFixed);
-  await readFull(data, trailerBytes.subarray(TRAILER_FIXED_LENGTH), "trailer");
-  const trailer = decodeTrailer(trailerBytes, header.digest);
-  if (await data.read(buf.subarray(0, 1)) !== null) {
-    throw new WireError("server sent more bytes than announced; copy discarded");
+    const trailerFixed = new Uint8Array(TRAILER_FIXED_LENGTH);
+    await readFull(data, trailerFixed, "trailer");
+    const trailerBytes = new Uint8Array(trailerLength(trailerFixed, header.digest));
+    trailerBytes.set(trailerFixed);
+    await readFull(data, trailerBytes.subarray(TRAILER_FIXED_LENGTH), "trailer");
+    trailer = decodeTrailer(trailerBytes, header.digest);
+    if (await data.read(buf.subarray(0, 1)) !== null) {
+      throw new WireError("server sent more bytes than announced; copy discarded");
+    }
+  } catch (error) {
+    if (stalled) throw new P2mError(`server sent nothing for ${stallMs / 1000} s; copy discarded`);
+    throw error;
+  } finally {
+    clearInterval(watchdog);
   }
   if (trailer.status === TrailerStatus.SourceChanged) {
     throw new P2mError("the source file changed while it was sent; copy discarded");

@@ -23,6 +23,12 @@ export const PROTOCOL_VERSION = 1;
 export const MAX_LINE_BYTES = 4096;
 /** Bytes per read and write on the data path (measured: see socket.ts). */
 export const DATA_CHUNK = 1024 * 1024;
+/** Chunk size for a rate-limited stream: small enough to pace smoothly. */
+export function chunkSize(limitRate: number): number {
+  if (!(limitRate > 0)) return DATA_CHUNK;
+  return Math.min(DATA_CHUNK, Math.max(16 * 1024, Math.floor(limitRate / 16)));
+}
+
 /** Length of a one-time token in hex characters. */
 export const TOKEN_HEX_LENGTH = 32;
 /** Longest socket path that fits in `sun_path` (108 bytes with its NUL). */
@@ -62,6 +68,14 @@ export interface VerdictMessage {
 /** A message from a peer to the server. */
 export type ClientMessage = HelloMessage | VerdictMessage;
 
+/** Server → peer: admitted; a worker is being started or the peer is queued. */
+export interface AcceptedMessage {
+  /** Message type. */
+  type: "accepted";
+  /** The peer's number in the server's summary. */
+  peer: number;
+}
+
 /** Server → peer: all workers are busy; wait. */
 export interface QueuedMessage {
   /** Message type. */
@@ -89,7 +103,7 @@ export interface ErrorMessage {
 }
 
 /** A message from the server to a peer. */
-export type ServerMessage = QueuedMessage | ConnectMessage | ErrorMessage;
+export type ServerMessage = AcceptedMessage | QueuedMessage | ConnectMessage | ErrorMessage;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -153,6 +167,8 @@ export function parseClientMessage(line: string): ClientMessage {
 export function parseServerMessage(line: string): ServerMessage {
   const msg = parseObject(line, "server");
   switch (msg.type) {
+    case "accepted":
+      return { type: "accepted", peer: count(msg.peer, "peer") };
     case "queued":
       return { type: "queued", position: count(msg.position, "position") };
     case "connect": {

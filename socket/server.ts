@@ -23,8 +23,10 @@ import { programPath, SOCKET_PERMISSIONS } from "../core/permissions.ts";
 import type { Reporter } from "../core/report.ts";
 import { privateRuntimeDir } from "../core/runtime_dir.ts";
 import { openSource, sourceChange, type SourceInfo } from "../core/source.ts";
+import { RateLimit } from "../core/rate_limit.ts";
 import { listenUnix, type SocketListener } from "./listen.ts";
 import {
+  chunkSize,
   DATA_CHUNK,
   encodeMessage,
   LineReader,
@@ -54,6 +56,8 @@ export interface ServerOptions {
   digest: DigestAlgorithm;
   /** Seconds a peer may be silent in a handshake or take no data. */
   stallSeconds: number;
+  /** Bytes per second per peer; 0 for no limit. */
+  limitRate: number;
   /** Seconds running transfers get to finish after SIGINT/SIGTERM. */
   graceSeconds: number;
   /** Where messages go. */
@@ -335,6 +339,7 @@ class Server {
       } catch { /* gone */ }
       return void conn.close();
     }
+    void peer.send({ type: "accepted", peer: peer.id });
     this.#enqueue(peer);
     await this.#control(peer, reader);
   }
@@ -410,7 +415,8 @@ class Server {
     const { file } = openSource(this.#info.path);
     using _file = file;
     const size = this.#info.size;
-    const buf = new Uint8Array(DATA_CHUNK);
+    const limit = new RateLimit(this.#o.limitRate);
+    const buf = new Uint8Array(chunkSize(this.#o.limitRate));
     let sent = 0;
     try {
       while (sent < size) {
@@ -418,6 +424,7 @@ class Server {
         if (n === null || n === 0) throw new P2mError("source shrank while it was sent");
         await writeAll(peer.conn, buf.subarray(0, n));
         sent += n;
+        await limit.pace(n);
       }
     } catch (error) {
       if (error instanceof P2mError) throw error;
@@ -442,6 +449,7 @@ class Server {
       token,
       socketPath,
       stallSeconds: this.#o.stallSeconds,
+      limitRate: this.#o.limitRate,
     };
     const child = new Deno.Command(Deno.execPath(), {
       // The worker gets less than its parent: net access to its own socket only.
@@ -483,6 +491,10 @@ class Server {
     const status = await child.status;
     await stderr;
     stdin.releaseLock();
+    // A worker killed before its peer connected cannot unlink its socket.
+    try {
+      if (Deno.lstatSync(socketPath).isSocket) Deno.removeSync(socketPath);
+    } catch { /* gone, as it should be */ }
     const report = peer.workerReport;
     if (report?.type === "done" && status.success) return; // the verdict decides
     const why = report?.type === "error"

@@ -20,9 +20,10 @@ import { P2mError } from "../core/errors.ts";
 import { openSource, sourceChange, type SourceInfo } from "../core/source.ts";
 import { encodeHeader, encodeTrailer, TrailerStatus } from "../core/wire.ts";
 import { listenUnix } from "./listen.ts";
+import { RateLimit } from "../core/rate_limit.ts";
 import {
+  chunkSize,
   constantTimeEqual,
-  DATA_CHUNK,
   LineReader,
   oneLine,
   readFull,
@@ -44,6 +45,8 @@ export interface WorkerConfig {
   socketPath: string;
   /** Seconds the peer may take to connect, or to take the next chunk. */
   stallSeconds: number;
+  /** Bytes per second; 0 for no limit. */
+  limitRate: number;
 }
 
 /** A worker's report on stdout. */
@@ -74,7 +77,8 @@ function parseConfig(line: string | null): WorkerConfig {
     typeof c.digest !== "string" || !isDigestAlgorithm(c.digest) ||
     typeof c.digestHex !== "string" || !/^([0-9a-f]{2})*$/.test(c.digestHex) ||
     typeof c.token !== "string" || c.token.length !== TOKEN_HEX_LENGTH ||
-    typeof c.socketPath !== "string" || typeof c.stallSeconds !== "number"
+    typeof c.socketPath !== "string" || typeof c.stallSeconds !== "number" ||
+    typeof c.limitRate !== "number"
   ) {
     throw new P2mError("worker got a bad configuration");
   }
@@ -165,7 +169,8 @@ async function serveOne(): Promise<number> {
         digest: config.digest,
       }),
     );
-    const buf = new Uint8Array(DATA_CHUNK);
+    const limit = new RateLimit(config.limitRate);
+    const buf = new Uint8Array(chunkSize(config.limitRate));
     let sent = 0;
     while (sent < source.size) {
       const n = file.readSync(buf.subarray(0, Math.min(buf.length, source.size - sent)));
@@ -174,6 +179,8 @@ async function serveOne(): Promise<number> {
       }
       await writeAll(conn, buf.subarray(0, n));
       sent += n;
+      last = performance.now();
+      await limit.pace(n);
       last = performance.now();
     }
     const changed = sourceChange(file, source);

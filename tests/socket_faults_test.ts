@@ -114,7 +114,13 @@ Deno.test("socket server survives garbage, silent and connect-and-drop clients",
   await using place = await socketPlace();
   const file = `${place.dir}/f.bin`;
   await makeFile(file, 500_000);
-  const server = startServer(file, place.socket, ["--peers", "1", "--stall", "1", "--json"]);
+  const server = startServer(file, place.socket, [
+    "--peers",
+    "1",
+    "--stall-timeout",
+    "1",
+    "--json",
+  ]);
   await waitForSocket(place.socket);
   // 1000 connections that drop at once: not peers, no workers.
   for (let i = 0; i < 1000; i += 50) {
@@ -150,7 +156,7 @@ Deno.test("socket: a peer that never connects and one that stops reading fail al
   await using place = await socketPlace();
   const file = `${place.dir}/f.bin`;
   await makeFile(file, 8 * 1024 * 1024);
-  const server = startServer(file, place.socket, ["--peers", "3", "--stall", "1"]);
+  const server = startServer(file, place.socket, ["--peers", "3", "--stall-timeout", "1"]);
   await waitForSocket(place.socket);
   using silent = await FakeClient.hello(place.socket);
   using stuck = await FakeClient.hello(place.socket);
@@ -176,7 +182,7 @@ Deno.test("socket: kill -9 of a worker fails only its peer, at once", async () =
   await using place = await socketPlace();
   const file = `${place.dir}/f.bin`;
   await makeFile(file, 8 * 1024 * 1024);
-  const server = startServer(file, place.socket, ["--peers", "1", "--stall", "30"]);
+  const server = startServer(file, place.socket, ["--peers", "1", "--stall-timeout", "30"]);
   await waitForSocket(place.socket);
   using fake = await FakeClient.hello(place.socket);
   await fake.connectData();

@@ -110,7 +110,7 @@ export class FakeClient implements Disposable {
   /** Waits for `connect`, connects to the worker and sends the token. */
   async connectData(): Promise<Deno.UnixConn> {
     let msg;
-    do msg = await this.next(); while (msg?.type === "queued");
+    do msg = await this.next(); while (msg?.type === "queued" || msg?.type === "accepted");
     assert.equal(msg?.type, "connect", `expected connect, got ${JSON.stringify(msg)}`);
     this.data = await Deno.connect({ transport: "unix", path: msg.path as string });
     await writeAll(this.data, encoder.encode(`${msg.token}\n`));
