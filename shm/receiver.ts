@@ -191,6 +191,7 @@ async function receive(
     const waiting = seg.entryField(index, E.waiting);
     const cursorField = seg.entryField(index, E.cursor);
     const sem = seg.peerSem(index);
+    const wakeSpace = Math.max(1, Math.floor(info.slotCount / 4));
     let cursor = 0;
     for (;;) {
       const published = seg.load(H.published);
@@ -205,7 +206,13 @@ async function receive(
           digest.update(view);
           cursor++;
           Atomics.store(seg.i32, cursorField, cursor);
-          if (seg.load(H.senderWaiting) === 1) seg.wakeSender();
+          // Wake a waiting sender once a quarter of the ring is free (or we
+          // are done), not for every slot: a wake-up costs ~60 µs here.
+          if (
+            seg.load(H.senderWaiting) === 1 &&
+            (cursor === published ||
+              info.slotCount - (published - seg.minCursor(published)) >= wakeSpace)
+          ) seg.wakeSender();
         }
         progress.update(Math.min(info.fileSize, cursor * chunk));
         await checker.check(false);

@@ -5,7 +5,15 @@
  * @module
  */
 import { Semaphore, type SharedMemory } from "../ffi/mod.ts";
-import { E, ENTRY_SEM_OFFSET, ENTRY_SIZE, type Geometry, H, SENDER_SEM_OFFSET } from "./layout.ts";
+import {
+  E,
+  ENTRY_SEM_OFFSET,
+  ENTRY_SIZE,
+  type Geometry,
+  H,
+  Peer,
+  SENDER_SEM_OFFSET,
+} from "./layout.ts";
 
 /** Typed access to one mapped, validated segment. */
 export class Segment implements Disposable {
@@ -79,6 +87,17 @@ export class Segment implements Disposable {
   wakePeer(index: number): void {
     const field = this.entryField(index, E.waiting);
     if (Atomics.compareExchange(this.i32, field, 1, 0) === 1) this.#entrySems[index].post();
+  }
+
+  /** The slowest live receiver's cursor, or `published` if there is none. */
+  minCursor(published: number): number {
+    let min = published;
+    for (let i = 0; i < this.entriesUsed(); i++) {
+      if (this.peerState(i) !== Peer.Attached) continue;
+      const cursor = this.cursor(i);
+      if (cursor < min) min = cursor;
+    }
+    return min;
   }
 
   /** Wakes the sender if it says it is waiting. */

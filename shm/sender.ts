@@ -347,13 +347,7 @@ class SenderRun {
   }
 
   #minCursor(): number {
-    let min = this.#published;
-    for (let i = 0; i < this.#seg.entriesUsed(); i++) {
-      if (this.#seg.peerState(i) !== Peer.Attached) continue;
-      const cursor = this.#seg.cursor(i);
-      if (cursor < min) min = cursor;
-    }
-    return min;
+    return this.#seg.minCursor(this.#published);
   }
 
   #wakeAll(): void {
@@ -439,7 +433,10 @@ class SenderRun {
       const state = seg.peerState(i);
       if (state === Peer.Free) continue;
       const track = this.#track(i, now);
-      const seconds = ((track.end ?? now) - track.start) / 1000;
+      // Seconds of streaming: a receiver that waited for the others starts
+      // its clock when streaming did.
+      const start = Math.max(track.start, this.#streamStart);
+      const seconds = ((track.end ?? now) - start) / 1000;
       const bytes = Math.min(this.#size, seg.cursor(i) * seg.geometry.chunkSize);
       peers.push({
         peer: i,
