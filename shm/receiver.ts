@@ -156,18 +156,23 @@ async function receive(
   }
   Atomics.store(seg.i32, seg.entryField(index, E.pid), Deno.pid);
   Atomics.store(seg.i32, seg.entryField(index, E.state), Peer.Attached);
-  const leave = () => {
-    if (seg.memory.mapped && seg.movePeer(index, Peer.Attached, Peer.Left)) seg.wakeSender();
+  // Interrupted or refused: "left"; any other failure: "failed", which
+  // the sender's summary counts against the transfer.
+  const leaveAs = (state: number) => {
+    if (seg.memory.mapped && seg.movePeer(index, Peer.Attached, state)) seg.wakeSender();
   };
-  const stopAbortHook = onAbort(leave);
+  const stopAbortHook = onAbort(() => leaveAs(Peer.Left));
+  let refused = false;
   try {
     // Read the state only after our entry is visible: if the sender had
     // not started streaming yet, it will see us and wait for us.
     const state = seg.load(H.state);
     if (state === State.Closed) {
+      refused = true;
       throw new P2mError(`the transfer on ${options.name} has already finished`);
     }
     if (state !== State.Waiting && info.totalChunks > info.slotCount) {
+      refused = true;
       throw new P2mError(
         `the transfer on ${options.name} has already started and the file ` +
           `(${formatBytes(info.fileSize)}) is larger than the ring ` +
@@ -268,11 +273,39 @@ async function receive(
     );
     return 0;
   } catch (error) {
-    leave();
+    leaveAs(refused ? Peer.Left : Peer.Failed);
+    if (error instanceof SenderDied) removeStaleSegment(seg, options.name);
     throw error;
   } finally {
     stopAbortHook();
   }
+}
+
+/** The sender's liveness lock is gone: it died without cleaning up. */
+class SenderDied extends P2mError {
+  constructor(name: string) {
+    super(`the sender of ${name} died; copy discarded`);
+    this.name = "SenderDied";
+  }
+}
+
+/**
+ * Unlinks the segment of a sender that died, so that a crash leaves nothing
+ * in /dev/shm once its receivers are gone. Taking the dead sender's lock
+ * first means only one party does it (a new sender judging it stale does
+ * the same), and the inode check makes sure the name still means this
+ * segment and not a new sender's.
+ */
+function removeStaleSegment(seg: Segment, name: string): void {
+  try {
+    if (!seg.memory.tryLock(SENDER_LOCK_BYTE)) return;
+    const ino = seg.memory.stat().ino;
+    const current = SharedMemory.open(name);
+    const same = current?.stat().ino === ino;
+    current?.close();
+    if (same) SharedMemory.unlink(name);
+    seg.memory.unlock(SENDER_LOCK_BYTE);
+  } catch { /* best effort: the next sender replaces a stale segment anyway */ }
 }
 
 function abortMessage(seg: Segment): string {
@@ -309,9 +342,7 @@ class Checker {
     const seg = this.#seg;
     if (seg.load(H.state) === State.Aborted) throw new P2mError(abortMessage(seg));
     if (seg.peerState(this.#index) !== Peer.Attached) throw new P2mError(this.evictionMessage());
-    if (!seg.memory.isLocked(SENDER_LOCK_BYTE)) {
-      throw new P2mError(`the sender of ${this.#name} died; copy discarded`);
-    }
+    if (!seg.memory.isLocked(SENDER_LOCK_BYTE)) throw new SenderDied(this.#name);
     await sleep(0);
   }
 

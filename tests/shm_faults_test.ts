@@ -81,14 +81,14 @@ Deno.test("shm fault: kill -9 of the sender at ~50%: receivers fail within 2 s, 
       assert.ok(result.at - killedAt < 2500, `noticed after ${result.at - killedAt} ms`);
     }
     for (const out of outs) assertEmptyDir(out, "receiver of a dead sender");
-    assert.equal((await shmEntries(name)).length, 1, "stale");
-    // The next sender with that name replaces the stale segment and works.
+    // The receivers removed the dead sender's segment on their way out.
+    await assertNoSegment(name);
+    // The next sender with that name starts cleanly.
     const next = sender(file, name, ["--chunk", "65536", "--slots", "4"]);
     const got = await receiver(name, `${dir}/c`, ["--quiet"]).done();
     assert.equal(got.code, 0, got.stderr);
     const sent = await next.done();
     assert.equal(sent.code, 0, sent.stderr);
-    assert.match(sent.stdout, /removed a stale segment/);
     await assertSameBytes(`${dir}/c/data.bin`, file);
     await assertNoSegment(name);
   });
@@ -277,6 +277,48 @@ Deno.test("shm fault: a stale segment (sender killed) is waited past by a receiv
     } finally {
       stale.close();
     }
+    await assertNoSegment(name);
+  });
+});
+
+Deno.test("shm fault: a sender replaces a stale segment whose sender died", async () => {
+  await withDir(async (dir) => {
+    const name = uniqueName("p2m-f");
+    const stale = hostileSegment(name, () => {});
+    stale.close(); // drops the "dead sender's" lock; the segment stays
+    assert.equal((await shmEntries(name)).length, 1);
+    const file = `${dir}/data.bin`;
+    await makeFile(file, 10_000);
+    const send = sender(file, name, []);
+    const got = await receiver(name, `${dir}/out`, ["--quiet"]).done();
+    assert.equal(got.code, 0, got.stderr);
+    const sent = await send.done();
+    assert.equal(sent.code, 0, sent.stderr);
+    assert.match(sent.stdout, /removed a stale segment/);
+    await assertSameBytes(`${dir}/out/data.bin`, file);
+    await assertNoSegment(name);
+  });
+});
+
+Deno.test("shm fault: the source growing mid-transfer aborts it: no receiver keeps a copy", async () => {
+  await withDir(async (dir) => {
+    const name = uniqueName("p2m-f");
+    const file = `${dir}/data.bin`;
+    await makeFile(file, SIZE);
+    const send = sender(file, name, ["--peers", "2", "--quiet", ...SLOW]);
+    const outs = [`${dir}/a`, `${dir}/b`];
+    const peers = outs.map((out) => receiver(name, out, ["--quiet"]));
+    await waitForPart(outs[0], SIZE / 4);
+    await Deno.writeFile(file, new Uint8Array(100), { append: true });
+    const sent = await send.done();
+    assert.equal(sent.code, 1);
+    assert.match(sent.stderr, /changed while it was sent/);
+    for (const peer of peers) {
+      const result = await peer.done();
+      assert.equal(result.code, 1);
+      assert.match(result.stderr, /source file changed/);
+    }
+    for (const out of outs) assertEmptyDir(out, "receiver of a changed source");
     await assertNoSegment(name);
   });
 });
