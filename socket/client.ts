@@ -11,6 +11,7 @@
  * @module
  */
 import { createDigest, digestsEqual, toHex } from "../core/digest.ts";
+import { onSignal } from "../core/cli.ts";
 import { describeError, P2mError, VerifyError } from "../core/errors.ts";
 import { formatBytes, formatRate } from "../core/format.ts";
 import { OutputFile } from "../core/output.ts";
@@ -117,10 +118,12 @@ async function receiveFramed(conn: Deno.UnixConn, o: ClientOptions, deadline: nu
   const control = new LineReader(conn);
   const connect = await waitForTurn(control, conn, o, deadline);
 
-  // From here on the control channel only carries bad news: watch it.
+  // From here on the control channel carries `commit` or bad news: watch it.
   let data: Deno.UnixConn | undefined;
   let lost: string | undefined;
-  let finished = false;
+  let commit = false;
+  let settle = () => {};
+  const settled = new Promise<void>((resolve) => settle = resolve);
   const watcher = (async () => {
     try {
       while (true) {
@@ -134,19 +137,25 @@ async function receiveFramed(conn: Deno.UnixConn, o: ClientOptions, deadline: nu
           lost = `server: ${msg.message}`;
           break;
         }
+        if (msg.type === "commit") {
+          commit = true;
+          break;
+        }
       }
     } catch (error) {
       lost = `control connection failed: ${describeError(error)}`;
     }
-    if (!finished) {
+    if (!commit) {
       try {
-        data?.close();
+        data?.close(); // abandon the copy at once
       } catch { /* closed */ }
     }
+    settle();
   })();
 
   let output: OutputFile | undefined;
   let received = 0;
+  let verdictSent = false;
   try {
     try {
       data = await Deno.connect({ transport: "unix", path: connect.path });
@@ -155,11 +164,19 @@ async function receiveFramed(conn: Deno.UnixConn, o: ClientOptions, deadline: nu
     }
     await writeAll(data, new TextEncoder().encode(connect.token + "\n"));
     const result = await receiveStream(data, o, (out) => output = out, (n) => received = n);
-    finished = true;
+    data.close(); // tells the worker that every byte arrived
+    data = undefined;
+    // Verified; the server confirms the whole transfer before the copy is kept.
+    verdictSent = true;
+    await writeAll(conn, encodeMessage({ type: "verdict", ok: true, bytes: received }));
+    await waitSettled(settled, o.timeoutSeconds);
+    if (!commit) throw new P2mError(lost ?? "server did not confirm the transfer in time");
+    // From here the copy is kept: a late SIGINT/SIGTERM must not undo it.
+    onSignal(() => {});
     output!.commit();
     try {
-      await writeAll(conn, encodeMessage({ type: "verdict", ok: true, bytes: received }));
-    } catch { /* the file is kept and verified; the server may have gone */ }
+      await writeAll(conn, encodeMessage({ type: "committed", ok: true }));
+    } catch { /* kept and verified; the server may have gone */ }
     const verified = result.digest !== "none";
     r.event("done", {
       bytes: received,
@@ -175,16 +192,19 @@ async function receiveFramed(conn: Deno.UnixConn, o: ClientOptions, deadline: nu
     );
     return 0;
   } catch (error) {
-    finished = true;
     output?.abort();
+    onSignal(undefined);
     let failure = error;
     if (lost && !(error instanceof VerifyError)) failure = new P2mError(lost);
     else if (!(error instanceof P2mError)) {
       failure = new P2mError(`transfer failed: ${describeError(error)}`);
     }
     const message = describeError(failure);
+    const report = verdictSent
+      ? encodeMessage({ type: "committed", ok: false, message })
+      : encodeMessage({ type: "verdict", ok: false, bytes: received, message });
     try {
-      await writeAll(conn, encodeMessage({ type: "verdict", ok: false, bytes: received, message }));
+      await writeAll(conn, report);
     } catch { /* server gone */ }
     throw failure;
   } finally {
@@ -196,6 +216,16 @@ async function receiveFramed(conn: Deno.UnixConn, o: ClientOptions, deadline: nu
     } catch { /* closed */ }
     await watcher;
   }
+}
+
+/** Waits for the control watcher to settle, at most `seconds` (1 s at least). */
+async function waitSettled(settled: Promise<void>, seconds: number): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([
+    settled,
+    new Promise((resolve) => timer = setTimeout(resolve, Math.max(1, seconds) * 1000)),
+  ]);
+  clearTimeout(timer);
 }
 
 /** Waits for `connect`, reporting queue positions; throws on `error` or timeout. */
@@ -243,6 +273,7 @@ async function waitForTurn(
     if (msg.type === "error") throw new P2mError(`server refused: ${msg.message}`);
     answered = true;
     if (msg.type === "accepted") continue;
+    if (msg.type === "commit") throw new P2mError("server sent commit before any data");
     r.event("queued", { position: msg.position });
     r.info(`queued: position ${msg.position}`);
   }

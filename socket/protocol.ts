@@ -5,11 +5,17 @@
  *
  * - **control** (peer ↔ server parent): JSON lines, at most
  *   {@linkcode MAX_LINE_BYTES} each. The peer says `hello`; the server answers
- *   `queued` (zero or more times), then `connect` with a one-time socket path
- *   and token, or `error`. After the copy the peer sends its `verdict`.
+ *   `accepted`, `queued` (zero or more times), then `connect` with a one-time
+ *   socket path and token, or `error` at any time.
  * - **data** (peer ↔ worker subprocess): the peer sends the token and a
  *   newline; the worker sends the core header, the file bytes and the core
- *   trailer (core/wire.ts), then closes.
+ *   trailer (core/wire.ts) and shuts down its side; the peer closes when it
+ *   has read it all, so the worker lives until the peer has every byte.
+ * - **commit** (control again): the peer sends its `verdict`. If it is good
+ *   and the worker finished cleanly the server answers `commit`; only then
+ *   does the peer give the copy its final name, and it reports `committed`.
+ *   So a copy is kept only if the server saw the whole transfer succeed, and
+ *   the server's summary never disagrees with what the peers kept.
  *
  * Every message is validated field by field before it is trusted.
  *
@@ -65,8 +71,18 @@ export interface VerdictMessage {
   message?: string;
 }
 
+/** Peer → server: the copy is (or could not be) under its final name. */
+export interface CommittedMessage {
+  /** Message type. */
+  type: "committed";
+  /** Whether the copy now exists under its final name. */
+  ok: boolean;
+  /** Why not, when it failed. */
+  message?: string;
+}
+
 /** A message from a peer to the server. */
-export type ClientMessage = HelloMessage | VerdictMessage;
+export type ClientMessage = HelloMessage | VerdictMessage | CommittedMessage;
 
 /** Server → peer: admitted; a worker is being started or the peer is queued. */
 export interface AcceptedMessage {
@@ -94,6 +110,12 @@ export interface ConnectMessage {
   token: string;
 }
 
+/** Server → peer: the whole transfer succeeded; keep the copy. */
+export interface CommitMessage {
+  /** Message type. */
+  type: "commit";
+}
+
 /** Server → peer: the transfer is refused or failed on the server side. */
 export interface ErrorMessage {
   /** Message type. */
@@ -103,7 +125,12 @@ export interface ErrorMessage {
 }
 
 /** A message from the server to a peer. */
-export type ServerMessage = AcceptedMessage | QueuedMessage | ConnectMessage | ErrorMessage;
+export type ServerMessage =
+  | AcceptedMessage
+  | QueuedMessage
+  | ConnectMessage
+  | CommitMessage
+  | ErrorMessage;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -158,6 +185,15 @@ export function parseClientMessage(line: string): ClientMessage {
       }
       return verdict;
     }
+    case "committed": {
+      if (typeof msg.ok !== "boolean") throw new ProtocolError("bad ok in committed");
+      const committed: CommittedMessage = { type: "committed", ok: msg.ok };
+      if (msg.message !== undefined) {
+        if (typeof msg.message !== "string") throw new ProtocolError("bad message in committed");
+        committed.message = oneLine(msg.message);
+      }
+      return committed;
+    }
     default:
       throw new ProtocolError("peer sent an unknown message type");
   }
@@ -186,6 +222,8 @@ export function parseServerMessage(line: string): ServerMessage {
       }
       return { type: "connect", path, token };
     }
+    case "commit":
+      return { type: "commit" };
     case "error":
       if (typeof msg.message !== "string") throw new ProtocolError("bad error message");
       return { type: "error", message: oneLine(msg.message) };

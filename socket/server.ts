@@ -90,11 +90,20 @@ class Peer {
   readonly conn: Deno.UnixConn;
   state: State = "queued";
   worker?: Deno.ChildProcess;
+  /** Settles once the worker's stdout is fully read and it has exited. */
+  workerGone?: Promise<void>;
   workerReport?: WorkerReport;
   workerStderr = "";
   started = 0;
+  /** Bytes the peer said it received and verified. */
+  bytes = 0;
+  /** Set once the peer's good verdict arrived: waiting for `committed`. */
+  committing = false;
+  /** Fails a peer that does not give its verdict after the worker finished. */
+  verdictTimer?: ReturnType<typeof setTimeout>;
   result?: PeerResult;
   #closed = false;
+  #sending: Promise<void> = Promise.resolve();
 
   constructor(id: number, pid: number, conn: Deno.UnixConn) {
     this.id = id;
@@ -106,11 +115,16 @@ class Peer {
     return this.pid ? `peer ${this.id} (pid ${this.pid})` : `peer ${this.id}`;
   }
 
-  async send(message: ServerMessage): Promise<void> {
-    if (this.#closed) return;
-    try {
-      await writeAll(this.conn, encodeMessage(message));
-    } catch { /* the peer is gone; its reader notices */ }
+  /** Sends a control message after any still being written, in order. */
+  send(message: ServerMessage): Promise<void> {
+    const bytes = encodeMessage(message);
+    this.#sending = this.#sending.then(async () => {
+      if (this.#closed) return;
+      try {
+        await writeAll(this.conn, bytes);
+      } catch { /* the peer is gone; its reader notices */ }
+    });
+    return this.#sending;
   }
 
   close(): void {
@@ -344,21 +358,41 @@ class Server {
     await this.#control(peer, reader);
   }
 
-  /** Reads the peer's control lines until its verdict or EOF. */
+  /**
+   * Reads the peer's control lines: its verdict, then (after `commit`) its
+   * `committed`, or EOF.
+   */
   async #control(peer: Peer, reader: LineReader): Promise<void> {
     try {
       while (peer.state !== "finished") {
         const line = await reader.readLine();
         if (line === null) {
-          this.#finish(peer, false, 0, "peer disconnected before its verdict");
+          this.#finish(peer, false, peer.bytes, "peer disconnected before it kept its copy");
           return;
         }
         const message = parseClientMessage(line);
-        if (message.type !== "verdict" || peer.state !== "active") {
+        if (message.type === "verdict" && peer.state === "active" && !peer.committing) {
+          clearTimeout(peer.verdictTimer);
+          peer.bytes = message.bytes;
+          if (!message.ok) {
+            this.#finish(peer, false, message.bytes, message.message);
+            continue;
+          }
+          peer.committing = true;
+          // The copy is kept only if its worker also saw the transfer through.
+          await this.#workerExit(peer);
+          const report = peer.workerReport;
+          if (report?.type !== "done") {
+            const why = report?.type === "error" ? report.message : "its worker did not finish";
+            this.#finish(peer, false, message.bytes, why);
+            continue;
+          }
+          await peer.send({ type: "commit" });
+        } else if (message.type === "committed" && peer.committing) {
+          this.#finish(peer, message.ok, peer.bytes, message.message);
+        } else {
           throw new P2mError(`peer sent an unexpected ${message.type}`);
         }
-        await this.#workerExit(peer);
-        this.#finish(peer, message.ok, message.bytes, message.message);
       }
     } catch (error) {
       this.#finish(peer, false, 0, oneLine(describeError(error)));
@@ -475,19 +509,36 @@ class Server {
         if (peer.workerStderr.length < 4096) peer.workerStderr += new TextDecoder().decode(chunk);
       }
     })();
-    for await (const line of lines(child.stdout)) {
-      let report: WorkerReport;
-      try {
-        report = JSON.parse(line);
-      } catch {
-        continue;
+    const reports = (async () => {
+      for await (const line of lines(child.stdout)) {
+        let report: WorkerReport;
+        try {
+          report = JSON.parse(line);
+        } catch {
+          continue;
+        }
+        if (report.type === "ready") {
+          void peer.send({ type: "connect", path: socketPath, token });
+        } else {
+          peer.workerReport = report;
+          if (report.type === "done" && !peer.committing) {
+            // The peer has every byte; a peer that stops now must not hold a slot.
+            const stall = this.#o.stallSeconds;
+            peer.verdictTimer = setTimeout(() => {
+              if (peer.committing) return;
+              this.#finish(
+                peer,
+                false,
+                0,
+                `peer sent no verdict within ${stall} s of the last byte`,
+              );
+            }, stall * 1000);
+          }
+        }
       }
-      if (report.type === "ready") {
-        void peer.send({ type: "connect", path: socketPath, token });
-      } else {
-        peer.workerReport = report;
-      }
-    }
+    })();
+    peer.workerGone = Promise.all([reports, child.status]).then(() => {});
+    await reports;
     const status = await child.status;
     await stderr;
     stdin.releaseLock();
@@ -496,7 +547,7 @@ class Server {
       if (Deno.lstatSync(socketPath).isSocket) Deno.removeSync(socketPath);
     } catch { /* gone, as it should be */ }
     const report = peer.workerReport;
-    if (report?.type === "done" && status.success) return; // the verdict decides
+    if (report?.type === "done") return; // every byte reached the peer: its verdict decides
     const why = report?.type === "error"
       ? report.message
       : status.signal
@@ -505,20 +556,23 @@ class Server {
     this.#finish(peer, false, 0, why);
   }
 
-  /** Waits briefly for a worker to exit after the peer's verdict. */
+  /** Waits (boundedly) for a worker to exit after the peer's verdict. */
   async #workerExit(peer: Peer): Promise<void> {
-    const worker = peer.worker;
-    if (!worker) return;
+    const gone = peer.workerGone;
+    if (!gone) return;
     let timer: ReturnType<typeof setTimeout> | undefined;
     await Promise.race([
-      worker.status,
-      new Promise((resolve) => timer = setTimeout(resolve, 2000)),
+      gone,
+      new Promise((resolve) => {
+        timer = setTimeout(resolve, Math.max(2, this.#o.stallSeconds) * 1000);
+      }),
     ]);
     clearTimeout(timer);
   }
 
   #finish(peer: Peer, ok: boolean, bytes: number, message?: string): void {
     if (peer.state === "finished") return;
+    clearTimeout(peer.verdictTimer);
     const wasActive = peer.state === "active";
     peer.state = "finished";
     this.#queue = this.#queue.filter((p) => p !== peer);

@@ -192,11 +192,24 @@ async function serveOne(): Promise<number> {
       }),
     );
     if (changed) throw new P2mError(`source ${source.path} changed while it was sent: ${changed}`);
-    report({ type: "done", bytes: sent, seconds: (performance.now() - start) / 1000 });
+    // Stay until the peer has read everything: it closes once it has the
+    // trailer. A worker killed before that fails its peer, as it should.
+    await conn.closeWrite();
+    last = performance.now();
+    const seconds = (performance.now() - start) / 1000;
+    try {
+      while (await conn.read(buf.subarray(0, 1)) !== null) { /* the peer sends nothing here */ }
+    } catch (error) {
+      if (stalled) throw error;
+      // A reset after the last byte: the peer read everything and went.
+    }
+    report({ type: "done", bytes: sent, seconds });
     return 0;
   } catch (error) {
     if (stalled) {
-      throw new P2mError(`peer took no data for ${config.stallSeconds} s; transfer aborted`);
+      throw new P2mError(
+        `peer stalled: no progress for ${config.stallSeconds} s; transfer aborted`,
+      );
     }
     if (error instanceof P2mError) throw error;
     throw new P2mError(`peer connection failed: ${(error as Error).message}`);

@@ -167,7 +167,7 @@ Deno.test("socket: a peer that never connects and one that stops reading fail al
   const served = await server.done();
   assert.equal(served.code, 1);
   assert.match(served.stderr, /did not connect within 1 s/);
-  assert.match(served.stderr, /took no data for 1 s/);
+  assert.match(served.stderr, /peer stalled: no progress for 1 s/);
   assert.match(served.stdout, /1 of 3 peers ok/);
   // Both misbehaving peers were told why on their control channel.
   for (const fake of [silent, stuck]) {
@@ -287,7 +287,9 @@ Deno.test("socket: kill -9 of the server makes clients fail within 2 s, leaving 
     const results = await Promise.all(clients.map((c) => c.done()));
     const elapsed = performance.now() - killed;
     await server.done();
-    if ((!caught || finished) && attempt < 5) continue;
+    // A client that got its commit just before the kill keeps a good copy: try again.
+    const raced = !caught || finished || results.some((result) => result.code === 0);
+    if (raced && attempt < 5) continue;
     for (const result of results) {
       assert.equal(result.code, 1, result.stderr);
       assert.match(result.stderr, /server|connection/);
@@ -298,10 +300,11 @@ Deno.test("socket: kill -9 of the server makes clients fail within 2 s, leaving 
     await waitFor(() => workers.every((pid) => !alive(pid)), 2000, "workers to exit");
     assert.deepEqual(workerSockets(server.child.pid), []);
     // The killed server's stale socket is reused by the next start.
-    const next = await startServer(file, place.socket, ["--peers", "1"]);
+    const next = startServer(file, place.socket, ["--peers", "1"]);
     const client = await startClient(place.socket, `${place.dir}/after`).done();
     assert.equal(client.code, 0, client.stderr);
-    assert.equal((await next.done()).code, 0);
+    const nextDone = await next.done();
+    assert.equal(nextDone.code, 0, nextDone.stderr);
     return;
   }
 });

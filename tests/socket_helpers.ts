@@ -180,7 +180,15 @@ export class FakeServer implements AsyncDisposable {
       data.close();
     } catch { /* closed */ }
     const verdict = await lines.readLine().catch(() => null);
-    if (verdict) this.verdicts.push(JSON.parse(verdict));
+    if (verdict) {
+      const parsed = JSON.parse(verdict);
+      this.verdicts.push(parsed);
+      if (parsed.ok) {
+        await writeAll(control, encoder.encode('{"type":"commit"}\n')).catch(() => {});
+        const committed = await lines.readLine().catch(() => null);
+        if (committed) this.verdicts.push(JSON.parse(committed));
+      }
+    }
     control.close();
   }
 
