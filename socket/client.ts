@@ -37,6 +37,7 @@ import {
   PROTOCOL_VERSION,
   readFull,
   socketPathProblem,
+  StallWatch,
   writeAll,
 } from "./protocol.ts";
 
@@ -315,16 +316,12 @@ async function receiveStream(
   const buf = new Uint8Array(DATA_CHUNK);
   let got = 0;
   // A server that stops sending (stopped, wedged) fails the copy after --timeout.
-  let last = performance.now();
-  let stalled = false;
   const stallMs = Math.max(1000, o.timeoutSeconds * 1000);
-  const watchdog = setInterval(() => {
-    if (performance.now() - last <= stallMs) return;
-    stalled = true;
+  const watch = new StallWatch(stallMs, () => {
     try {
       data.close();
     } catch { /* closed */ }
-  }, Math.min(1000, stallMs / 4));
+  });
   let trailer: FileTrailer;
   try {
     while (got < header.size) {
@@ -340,7 +337,7 @@ async function receiveStream(
       got += n;
       setReceived(got);
       progress.update(got);
-      last = performance.now();
+      watch.progress();
     }
     const trailerFixed = new Uint8Array(TRAILER_FIXED_LENGTH);
     await readFull(data, trailerFixed, "trailer");
@@ -352,10 +349,12 @@ async function receiveStream(
       throw new WireError("server sent more bytes than announced; copy discarded");
     }
   } catch (error) {
-    if (stalled) throw new P2mError(`server sent nothing for ${stallMs / 1000} s; copy discarded`);
+    if (watch.stalled) {
+      throw new P2mError(`server sent nothing for ${stallMs / 1000} s; copy discarded`);
+    }
     throw error;
   } finally {
-    clearInterval(watchdog);
+    watch.close();
   }
   if (trailer.status === TrailerStatus.SourceChanged) {
     throw new P2mError("the source file changed while it was sent; copy discarded");

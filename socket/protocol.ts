@@ -333,3 +333,46 @@ export function socketPathProblem(path: string): string | undefined {
   }
   return undefined;
 }
+
+/**
+ * Notices a peer that makes no progress for `ms`, and calls `onStall` once.
+ *
+ * Only the peer is blamed: if this process itself was stopped or starved
+ * (its own ticks arrive late), the clock restarts instead.
+ */
+export class StallWatch implements Disposable {
+  /** Whether the peer was declared stalled. */
+  stalled = false;
+  #last = performance.now();
+  #tick = this.#last;
+  #timer: ReturnType<typeof setInterval>;
+
+  /** Starts watching. */
+  constructor(ms: number, onStall: () => void) {
+    const interval = Math.min(1000, Math.max(50, ms / 4));
+    this.#timer = setInterval(() => {
+      const now = performance.now();
+      if (now - this.#tick > interval * 3) this.#last = now; // we were not running
+      this.#tick = now;
+      if (now - this.#last <= ms) return;
+      this.stalled = true;
+      clearInterval(this.#timer);
+      onStall();
+    }, interval);
+  }
+
+  /** Records progress by the peer. */
+  progress(): void {
+    this.#last = performance.now();
+  }
+
+  /** Stops watching. */
+  close(): void {
+    clearInterval(this.#timer);
+  }
+
+  /** Same as {@linkcode close}. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}

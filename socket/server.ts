@@ -38,7 +38,7 @@ import {
   socketPathProblem,
   writeAll,
 } from "./protocol.ts";
-import type { WorkerConfig, WorkerReport } from "./worker.ts";
+import { NOTIFIED, type WorkerConfig, type WorkerReport } from "./worker.ts";
 
 /** How the server runs. */
 export interface ServerOptions {
@@ -518,13 +518,15 @@ class Server {
           continue;
         }
         if (report.type === "ready") {
-          void peer.send({ type: "connect", path: socketPath, token });
+          void peer.send({ type: "connect", path: socketPath, token }).then(() =>
+            stdin.write(encoder.encode(NOTIFIED + "\n"))
+          ).catch(() => {});
         } else {
           peer.workerReport = report;
           if (report.type === "done" && !peer.committing) {
             // The peer has every byte; a peer that stops now must not hold a slot.
             const stall = this.#o.stallSeconds;
-            peer.verdictTimer = setTimeout(() => {
+            const expire = () => {
               if (peer.committing) return;
               this.#finish(
                 peer,
@@ -532,6 +534,11 @@ class Server {
                 0,
                 `peer sent no verdict within ${stall} s of the last byte`,
               );
+            };
+            // Check twice: a verdict that waited in the socket while this
+            // process was stopped gets read before the second check.
+            peer.verdictTimer = setTimeout(() => {
+              peer.verdictTimer = setTimeout(expire, 100);
             }, stall * 1000);
           }
         }

@@ -27,8 +27,8 @@ import {
   LineReader,
   oneLine,
   readFull,
+  StallWatch,
   TOKEN_HEX_LENGTH,
-  writeAll,
 } from "./protocol.ts";
 
 /** What the parent tells a worker on its stdin. */
@@ -48,6 +48,9 @@ export interface WorkerConfig {
   /** Bytes per second; 0 for no limit. */
   limitRate: number;
 }
+
+/** The line the parent writes to a worker's stdin after sending `connect`. */
+export const NOTIFIED = "notified";
 
 /** A worker's report on stdout. */
 export type WorkerReport =
@@ -116,10 +119,15 @@ export async function workerMain(): Promise<number> {
 async function serveOne(): Promise<number> {
   const stdin = new LineReader(Deno.stdin);
   const config = parseConfig(await stdin.readLine());
+  // The parent says `notified` once it told the peer where to connect.
   // Parent death closes our stdin: abort at once (cleanups unlink the socket).
+  let notify = () => {};
+  const notified = new Promise<void>((resolve) => notify = resolve);
   void (async () => {
     try {
-      while (await stdin.readLine() !== null) { /* nothing else is sent */ }
+      for (let line; (line = await stdin.readLine()) !== null;) {
+        if (line === NOTIFIED) notify();
+      }
     } catch { /* treat as EOF */ }
     report({ type: "error", message: "server went away" });
     Deno.stderr.writeSync(encoder.encode("p2m: worker: server went away; aborted\n"));
@@ -138,10 +146,13 @@ async function serveOne(): Promise<number> {
   const unregister = onAbort(() => listener.close());
   let conn: Deno.UnixConn;
   try {
+    const accepting = acceptPeer(listener, config.token);
+    accepting.catch(() => {}); // awaited below; a rejection before that is not lost
     report({ type: "ready" });
-    conn = await within(acceptPeer(listener, config.token), stallMs, "connect", () => {
-      listener.close();
-    });
+    // The connect deadline starts once the peer was told where to go, so a
+    // parent that is merely slow or stopped does not fail its peer.
+    await Promise.race([notified, accepting]);
+    conn = await within(accepting, stallMs, "connect", () => listener.close());
   } finally {
     listener.close();
     unregister();
@@ -149,19 +160,19 @@ async function serveOne(): Promise<number> {
   using _conn = conn;
 
   const start = performance.now();
-  let last = start;
-  let stalled = false;
-  const watchdog = setInterval(() => {
-    if (performance.now() - last > stallMs) {
-      stalled = true;
-      try {
-        conn.close();
-      } catch { /* closed */ }
+  const watch = new StallWatch(stallMs, () => {
+    try {
+      conn.close();
+    } catch { /* closed */ }
+  });
+  /** Writes all of `bytes`, counting each partial write as progress. */
+  const send = async (bytes: Uint8Array) => {
+    for (let at = 0; at < bytes.length; watch.progress()) {
+      at += await conn.write(bytes.subarray(at));
     }
-  }, Math.min(1000, Math.max(50, stallMs / 4)));
+  };
   try {
-    await writeAll(
-      conn,
+    await send(
       encodeHeader({
         size: source.size,
         mode: source.mode,
@@ -177,15 +188,13 @@ async function serveOne(): Promise<number> {
       if (n === null || n === 0) {
         throw new P2mError(`source ${source.path} shrank while it was sent; transfer aborted`);
       }
-      await writeAll(conn, buf.subarray(0, n));
+      await send(buf.subarray(0, n));
       sent += n;
-      last = performance.now();
       await limit.pace(n);
-      last = performance.now();
+      watch.progress();
     }
     const changed = sourceChange(file, source);
-    await writeAll(
-      conn,
+    await send(
       encodeTrailer({
         status: changed ? TrailerStatus.SourceChanged : TrailerStatus.Complete,
         digest: fromHex(config.digestHex),
@@ -195,18 +204,18 @@ async function serveOne(): Promise<number> {
     // Stay until the peer has read everything: it closes once it has the
     // trailer. A worker killed before that fails its peer, as it should.
     await conn.closeWrite();
-    last = performance.now();
+    watch.progress();
     const seconds = (performance.now() - start) / 1000;
     try {
       while (await conn.read(buf.subarray(0, 1)) !== null) { /* the peer sends nothing here */ }
     } catch (error) {
-      if (stalled) throw error;
+      if (watch.stalled) throw error;
       // A reset after the last byte: the peer read everything and went.
     }
     report({ type: "done", bytes: sent, seconds });
     return 0;
   } catch (error) {
-    if (stalled) {
+    if (watch.stalled) {
       throw new P2mError(
         `peer stalled: no progress for ${config.stallSeconds} s; transfer aborted`,
       );
@@ -214,7 +223,7 @@ async function serveOne(): Promise<number> {
     if (error instanceof P2mError) throw error;
     throw new P2mError(`peer connection failed: ${(error as Error).message}`);
   } finally {
-    clearInterval(watchdog);
+    watch.close();
   }
 }
 
