@@ -185,7 +185,7 @@ async function receive(
       name: options.name,
       peer: index,
       file: info.name,
-      bytes: info.fileSize,
+      size: info.fileSize,
       path: output.path,
     });
     const started = performance.now();

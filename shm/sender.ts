@@ -125,7 +125,7 @@ export async function runSender(options: SenderOptions, reporter: Reporter): Pro
       transport: "shm",
       name: options.name,
       file: info.path,
-      bytes: info.size,
+      size: info.size,
       peers: options.peers,
       slots: geo.slotCount,
       chunk: geo.chunkSize,
@@ -310,22 +310,40 @@ class SenderRun {
     return this.#summarise(toHex(raw));
   }
 
+  /**
+   * Waits until `--peers` receivers have joined. One that joined and then
+   * died or left still counts: streaming starts for the rest, and the
+   * summary reports it, rather than the healthy ones waiting for a stranger.
+   */
   async #waitForPeers(): Promise<void> {
     const seg = this.#seg;
     const deadline = performance.now() + this.#options.waitSeconds * 1000;
+    let seen = 0;
     for (;;) {
       this.#evictDead();
-      const attached = this.#attached();
-      if (attached >= this.#options.peers) return;
+      const joined = this.#joined();
+      if (joined !== seen) {
+        seen = joined;
+        this.#reporter.event("attached", { count: joined, live: this.#attached() });
+      }
+      if (joined >= this.#options.peers) return;
       if (performance.now() > deadline) {
         abortTransfer(seg, AbortReason.Failed);
         throw new P2mError(
-          `only ${attached} of ${this.#options.peers} receiver(s) attached to ${this.#options.name} ` +
+          `only ${joined} of ${this.#options.peers} receiver(s) attached to ${this.#options.name} ` +
             `within ${this.#options.waitSeconds} s`,
         );
       }
       await sleep(10);
     }
+  }
+
+  #joined(): number {
+    let n = 0;
+    for (let i = 0; i < this.#seg.entriesUsed(); i++) {
+      if (this.#seg.peerState(i) !== Peer.Free) n++;
+    }
+    return n;
   }
 
   async #waitForVerdicts(): Promise<void> {
