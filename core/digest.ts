@@ -8,8 +8,6 @@
  *
  * @module
  */
-import { createXXHash64 } from "hash-wasm";
-import { createHash } from "node:crypto";
 
 /** The digest algorithms p2m understands, in wire-code order. */
 export const DIGEST_ALGORITHMS = ["none", "xxh64", "sha256"] as const;
@@ -56,6 +54,9 @@ export async function createDigest(algorithm: DigestAlgorithm): Promise<Digest> 
     case "none":
       return { algorithm, update() {}, digest: () => new Uint8Array(0) };
     case "xxh64": {
+      // Loaded on first use: processes that only frame or relay digests
+      // (e.g. the socket worker) start faster and smaller without them.
+      const { createXXHash64 } = await import("hash-wasm");
       const hasher = await createXXHash64();
       hasher.init();
       return {
@@ -65,6 +66,7 @@ export async function createDigest(algorithm: DigestAlgorithm): Promise<Digest> 
       };
     }
     case "sha256": {
+      const { createHash } = await import("node:crypto");
       const hasher = createHash("sha256");
       return {
         algorithm,
