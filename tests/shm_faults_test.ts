@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { SharedMemory } from "../ffi/mod.ts";
 import { geometry, H, writeHeader } from "../shm/layout.ts";
-import { listDir, makeFile, shmEntries, tempDir, uniqueName } from "./helpers.ts";
+import { listDir, makeFile, shmEntries, smallTmpfs, tempDir, uniqueName } from "./helpers.ts";
 import {
   assertEmptyDir,
   assertNoSegment,
@@ -319,6 +319,46 @@ Deno.test("shm fault: the source growing mid-transfer aborts it: no receiver kee
       assert.match(result.stderr, /source file changed/);
     }
     for (const out of outs) assertEmptyDir(out, "receiver of a changed source");
+    await assertNoSegment(name);
+  });
+});
+
+Deno.test("shm fault: a segment open to other users is refused", async () => {
+  await withDir(async (dir) => {
+    const name = uniqueName("p2m-h");
+    const memory = SharedMemory.create(name, 0o644)!;
+    try {
+      memory.truncate(4096);
+      const result = await receiver(name, `${dir}/out`, ["--timeout", "2"]).done();
+      assert.equal(result.code, 1);
+      assert.match(result.stderr, /is open to other users \(mode 644\); refusing to trust it/);
+      assertEmptyDir(`${dir}/out`, "refused receiver");
+    } finally {
+      SharedMemory.unlink(name);
+      memory.close();
+    }
+  });
+});
+
+Deno.test("shm fault: a receiver whose disk fills fails alone; the other verifies", async () => {
+  await using full = await smallTmpfs("1m");
+  if (!full) return; // mounting is not permitted here: nothing to test with
+  await withDir(async (dir) => {
+    const name = uniqueName("p2m-f");
+    const file = `${dir}/data.bin`;
+    await makeFile(file, 3 * 1024 * 1024);
+    const send = sender(file, name, ["--peers", "2", "--json", "--chunk", "65536", "--slots", "8"]);
+    const filling = receiver(name, `${full.dir}/out`, ["--quiet"]);
+    const healthy = receiver(name, `${dir}/ok`, ["--quiet"]);
+    const [bad, good] = await Promise.all([filling.done(), healthy.done()]);
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /cannot write .*No space left on device; copy discarded/);
+    assertEmptyDir(`${full.dir}/out`, "the receiver on a full disk");
+    assert.equal(good.code, 0, good.stderr);
+    await assertSameBytes(`${dir}/ok/data.bin`, file);
+    const sent = await send.done();
+    assert.equal(sent.code, 1);
+    assert.match(sent.stdout, /"status":"failed"/);
     await assertNoSegment(name);
   });
 });
