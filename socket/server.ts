@@ -90,6 +90,8 @@ class Peer {
   readonly conn: Deno.UnixConn;
   state: State = "queued";
   worker?: Deno.ChildProcess;
+  /** The worker's one-time socket path. */
+  workerSocket?: string;
   /** Settles once the worker's stdout is fully read and it has exited. */
   workerGone?: Promise<void>;
   workerReport?: WorkerReport;
@@ -251,8 +253,9 @@ class Server {
     this.#listener.close();
     for (const peer of this.#peers) {
       try {
-        peer.worker?.kill("SIGKILL");
+        peer.worker?.kill("SIGKILL"); // even a stopped worker
       } catch { /* already exited */ }
+      if (peer.workerSocket) removeSocket(peer.workerSocket);
       peer.close();
     }
   }
@@ -500,6 +503,7 @@ class Server {
       stderr: "piped",
     }).spawn();
     peer.worker = child;
+    peer.workerSocket = socketPath;
     if (peer.state === "finished") child.kill("SIGKILL");
     const stdin = child.stdin.getWriter();
     stdin.write(encoder.encode(JSON.stringify(config) + "\n")).catch(() => {});
@@ -550,9 +554,7 @@ class Server {
     await stderr;
     stdin.releaseLock();
     // A worker killed before its peer connected cannot unlink its socket.
-    try {
-      if (Deno.lstatSync(socketPath).isSocket) Deno.removeSync(socketPath);
-    } catch { /* gone, as it should be */ }
+    removeSocket(socketPath);
     const report = peer.workerReport;
     if (report?.type === "done") return; // every byte reached the peer: its verdict decides
     const why = report?.type === "error"
@@ -646,6 +648,12 @@ class Server {
     r.info(formatTable(["peer", "bytes", "verified", "seconds", "GiB/s", "note"], rows));
     r.info(`${ok} of ${results.length} peers ok`);
   }
+}
+
+function removeSocket(path: string): void {
+  try {
+    if (Deno.lstatSync(path).isSocket) Deno.removeSync(path);
+  } catch { /* gone, as it should be */ }
 }
 
 function closeQuietly(conn: Deno.Conn): void {

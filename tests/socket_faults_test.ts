@@ -229,6 +229,29 @@ Deno.test("socket: a source that changes mid-transfer is never delivered as comp
   assert.ok(digestCode("xxh64") > 0);
 });
 
+Deno.test("socket: a stopped worker makes its client give up after --timeout; none is left", async () => {
+  await using place = await socketPlace();
+  const file = `${place.dir}/f.bin`;
+  await makeFile(file, 8 * 1024 * 1024);
+  // 8 MiB at 4 MiB/s: two seconds in which to stop the worker mid-stream.
+  const server = startServer(file, place.socket, ["--peers", "1", "--limit-rate", "4M"]);
+  const out = `${place.dir}/out`;
+  const client = startClient(place.socket, out, ["--timeout", "1"]);
+  assert.ok(await midTransfer([out]), "caught the client mid-transfer");
+  const [worker] = childPids(server.child.pid);
+  Deno.kill(worker, "SIGSTOP");
+  const stopped = performance.now();
+  const result = await client.done();
+  assert.ok(performance.now() - stopped < 3000, "the client gave up within its timeout");
+  assert.equal(result.code, 1);
+  assert.match(result.stderr, /server sent nothing for 1 s/);
+  assert.deepEqual(listDir(out), []);
+  const served = await server.done();
+  assert.equal(served.code, 1);
+  await waitFor(() => !alive(worker), 2000, "the stopped worker to be killed");
+  assert.deepEqual(workerSockets(server.child.pid), []);
+});
+
 /** Polls `dirs` until each holds a temp file, i.e. every client is mid-transfer. */
 async function midTransfer(dirs: string[]): Promise<boolean> {
   const deadline = performance.now() + 10_000;

@@ -233,6 +233,8 @@ Deno.test("socket: bad flags exit 2 with usage; --help exits 0", async () => {
     ["server", "f", "--bogus"],
     ["server", "f", "--digest", "md5"],
     ["server", "f", "--max-active", "0"],
+    ["server", "f", "--limit-rate", "fast"],
+    ["server", "f", "--stall-timeout", "0"],
     ["client", "--timeout", "-1"],
     ["client", "extra"],
     ["nonsense"],
