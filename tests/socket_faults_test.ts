@@ -338,3 +338,50 @@ function alive(pid: number): boolean {
   const stat = new TextDecoder().decode(out.stdout).trim();
   return stat !== "" && !stat.startsWith("Z");
 }
+
+Deno.test("socket: --max-active 1 queues peers in order and moves them up", async () => {
+  await using place = await socketPlace();
+  const file = `${place.dir}/f.bin`;
+  await makeFile(file, 4 * 1024 * 1024);
+  const server = startServer(file, place.socket, ["--peers", "3", "--max-active", "1"]);
+  await waitForSocket(place.socket);
+  using first = await FakeClient.hello(place.socket);
+  await first.connectData();
+  using second = await FakeClient.hello(place.socket);
+  assert.deepEqual(await second.next(), { type: "accepted", peer: 2 });
+  assert.deepEqual(await second.next(), { type: "queued", position: 1 });
+  using third = await FakeClient.hello(place.socket);
+  assert.deepEqual(await third.next(), { type: "accepted", peer: 3 });
+  assert.deepEqual(await third.next(), { type: "queued", position: 2 });
+  first.close(); // the first peer drops: the second gets its turn
+  assert.equal((await second.next())?.type, "connect");
+  assert.deepEqual(await third.next(), { type: "queued", position: 1 });
+  second.close();
+  assert.equal((await third.next())?.type, "connect");
+  third.close();
+  const served = await server.done();
+  assert.equal(served.code, 1);
+  assert.match(served.stdout, /0 of 3 peers ok/);
+  assert.deepEqual(workerSockets(server.child.pid), []);
+});
+
+Deno.test("socket: SIGTERM lets a running transfer finish within --grace, not beyond", async () => {
+  await using place = await socketPlace();
+  const file = `${place.dir}/f.bin`;
+  await makeFile(file, 2 * 1024 * 1024);
+  for (const [grace, expected] of [["5", 0], ["0.2", 1]] as const) {
+    // 2 MiB at 2 MiB/s: about a second of streaming.
+    const server = startServer(file, place.socket, ["--limit-rate", "2M", "--grace", grace]);
+    const out = `${place.dir}/out-${grace}`;
+    const client = startClient(place.socket, out);
+    assert.ok(await midTransfer([out]), "caught the client mid-transfer");
+    Deno.kill(server.child.pid, "SIGTERM");
+    const result = await client.done();
+    assert.equal(result.code, expected, result.stderr);
+    const served = await server.done();
+    assert.equal(served.code, 143, served.stderr);
+    assert.match(served.stdout, new RegExp(`${1 - expected} of 1 peers ok`));
+    assert.deepEqual(listDir(place.dir).filter((n) => n.endsWith(".sock")), []);
+    assertNoTempFiles(out);
+  }
+});
