@@ -145,6 +145,8 @@ async function receive(
     force: options.force,
   });
   using _output = output;
+  // Ready everything before joining: the sender streams once all have joined.
+  const digest = await createDigest(info.digest);
   const index = Atomics.add(seg.i32, H.nextEntry, 1);
   if (index >= info.tableEntries) {
     throw new P2mError(
@@ -189,7 +191,6 @@ async function receive(
       path: output.path,
     });
     const started = performance.now();
-    const digest = await createDigest(info.digest);
     const progress = reporter.progress("receiving", info.fileSize);
     const checker = new Checker(seg, index, options.name);
     const chunk = info.chunkSize;

@@ -248,12 +248,12 @@ class SenderRun {
   }
 
   async transfer(file: Deno.FsFile, info: Parameters<typeof sourceChange>[1]): Promise<number> {
+    const digest = await createDigest(this.#options.digest);
     await this.#waitForPeers();
     const seg = this.#seg;
     this.#streamStart = performance.now();
     seg.store(H.state, State.Streaming);
     this.#reporter.event("streaming", { peers: this.#attached() });
-    const digest = await createDigest(this.#options.digest);
     const rate = new RateLimit(this.#options.limitRate);
     const progress = this.#reporter.progress("sending", this.#size);
     const slots = seg.geometry.slotCount;
