@@ -20,6 +20,7 @@
  *
  * receiver entry (128 bytes)
  *   0 state   4 waiting flag   8 pid   12 cursor (chunks consumed)
+ *  16 committing flag (fsync and rename under way)
  *  64 the receiver's own sem_t (32 bytes)
  * ```
  *
@@ -94,7 +95,12 @@ export const SEGMENT_SIZE_OFFSET = 80;
 export const FILE_SIZE_OFFSET = 88;
 
 /** Receiver entry fields, as Int32Array indices relative to the entry. */
-export const E = { state: 0, waiting: 1, pid: 2, cursor: 3 } as const;
+export const E = { state: 0, waiting: 1, pid: 2, cursor: 3, committing: 4 } as const;
+/**
+ * Least time a receiver that says it is committing (fsync of a large copy
+ * on a slow disk) gets before it counts as stalled.
+ */
+export const COMMIT_GRACE_MS = 60_000;
 
 /** Transfer states stored in the header. */
 export const State = {

@@ -244,6 +244,9 @@ async function receive(
       throw new VerifyError(toHex(expected), toHex(actual));
     }
     try {
+      // fsync may take a while for a large copy on a slow disk: say so,
+      // so that the sender does not take it for a stall.
+      Atomics.store(seg.i32, seg.entryField(index, E.committing), 1);
       output.commit();
     } catch (error) {
       seg.movePeer(index, Peer.Attached, Peer.Failed);

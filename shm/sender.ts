@@ -24,6 +24,7 @@ import { SharedMemory } from "../ffi/mod.ts";
 import {
   AbortReason,
   chunksFor,
+  COMMIT_GRACE_MS,
   DIGEST_OFFSET,
   E,
   geometry,
@@ -425,7 +426,9 @@ class SenderRun {
         track.lastMove = now;
         continue;
       }
-      if (now - track.lastMove > stallMs && seg.movePeer(i, Peer.Attached, Peer.Stalled)) {
+      const committing = Atomics.load(seg.i32, seg.entryField(i, E.committing)) === 1;
+      const limit = committing ? Math.max(stallMs, COMMIT_GRACE_MS) : stallMs;
+      if (now - track.lastMove > limit && seg.movePeer(i, Peer.Attached, Peer.Stalled)) {
         track.end = now;
         seg.peerSem(i).post();
         this.#reporter.error(
