@@ -1,0 +1,151 @@
+/**
+ * A p2m process under test whose `--json` events can be awaited as they
+ * arrive, and which can be signalled, stopped and resumed: what the fault
+ * tests need to hit a transfer at a chosen moment.
+ *
+ * @module
+ */
+import { programPath, SHM_PERMISSIONS, SOCKET_PERMISSIONS } from "../core/permissions.ts";
+
+/** One JSON event printed by a p2m process. */
+export type P2mEvent = Record<string, unknown> & { event: string };
+
+/** How a party ended. */
+export interface PartyExit {
+  /** Exit code (128 + n when killed by signal n). */
+  code: number;
+  /** The signal that killed it, if any. */
+  signal: Deno.Signal | null;
+  /** `performance.now()` when the exit was seen. */
+  at: number;
+}
+
+/** A running `socket.ts` or `sharedmem.ts` with its events and stderr collected. */
+export class Party {
+  /** A label for messages, e.g. `receiver 2`. */
+  readonly label: string;
+  /** Every JSON event printed so far, in order. */
+  readonly events: P2mEvent[] = [];
+  /** Resolves when the process has exited and its output is read. */
+  readonly exited: Promise<PartyExit>;
+  /** The process id. */
+  readonly pid: number;
+  #child: Deno.ChildProcess;
+  #stderr = "";
+  #plain = "";
+  #pending = "";
+  #waiters = new Set<() => void>();
+
+  /** Starts `program` with its real permissions; `args` should include `--json`. */
+  constructor(
+    label: string,
+    program: "socket.ts" | "sharedmem.ts",
+    args: string[],
+    options: { cwd?: string; env?: Record<string, string> } = {},
+  ) {
+    this.label = label;
+    const permissions = program === "socket.ts" ? SOCKET_PERMISSIONS : SHM_PERMISSIONS;
+    this.#child = new Deno.Command(Deno.execPath(), {
+      args: ["run", ...permissions, programPath(program), ...args],
+      cwd: options.cwd,
+      env: { NO_COLOR: "1", ...options.env },
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    this.pid = this.#child.pid;
+    const stdout = this.#read(this.#child.stdout, (text) => this.#onStdout(text));
+    const stderr = this.#read(this.#child.stderr, (text) => this.#stderr += text);
+    this.exited = Promise.all([this.#child.status, stdout, stderr]).then(([status]) => {
+      this.#notify();
+      return { code: status.code, signal: status.signal, at: performance.now() };
+    });
+  }
+
+  /** Everything the process printed on stderr so far. */
+  get stderr(): string {
+    return this.#stderr;
+  }
+
+  /** Everything on stdout that was not a JSON event. */
+  get text(): string {
+    return this.#plain;
+  }
+
+  /** Sends a signal; a process that is already gone is not an error. */
+  signal(signal: Deno.Signal): void {
+    try {
+      this.#child.kill(signal);
+    } catch { /* already exited */ }
+  }
+
+  /**
+   * Waits until an event satisfies `predicate` (true) or the process exits
+   * without one (false), or fails after `ms`.
+   */
+  async waitEvent(predicate: (event: P2mEvent) => boolean, ms: number): Promise<boolean> {
+    const deadline = performance.now() + ms;
+    let exited = false;
+    this.exited.then(() => exited = true);
+    for (;;) {
+      if (this.events.some(predicate)) return true;
+      if (exited) return false;
+      const left = deadline - performance.now();
+      if (left <= 0) throw new Error(`${this.label}: no such event within ${ms} ms`);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(done, Math.min(left, 50));
+        function done() {
+          clearTimeout(timer);
+          resolve();
+        }
+        this.#waiters.add(done);
+      });
+    }
+  }
+
+  /** The latest `bytes` this party reported (progress or done), or 0. */
+  get bytes(): number {
+    for (let i = this.events.length - 1; i >= 0; i--) {
+      const bytes = this.events[i].bytes;
+      if (typeof bytes === "number") return bytes;
+    }
+    return 0;
+  }
+
+  /** Kills the process if it still runs and waits for it. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.signal("SIGCONT");
+    this.signal("SIGKILL");
+    await this.exited;
+  }
+
+  #onStdout(text: string): void {
+    const lines = (this.#pending + text).split("\n");
+    this.#pending = lines.pop()!;
+    for (const line of lines) {
+      const event = parseEvent(line);
+      if (event) this.events.push(event);
+      else this.#plain += line + "\n";
+    }
+    this.#notify();
+  }
+
+  #notify(): void {
+    for (const waiter of this.#waiters) waiter();
+    this.#waiters.clear();
+  }
+
+  async #read(stream: ReadableStream<Uint8Array>, sink: (text: string) => void): Promise<void> {
+    const decoder = new TextDecoder();
+    for await (const chunk of stream) sink(decoder.decode(chunk, { stream: true }));
+  }
+}
+
+function parseEvent(line: string): P2mEvent | undefined {
+  try {
+    const event = JSON.parse(line);
+    return event && typeof event.event === "string" ? event : undefined;
+  } catch {
+    return undefined;
+  }
+}
