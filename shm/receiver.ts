@@ -158,6 +158,7 @@ async function receive(
   }
   Atomics.store(seg.i32, seg.entryField(index, E.pid), Deno.pid);
   Atomics.store(seg.i32, seg.entryField(index, E.state), Peer.Attached);
+  seg.wakeSender();
   // Interrupted or refused: "left"; any other failure: "failed", which
   // the sender's summary counts against the transfer.
   const leaveAs = (state: number) => {
@@ -166,19 +167,22 @@ async function receive(
   const stopAbortHook = onAbort(() => leaveAs(Peer.Left));
   let refused = false;
   try {
-    // Read the state only after our entry is visible: if the sender had
-    // not started streaming yet, it will see us and wait for us.
+    // Read the shared state only after our entry is visible. From then on
+    // the sender's ring gate counts our cursor (0), so chunk 0 can no longer
+    // be overwritten; if fewer than K chunks were published when we looked,
+    // the gate check for chunk K comes after our entry, and we are served
+    // from the start. A file that fits in the ring is never overwritten.
     const state = seg.load(H.state);
     if (state === State.Closed) {
       refused = true;
       throw new P2mError(`the transfer on ${options.name} has already finished`);
     }
-    if (state !== State.Waiting && info.totalChunks > info.slotCount) {
+    if (info.totalChunks > info.slotCount && seg.load(H.published) >= info.slotCount) {
       refused = true;
       throw new P2mError(
         `the transfer on ${options.name} has already started and the file ` +
-          `(${formatBytes(info.fileSize)}) is larger than the ring ` +
-          `(${formatBytes(info.slotCount * info.chunkSize)}), so it cannot be served from the ` +
+          `(${info.fileSize} bytes) is larger than the ring ` +
+          `(${info.slotCount * info.chunkSize} bytes), so it cannot be served from the ` +
           `start; start receivers before the sender streams`,
       );
     }
@@ -221,7 +225,7 @@ async function receive(
           ) seg.wakeSender();
         }
         progress.update(Math.min(info.fileSize, cursor * chunk));
-        await checker.check(false);
+        await checker.check();
         continue;
       }
       const state = seg.load(H.state);
@@ -232,9 +236,9 @@ async function receive(
         sem.wait(WAIT_SLICE_MS);
       }
       Atomics.store(seg.i32, waiting, 0);
-      await checker.check(true);
+      await checker.check();
     }
-    await checker.check(true, true);
+    await checker.check(true);
     const expected = seg.bytes.slice(DIGEST_OFFSET, DIGEST_OFFSET + DIGEST_LENGTH[info.digest]);
     const actual = digest.digest();
     if (!digestsEqual(expected, actual)) {
@@ -336,12 +340,10 @@ class Checker {
     this.#name = name;
   }
 
-  async check(yieldNow: boolean, force = false): Promise<void> {
+  async check(force = false): Promise<void> {
     const now = performance.now();
-    if (!force && now < this.#next) {
-      if (yieldNow) await sleep(0);
-      return;
-    }
+    // Yielding (for signal handlers) costs a timer tick: only with the checks.
+    if (!force && now < this.#next) return;
     this.#next = now + HOUSEKEEPING_MS;
     const seg = this.#seg;
     if (seg.load(H.state) === State.Aborted) throw new P2mError(abortMessage(seg));

@@ -270,7 +270,7 @@ class SenderRun {
         this.#wakeAll();
         seg.senderSem.wait(WAIT_SLICE_MS);
         seg.store(H.senderWaiting, 0);
-        await this.#housekeeping(true);
+        await this.#housekeeping();
       }
       const n = this.#published;
       const length = Math.min(chunk, this.#size - n * chunk);
@@ -293,7 +293,7 @@ class SenderRun {
       }
       progress.update(this.#published * chunk > this.#size ? this.#size : this.#published * chunk);
       if (rate.enabled) await rate.pace(length);
-      await this.#housekeeping(false);
+      await this.#housekeeping();
     }
     const changed = sourceChange(file, info);
     if (changed) {
@@ -335,7 +335,11 @@ class SenderRun {
             `within ${this.#options.waitSeconds} s`,
         );
       }
-      await sleep(10);
+      // A joining receiver posts us, so streaming starts without a poll delay.
+      seg.store(H.senderWaiting, 1);
+      if (this.#joined() === joined) seg.senderSem.wait(WAIT_SLICE_MS);
+      seg.store(H.senderWaiting, 0);
+      await sleep(0);
     }
   }
 
@@ -353,7 +357,7 @@ class SenderRun {
       seg.store(H.senderWaiting, 1);
       if (this.#attached() > 0) seg.senderSem.wait(WAIT_SLICE_MS);
       seg.store(H.senderWaiting, 0);
-      await this.#housekeeping(true);
+      await this.#housekeeping();
     }
   }
 
@@ -397,15 +401,12 @@ class SenderRun {
     }
   }
 
-  /** Liveness, stalls, signals: at most every HOUSEKEEPING_MS, or when `force`d. */
-  async #housekeeping(force: boolean): Promise<void> {
+  /** Liveness, stalls, signals: every HOUSEKEEPING_MS. */
+  async #housekeeping(): Promise<void> {
     const now = performance.now();
-    if (!force && now < this.#nextHousekeeping) return;
-    if (now < this.#nextHousekeeping && force) {
-      // Still yield, so that signal handlers run while we wait.
-      await sleep(0);
-      return;
-    }
+    // Yielding to the event loop (for signal handlers) costs a timer tick,
+    // up to milliseconds: do it with the checks, not after every wake-up.
+    if (now < this.#nextHousekeeping) return;
     this.#nextHousekeeping = now + HOUSEKEEPING_MS;
     this.#evictDead();
     const seg = this.#seg;
