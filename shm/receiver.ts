@@ -23,7 +23,6 @@ import {
   DIGEST_OFFSET,
   E,
   H,
-  HEADER_AREA,
   MAX_RING,
   Peer,
   readHeader,
@@ -93,8 +92,8 @@ async function findSegment(
         if (st.size > MAX_RING + 2 * 1024 * 1024) {
           throw new P2mError(`shared memory ${options.name} is not a p2m segment: too large`);
         }
-        if (st.size >= HEADER_AREA || st.size > 0) {
-          const buffer = memory.map(Math.max(st.size, 1));
+        if (st.size > 0) {
+          const buffer = memory.map(st.size);
           let info: SegmentInfo | undefined;
           try {
             info = readHeader(buffer, st.size);
