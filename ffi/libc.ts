@@ -15,6 +15,8 @@ const SYMBOLS = {
   shm_unlink: { parameters: ["buffer"], result: "i32" },
   /** int ftruncate(int fd, off_t length); */
   ftruncate: { parameters: ["i32", "i64"], result: "i32" },
+  /** int posix_fallocate(int fd, off_t offset, off_t len); returns an errno value, not -1 */
+  posix_fallocate: { parameters: ["i32", "i64", "i64"], result: "i32" },
   /** int fstat(int fd, struct stat *statbuf); */
   fstat: { parameters: ["i32", "buffer"], result: "i32" },
   /** void *mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offset); */

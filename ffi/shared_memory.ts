@@ -100,6 +100,15 @@ export class SharedMemory implements Disposable {
     if (libc().ftruncate(this.#checkFd(), BigInt(size)) !== 0) fail("ftruncate", this.name);
   }
 
+  /**
+   * Reserves `size` bytes of memory for the object now, so that a full
+   * /dev/shm is a clear ENOSPC here rather than a SIGBUS on first touch.
+   */
+  allocate(size: number): void {
+    const code = libc().posix_fallocate(this.#checkFd(), 0n, BigInt(size));
+    if (code !== 0) throw new LibcError("posix_fallocate", code, this.name);
+  }
+
   /** Size, owner and mode from fstat. */
   stat(): ShmStat {
     const buf = new Uint8Array(STAT_SIZE);

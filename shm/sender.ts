@@ -108,6 +108,14 @@ export async function runSender(options: SenderOptions, reporter: Reporter): Pro
   });
   try {
     memory.truncate(geo.segmentSize);
+    try {
+      memory.allocate(geo.segmentSize);
+    } catch (error) {
+      throw new P2mError(
+        `cannot reserve ${formatBytes(geo.segmentSize)} of shared memory for ${options.name}: ` +
+          `${(error as Error).message}; use a smaller ring (--slots, --chunk)`,
+      );
+    }
     const buffer = memory.map(geo.segmentSize);
     segment = new Segment(memory, buffer, geo);
     segment.senderSem.init(0);

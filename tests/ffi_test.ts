@@ -64,6 +64,13 @@ Deno.test("shared memory: errors carry function, errno and text", () => {
   using m = SharedMemory.create(name)!;
   SharedMemory.unlink(name);
   assert.throws(() => m.map(0), RangeError);
+  // posix_fallocate returns its errno; an impossible size is a clear error, not a SIGBUS later.
+  assert.throws(
+    () => m.allocate(2 ** 50),
+    (e) => e instanceof LibcError && e.fn === "posix_fallocate" && e.errno > 0,
+  );
+  m.allocate(8192);
+  assert.equal(m.stat().size, 8192);
   // An impossible length makes mmap return MAP_FAILED (-1, not NULL): detected.
   assert.throws(() => m.map(2 ** 50), (e) => e instanceof LibcError && e.fn === "mmap");
   assert.equal(m.mapped, false);
