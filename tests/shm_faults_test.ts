@@ -6,7 +6,15 @@
 import assert from "node:assert/strict";
 import { SharedMemory } from "../ffi/mod.ts";
 import { geometry, H, writeHeader } from "../shm/layout.ts";
-import { listDir, makeFile, shmEntries, smallTmpfs, tempDir, uniqueName } from "./helpers.ts";
+import {
+  listDir,
+  makeFile,
+  shmEntries,
+  smallTmpfs,
+  tempDir,
+  uniqueName,
+  waitFor,
+} from "./helpers.ts";
 import {
   assertEmptyDir,
   assertNoSegment,
@@ -14,6 +22,7 @@ import {
   receiver,
   sender,
   waitForPart,
+  waitForSegment,
 } from "./shm_helpers.ts";
 
 const SIZE = 4 * 1024 * 1024;
@@ -360,5 +369,34 @@ Deno.test("shm fault: a receiver whose disk fills fails alone; the other verifie
     assert.equal(sent.code, 1);
     assert.match(sent.stdout, /"status":"failed"/);
     await assertNoSegment(name);
+  });
+});
+
+Deno.test("shm fault: signals while waiting: a sender waiting for peers, a receiver waiting for a sender", async () => {
+  await withDir(async (dir) => {
+    const name = uniqueName("p2m-f");
+    const file = `${dir}/data.bin`;
+    await makeFile(file, 1000);
+    const send = sender(file, name, ["--peers", "3", "--quiet"]);
+    await waitForSegment(name);
+    const one = receiver(name, `${dir}/a`, ["--quiet"]);
+    // Its temp file exists once it holds the segment mapped: it will see the abort.
+    await waitFor(() => listDir(`${dir}/a`).length > 0, 10_000, "the receiver's temp file");
+    send.child.kill("SIGINT");
+    const sent = await send.done();
+    assert.equal(sent.code, 130);
+    assert.match(sent.stderr, /interrupted by SIGINT/);
+    const got = await one.done();
+    assert.equal(got.code, 1);
+    assert.match(got.stderr, /sender was interrupted/);
+    assertEmptyDir(`${dir}/a`, "receiver of an interrupted sender");
+    await assertNoSegment(name);
+
+    const lonely = receiver(uniqueName("p2m-f"), `${dir}/b`, ["--quiet"]);
+    await new Promise((r) => setTimeout(r, 300));
+    lonely.child.kill("SIGTERM");
+    const waited = await lonely.done();
+    assert.equal(waited.code, 143);
+    assertEmptyDir(`${dir}/b`, "receiver interrupted while waiting");
   });
 });
