@@ -10,8 +10,11 @@
  * starts a worker subprocess (`socket.ts worker`, an internal role) that
  * streams the file to that peer over a one-time socket. See socket/server.ts.
  *
- * Data path (measured on the 2-vCPU dev VM, 256 MiB to 4 peers, tmpfs): see
- * the chunk size note on `DATA_CHUNK` in socket/protocol.ts.
+ * `--raw` is the one exception to "no file bytes through the parent": with no
+ * handshake there is no way to hand the peer a second socket, and Deno cannot
+ * pass an accepted connection to a child, so the parent writes the bytes.
+ *
+ * Data path: see the chunk size note on `DATA_CHUNK` in socket/protocol.ts.
  *
  * @module
  */

@@ -71,6 +71,26 @@ function inode(path: string): number | null {
 export async function listenUnix(path: string): Promise<SocketListener> {
   const problem = socketPathProblem(path);
   if (problem) throw new UsageError(problem);
+  // Two servers starting on one stale path must not both remove and claim
+  // it: the check-remove-listen step holds a short flock on the directory.
+  const slash = path.lastIndexOf("/");
+  const dir = slash < 0 ? "." : path.slice(0, slash) || "/";
+  let dirLock: Deno.FsFile | undefined;
+  try {
+    dirLock = Deno.openSync(dir, { read: true });
+    await dirLock.lock(true);
+  } catch {
+    dirLock?.close(); // no such directory: listen() below says so clearly
+    dirLock = undefined;
+  }
+  try {
+    return await claim(path);
+  } finally {
+    dirLock?.close(); // releases the lock
+  }
+}
+
+async function claim(path: string): Promise<SocketListener> {
   let stat: Deno.FileInfo | undefined;
   try {
     stat = Deno.lstatSync(path);

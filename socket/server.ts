@@ -15,7 +15,7 @@
  *
  * @module
  */
-import { onAbort, onSignal } from "../core/cli.ts";
+import { exitForSignal, onAbort, onSignal } from "../core/cli.ts";
 import { createDigest, type DigestAlgorithm, toHex } from "../core/digest.ts";
 import { describeError, P2mError } from "../core/errors.ts";
 import { formatBytes, formatTable, gibPerSecond } from "../core/format.ts";
@@ -227,7 +227,8 @@ class Server {
         (o.peers ? ` to ${o.peers} peer${o.peers === 1 ? "" : "s"}` : "; Ctrl-C to stop"),
     );
     onSignal((signal) => {
-      if (this.#signal) return;
+      // A second signal does not wait for the grace period.
+      if (this.#signal) exitForSignal(signal as "SIGINT" | "SIGTERM");
       this.#signal = signal;
       this.#wake();
     });

@@ -59,6 +59,22 @@ export async function waitForSocket(path: string): Promise<void> {
   );
 }
 
+/** Waits until a server accepts connections on `path` (a probe it ignores). */
+export async function waitForListener(path: string): Promise<void> {
+  await waitFor(
+    async () => {
+      try {
+        (await Deno.connect({ transport: "unix", path })).close();
+        return true;
+      } catch {
+        return false;
+      }
+    },
+    15_000,
+    `a server on ${path}`,
+  );
+}
+
 /** Worker socket files a server with this pid left in the runtime dir. */
 export function workerSockets(serverPid: number): string[] {
   return listDir(privateRuntimeDir()).filter((n) => n.startsWith(`w-${serverPid}-`));

@@ -9,6 +9,7 @@ import {
   socketPlace,
   startClient,
   startServer,
+  waitForListener,
   waitForSocket,
   workerSockets,
 } from "./socket_helpers.ts";
@@ -172,8 +173,7 @@ Deno.test("socket: stale socket is reused, live server refused, non-socket untou
   assert.ok(Deno.lstatSync(place.socket).isSocket);
 
   const live = startServer(file, place.socket, ["--peers", "1"]);
-  await waitFor200ms();
-  await waitForSocket(place.socket);
+  await waitForListener(place.socket);
   const second = await startServer(file, place.socket, ["--peers", "1"]).done();
   assert.equal(second.code, 1);
   assert.match(second.stderr, /already listening/);
@@ -189,9 +189,23 @@ Deno.test("socket: stale socket is reused, live server refused, non-socket untou
   assert.equal(await Deno.readTextFile(plain), "keep me");
 });
 
-async function waitFor200ms() {
-  await new Promise((resolve) => setTimeout(resolve, 200));
-}
+Deno.test("socket: two servers racing for one stale path: exactly one wins", async () => {
+  await using place = await socketPlace();
+  const file = `${place.dir}/f.bin`;
+  await makeFile(file, 1000);
+  const dead = startServer(file, place.socket);
+  await waitForSocket(place.socket);
+  Deno.kill(dead.child.pid, "SIGKILL");
+  await dead.done();
+  const racers = [1, 2].map(() => startServer(file, place.socket, ["--peers", "1"]));
+  await waitForListener(place.socket);
+  const client = await startClient(place.socket, `${place.dir}/out`).done();
+  assert.equal(client.code, 0, client.stderr);
+  const results = await Promise.all(racers.map((r) => r.done()));
+  assert.deepEqual(results.map((r) => r.code).sort(), [0, 1], results.map((r) => r.stderr).join());
+  assert.match(results.find((r) => r.code === 1)!.stderr, /already listening/);
+  assert.deepEqual(listDir(place.dir).sort(), ["f.bin", "out"]);
+});
 
 Deno.test("socket: an overlong socket path gets a clear error", async () => {
   await using place = await socketPlace();
