@@ -120,20 +120,24 @@ Deno.test("shm fault: a SIGSTOPped receiver is evicted after --stall-timeout; th
     const peers = outs.map((out) => receiver(name, out, ["--quiet"]));
     await waitForPart(outs[0], SIZE / 4);
     peers[0].child.kill("SIGSTOP");
-    const others = await Promise.all([peers[1].done(), peers[2].done()]);
-    for (const [i, result] of others.entries()) {
-      assert.equal(result.code, 0, result.stderr);
-      await assertSameBytes(`${outs[i + 1]}/data.bin`, file);
+    try {
+      const others = await Promise.all([peers[1].done(), peers[2].done()]);
+      for (const [i, result] of others.entries()) {
+        assert.equal(result.code, 0, result.stderr);
+        await assertSameBytes(`${outs[i + 1]}/data.bin`, file);
+      }
+      const sent = await send.done();
+      assert.equal(sent.code, 1);
+      assert.match(sent.stderr, /receiver #\d+ \(pid \d+\) stalled for 1 s; evicted/);
+      const summary = JSON.parse(sent.stdout.split("\n").find((l) => l.includes('"summary"'))!);
+      assert.deepEqual(
+        summary.peers.map((p: { status: string }) => p.status).sort(),
+        ["stalled", "verified", "verified"],
+      );
+    } finally {
+      // Never leave a stopped process behind, even when an assertion fails.
+      peers[0].child.kill("SIGCONT");
     }
-    const sent = await send.done();
-    assert.equal(sent.code, 1);
-    assert.match(sent.stderr, /receiver #\d+ \(pid \d+\) stalled for 1 s; evicted/);
-    const summary = JSON.parse(sent.stdout.split("\n").find((l) => l.includes('"summary"'))!);
-    assert.deepEqual(
-      summary.peers.map((p: { status: string }) => p.status).sort(),
-      ["stalled", "verified", "verified"],
-    );
-    peers[0].child.kill("SIGCONT");
     const stopped = await peers[0].done();
     assert.equal(stopped.code, 1);
     assert.match(stopped.stderr, /stalled|sender .* died/);

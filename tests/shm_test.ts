@@ -88,7 +88,11 @@ const EDGE_SIZES = [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, RING - 1, RING, RING + 1]
 for (const peers of [1, 4]) {
   Deno.test(`shm: ${peers} receiver(s), sizes 0, 1, slot ± 1, ring ± 1`, async () => {
     // Sizes run side by side under different names: also a concurrency check.
-    await Promise.all(EDGE_SIZES.map((size) => deliver({ size, peers, senderArgs: SMALL_RING })));
+    // allSettled: a failure must not end the test before the others clean up.
+    const results = await Promise.allSettled(
+      EDGE_SIZES.map((size) => deliver({ size, peers, senderArgs: SMALL_RING })),
+    );
+    for (const result of results) if (result.status === "rejected") throw result.reason;
   });
 }
 
