@@ -553,7 +553,7 @@ class Server {
     await reports;
     const status = await child.status;
     await stderr;
-    stdin.releaseLock();
+    await stdin.close().catch(() => {}); // the worker is gone: free the pipe
     // A worker killed before its peer connected cannot unlink its socket.
     removeSocket(socketPath);
     const report = peer.workerReport;
