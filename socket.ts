@@ -66,7 +66,7 @@ Options:
   --stall-timeout S seconds a peer may take to say hello, to connect to its
                     worker, or to take the next chunk; then it fails alone
                     (default 10)
-  --limit-rate BYTES  cap each peer's rate, bytes per second (e.g. 50M)
+  --limit-rate B    cap each peer's rate at B bytes per second (e.g. 50M)
   --grace S         after SIGINT/SIGTERM, seconds running transfers get to
                     finish (default 5)
   --json            one JSON event per line on stdout

@@ -207,6 +207,55 @@ Deno.test("socket: two servers racing for one stale path: exactly one wins", asy
   assert.deepEqual(listDir(place.dir).sort(), ["f.bin", "out"]);
 });
 
+Deno.test("socket: --out FILE, no clobbering without --force, and replacing with it", async () => {
+  await using place = await socketPlace();
+  const file = `${place.dir}/f.bin`;
+  await makeFile(file, 70_000);
+  const target = `${place.dir}/copy.bin`;
+  await Deno.writeTextFile(target, "precious");
+  const run = async (args: string[]) => {
+    const server = startServer(file, place.socket, ["--peers", "1"]);
+    const client = await spawnP2m("socket.ts", [
+      "client",
+      "--socket",
+      place.socket,
+      "--out",
+      target,
+      ...args,
+    ]).done();
+    return { client, server: await server.done() };
+  };
+  const refused = await run([]);
+  assert.equal(refused.client.code, 1);
+  assert.match(refused.client.stderr, /already exists; use --force/);
+  assert.equal(refused.server.code, 1);
+  assert.equal(await Deno.readTextFile(target), "precious");
+  const forced = await run(["--force"]);
+  assert.equal(forced.client.code, 0, forced.client.stderr);
+  assert.equal(forced.server.code, 0);
+  await assertSameFile(target, file);
+  assert.deepEqual(listDir(place.dir).sort(), ["copy.bin", "f.bin"]);
+});
+
+Deno.test("socket: the default socket lives in a private runtime directory", async () => {
+  await using place = await socketPlace();
+  const file = `${place.dir}/f.bin`;
+  await makeFile(file, 5000);
+  const env = { XDG_RUNTIME_DIR: `${place.dir}/run` };
+  await Deno.mkdir(env.XDG_RUNTIME_DIR, { mode: 0o755 });
+  const server = spawnP2m("socket.ts", ["server", file, "--peers", "1"], { env });
+  const socket = `${env.XDG_RUNTIME_DIR}/p2m/p2m.sock`;
+  await waitForSocket(socket);
+  assert.equal(Deno.statSync(`${env.XDG_RUNTIME_DIR}/p2m`).mode! & 0o777, 0o700);
+  assert.equal(Deno.lstatSync(socket).mode! & 0o777, 0o600);
+  const client = await spawnP2m("socket.ts", ["client", "--out", `${place.dir}/o/`], { env })
+    .done();
+  assert.equal(client.code, 0, client.stderr);
+  assert.equal((await server.done()).code, 0);
+  await assertSameFile(`${place.dir}/o/f.bin`, file);
+  assert.deepEqual(listDir(`${env.XDG_RUNTIME_DIR}/p2m`), []);
+});
+
 Deno.test("socket: an overlong socket path gets a clear error", async () => {
   await using place = await socketPlace();
   const file = `${place.dir}/f.bin`;
