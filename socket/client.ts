@@ -115,7 +115,15 @@ async function receiveRaw(conn: Deno.UnixConn, o: ClientOptions): Promise<number
 
 async function receiveFramed(conn: Deno.UnixConn, o: ClientOptions, deadline: number) {
   const r = o.reporter;
-  await writeAll(conn, encodeMessage({ type: "hello", version: PROTOCOL_VERSION, pid: Deno.pid }));
+  try {
+    await writeAll(
+      conn,
+      encodeMessage({ type: "hello", version: PROTOCOL_VERSION, pid: Deno.pid }),
+    );
+  } catch {
+    // The server hung up at once (a --raw server does after sending the file);
+    // what it sent, if anything, says more than EPIPE.
+  }
   const control = new LineReader(conn);
   const connect = await waitForTurn(control, conn, o, deadline);
 

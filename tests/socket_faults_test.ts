@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { createDigest, digestCode } from "../core/digest.ts";
 import { encodeHeader, encodeTrailer, HEADER_FIXED_LENGTH, TrailerStatus } from "../core/wire.ts";
 import { writeAll } from "../socket/protocol.ts";
-import { listDir, makeFile, waitFor } from "./helpers.ts";
+import { listDir, makeFile, smallTmpfs, waitFor } from "./helpers.ts";
 import {
   assertNoTempFiles,
   childPids,
@@ -96,7 +96,9 @@ Deno.test("socket client reduces hostile names to a safe name in its directory",
     ["..", "file"],
   ];
   const long = "n".repeat(10_000);
-  for (const [name, expected] of [...cases, [long, "n".repeat(200)] as [string, string]]) {
+  const longest = "x".repeat(64 * 1024); // the most the wire allows
+  const all: [string, string][] = [...cases, [long, "n".repeat(200)], [longest, "x".repeat(200)]];
+  for (const [name, expected] of all) {
     await t.step(JSON.stringify(name.slice(0, 20)), async () => {
       const good = await stream(data, name);
       const { result, files } = await clientAgainst(async (conn) => {
@@ -384,4 +386,39 @@ Deno.test("socket: SIGTERM lets a running transfer finish within --grace, not be
     assert.deepEqual(listDir(place.dir).filter((n) => n.endsWith(".sock")), []);
     assertNoTempFiles(out);
   }
+});
+
+Deno.test({
+  name: "socket: a full disk fails that client only, with a clear message and no temp file",
+  // Mounting a small tmpfs needs root; elsewhere the case cannot be staged.
+  ignore: Deno.uid() !== 0,
+}, async () => {
+  await using place = await socketPlace();
+  await using disk = await smallTmpfs("1m");
+  assert.ok(disk, "mounting a small tmpfs failed");
+  const file = `${place.dir}/f.bin`;
+  await makeFile(file, 4 * 1024 * 1024);
+  const server = startServer(file, place.socket, ["--peers", "2"]);
+  const full = startClient(place.socket, disk.dir);
+  const fine = startClient(place.socket, `${place.dir}/out`);
+  const [a, b] = await Promise.all([full.done(), fine.done()]);
+  assert.equal(a.code, 1);
+  assert.match(a.stderr, /No space left on device; copy discarded/);
+  assert.deepEqual(listDir(disk.dir), []);
+  assert.equal(b.code, 0, b.stderr);
+  const served = await server.done();
+  assert.equal(served.code, 1);
+  assert.match(served.stdout, /1 of 2 peers ok/);
+});
+
+Deno.test("socket: a client that meets a --raw server says so", async () => {
+  await using place = await socketPlace();
+  const file = `${place.dir}/f.bin`;
+  await makeFile(file, 100_000);
+  const server = startServer(file, place.socket, ["--raw", "--peers", "1"]);
+  const client = await startClient(place.socket, `${place.dir}/out`).done();
+  assert.equal(client.code, 1);
+  assert.match(client.stderr, /did not speak the p2m protocol \(is it running with --raw\?\)/);
+  assert.deepEqual(listDir(`${place.dir}/out`), []);
+  await server.done();
 });
