@@ -51,6 +51,34 @@ const SYMBOLS = {
   strerror: { parameters: ["i32"], result: "pointer" },
   /** pid_t getpid(void); */
   getpid: { parameters: [], result: "i32" },
+  /** int open(const char *pathname, int flags, mode_t mode); variadic mode, passed as in the SysV ABI */
+  open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
+  /** ssize_t read(int fd, void *buf, size_t count); */
+  read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  /** ssize_t write(int fd, const void *buf, size_t count); */
+  write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  /** ssize_t sendfile(int out_fd, int in_fd, off_t *offset, size_t count); */
+  sendfile: { parameters: ["i32", "i32", "buffer", "usize"], result: "isize" },
+  /** int socket(int domain, int type, int protocol); */
+  socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  /** int bind(int sockfd, const struct sockaddr *addr, socklen_t addrlen); */
+  bind: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  /** int listen(int sockfd, int backlog); */
+  listen: { parameters: ["i32", "i32"], result: "i32" },
+  /** int accept4(int sockfd, struct sockaddr *addr, socklen_t *addrlen, int flags); */
+  accept4: { parameters: ["i32", "pointer", "pointer", "i32"], result: "i32" },
+  /** int connect(int sockfd, const struct sockaddr *addr, socklen_t addrlen); */
+  connect: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  /** int setsockopt(int sockfd, int level, int optname, const void *optval, socklen_t optlen); */
+  setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
+  /** int shutdown(int sockfd, int how); */
+  shutdown: { parameters: ["i32", "i32"], result: "i32" },
+  /** int poll(struct pollfd *fds, nfds_t nfds, int timeout); */
+  poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
+  /** mode_t umask(mode_t mask); */
+  umask: { parameters: ["u32"], result: "u32" },
+  /** int unlink(const char *pathname); */
+  unlink: { parameters: ["buffer"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 let library: Deno.DynamicLibrary<typeof SYMBOLS> | undefined;
@@ -103,3 +131,41 @@ export const SEM_T_SIZE = 32;
 export const STAT_SIZE = 144;
 /** Size of struct flock on x86_64. */
 export const FLOCK_SIZE = 32;
+/** open(2) flag: read only. */
+export const O_RDONLY = 0;
+/** open(2) flag: close on exec. */
+export const O_CLOEXEC = 0o2000000;
+/** socket(2) domain: Unix sockets. */
+export const AF_UNIX = 1;
+/** socket(2) type: byte stream. */
+export const SOCK_STREAM = 1;
+/** socket(2)/accept4(2) flag: nonblocking. */
+export const SOCK_NONBLOCK = 0o4000;
+/** socket(2)/accept4(2) flag: close on exec. */
+export const SOCK_CLOEXEC = 0o2000000;
+/** setsockopt(2) level: socket. */
+export const SOL_SOCKET = 1;
+/** setsockopt(2) option: send buffer size. */
+export const SO_SNDBUF = 7;
+/** setsockopt(2) option: receive buffer size. */
+export const SO_RCVBUF = 8;
+/** shutdown(2): no more sends. */
+export const SHUT_WR = 1;
+/** poll(2) event: readable. */
+export const POLLIN = 0x1;
+/** poll(2) event: writable. */
+export const POLLOUT = 0x4;
+/** poll(2) event: error. */
+export const POLLERR = 0x8;
+/** poll(2) event: hang-up. */
+export const POLLHUP = 0x10;
+/** poll(2) event: fd not open. */
+export const POLLNVAL = 0x20;
+/** Size of struct sockaddr_un. */
+export const SOCKADDR_UN_SIZE = 110;
+/** errno: connection reset by peer. */
+export const ECONNRESET = 104;
+/** errno: broken pipe. */
+export const EPIPE = 32;
+/** errno: connection refused (nobody listens). */
+export const ECONNREFUSED = 111;

@@ -5,6 +5,7 @@
  * - {@link ./errors.ts}: {@linkcode LibcError} and errno handling.
  * - {@link ./shared_memory.ts}: shm_open/mmap wrapper with liveness locks.
  * - {@link ./semaphore.ts}: unnamed process-shared semaphores.
+ * - {@link ./unix_socket.ts}: nonblocking AF_UNIX sockets and sendfile(2).
  *
  * @module
  */
@@ -12,3 +13,4 @@ export * from "./errors.ts";
 export * from "./libc.ts";
 export * from "./semaphore.ts";
 export * from "./shared_memory.ts";
+export * from "./unix_socket.ts";
