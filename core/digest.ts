@@ -54,6 +54,8 @@ export async function createDigest(algorithm: DigestAlgorithm): Promise<Digest> 
     case "none":
       return { algorithm, update() {}, digest: () => new Uint8Array(0) };
     case "xxh64": {
+      const direct = await directXxh64();
+      if (direct) return direct;
       // Loaded on first use: processes that only frame or relay digests
       // (e.g. the socket worker) start faster and smaller without them.
       const { createXXHash64 } = await import("hash-wasm");
@@ -75,6 +77,63 @@ export async function createDigest(algorithm: DigestAlgorithm): Promise<Digest> 
       };
     }
   }
+}
+
+/** The xxh64 build inside hash-wasm's package, relative to this module. */
+const XXH64_SOURCE = new URL("../node_modules/hash-wasm/dist/xxhash64.umd.min.js", import.meta.url);
+/** Bytes hash-wasm's modules take per Hash_Update call (its buffer size). */
+const WASM_BUFFER = 16 * 1024;
+
+interface HashWasmExports {
+  memory: WebAssembly.Memory;
+  Hash_GetBuffer(): number;
+  Hash_Init(bits: number): void;
+  Hash_Update(length: number): void;
+  Hash_Final(padding: number): void;
+}
+
+let xxh64Module: Promise<WebAssembly.Module | undefined> | undefined;
+
+/**
+ * hash-wasm's own xxh64 WebAssembly, instantiated without going through
+ * the npm loader: the first `npm:` import starts Deno's Node compatibility
+ * layer, about 70 ms of CPU per process, which every receiver paid before
+ * it could join. Same module, same digests; undefined (and the caller uses
+ * the package as usual) if the file is not where hash-wasm 4 keeps it.
+ */
+async function directXxh64(): Promise<Digest | undefined> {
+  xxh64Module ??= (async () => {
+    try {
+      const text = await Deno.readTextFile(XXH64_SOURCE);
+      const match = /name:"xxhash64",data:"([A-Za-z0-9+/=]+)"/.exec(text);
+      if (!match) return undefined;
+      const binary = Uint8Array.from(atob(match[1]), (c) => c.charCodeAt(0));
+      return await WebAssembly.compile(binary);
+    } catch {
+      return undefined;
+    }
+  })();
+  const module = await xxh64Module;
+  if (!module) return undefined;
+  const instance = await WebAssembly.instantiate(module, {});
+  const wasm = instance.exports as unknown as HashWasmExports;
+  const buffer = new Uint8Array(wasm.memory.buffer, wasm.Hash_GetBuffer(), WASM_BUFFER);
+  buffer.fill(0, 0, 8); // seed 0 (low, high)
+  wasm.Hash_Init(0);
+  return {
+    algorithm: "xxh64",
+    update(bytes) {
+      for (let at = 0; at < bytes.length; at += WASM_BUFFER) {
+        const part = bytes.subarray(at, at + WASM_BUFFER);
+        buffer.set(part);
+        wasm.Hash_Update(part.length);
+      }
+    },
+    digest() {
+      wasm.Hash_Final(0);
+      return buffer.slice(0, 8);
+    },
+  };
 }
 
 /** Hex text of digest bytes, for messages and JSON. */
