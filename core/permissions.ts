@@ -9,8 +9,10 @@
  */
 
 /**
- * Flags for socket.ts: files, subprocesses (its workers), Unix sockets, env,
- * uid. Deno 2.9 checks `Deno.listen`/`Deno.connect` on a Unix path against
+ * Flags for socket.ts: files, subprocesses (its workers), Unix sockets, libc
+ * through FFI, env, uid. FFI is for the data connection (socket/data_channel.ts):
+ * Deno's UnixConn has no fd, so neither a larger socket buffer nor
+ * sendfile(2) is reachable without it. Deno 2.9 checks `Deno.listen`/`Deno.connect` on a Unix path against
  * `--allow-net` (it accepts only an exact `unix:PATH`, no directory), so the
  * programs, whose socket paths come from the user, need `--allow-net`.
  */
@@ -19,6 +21,7 @@ export const SOCKET_PERMISSIONS = [
   "--allow-write",
   "--allow-run",
   "--allow-net",
+  "--allow-ffi",
   "--allow-env",
   "--allow-sys=uid",
 ] as const;

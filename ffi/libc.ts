@@ -79,6 +79,11 @@ const SYMBOLS = {
   umask: { parameters: ["u32"], result: "u32" },
   /** int unlink(const char *pathname); */
   unlink: { parameters: ["buffer"], result: "i32" },
+  /**
+   * int ioctl(int fd, unsigned long request, int *argp);
+   * Variadic in C; declared with its third argument as a pointer (SysV ABI).
+   */
+  ioctl: { parameters: ["i32", "u64", "buffer"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 let library: Deno.DynamicLibrary<typeof SYMBOLS> | undefined;
@@ -169,3 +174,5 @@ export const ECONNRESET = 104;
 export const EPIPE = 32;
 /** errno: connection refused (nobody listens). */
 export const ECONNREFUSED = 111;
+/** ioctl(2) request: bytes sent on a socket and not yet read by the peer (SIOCOUTQ). */
+export const SIOCOUTQ = 0x5411;

@@ -21,6 +21,7 @@ import {
   O_CLOEXEC,
   O_RDONLY,
   SHUT_WR,
+  SIOCOUTQ,
   SO_RCVBUF,
   SO_SNDBUF,
   SOCK_CLOEXEC,
@@ -247,6 +248,20 @@ export class UnixSocket implements Disposable {
       new Uint8Array(value.buffer),
       4,
     );
+  }
+
+  /**
+   * Bytes written to this socket that the peer has not read yet (SIOCOUTQ).
+   * sendfile(2) may queue references to the file's pages rather than
+   * copies, so a sender that must vouch for the bytes waits for this to
+   * reach 0 before it checks the file again.
+   */
+  unsentBytes(): number {
+    const value = new Int32Array(1);
+    if (libc().ioctl(this.#live("ioctl"), BigInt(SIOCOUTQ), new Uint8Array(value.buffer)) < 0) {
+      fail("ioctl", "SIOCOUTQ");
+    }
+    return value[0];
   }
 
   /** Shuts down the sending side: the peer reads EOF after what was sent. */

@@ -20,7 +20,6 @@ import { osReason } from "../core/source.ts";
 import {
   decodeHeader,
   decodeTrailer,
-  type FileTrailer,
   HEADER_FIXED_LENGTH,
   headerLength,
   TRAILER_FIXED_LENGTH,
@@ -35,11 +34,14 @@ import {
   LineReader,
   parseServerMessage,
   PROTOCOL_VERSION,
-  readFull,
   socketPathProblem,
-  StallWatch,
   writeAll,
 } from "./protocol.ts";
+import { LibcError, UnixSocket } from "../ffi/mod.ts";
+import { DataChannel, SEND_BUFFER } from "./data_channel.ts";
+
+/** Bytes per read(2) on the data socket: one reused buffer. */
+const RECEIVE_CHUNK = 1024 * 1024;
 
 /** How the client runs. */
 export interface ClientOptions {
@@ -128,7 +130,7 @@ async function receiveFramed(conn: Deno.UnixConn, o: ClientOptions, deadline: nu
   const connect = await waitForTurn(control, conn, o, deadline);
 
   // From here on the control channel carries `commit` or bad news: watch it.
-  let data: Deno.UnixConn | undefined;
+  let data: UnixSocket | undefined;
   let lost: string | undefined;
   let commit = false;
   let settle = () => {};
@@ -167,12 +169,20 @@ async function receiveFramed(conn: Deno.UnixConn, o: ClientOptions, deadline: nu
   let verdictSent = false;
   try {
     try {
-      data = await Deno.connect({ transport: "unix", path: connect.path });
+      data = UnixSocket.connect(connect.path);
     } catch (error) {
-      throw new P2mError(`cannot connect to the server's worker: ${osReason(error)}`);
+      throw new P2mError(`cannot connect to the server's worker: ${describeError(error)}`);
     }
-    await writeAll(data, new TextEncoder().encode(connect.token + "\n"));
-    const result = await receiveStream(data, o, (out) => output = out, (n) => received = n);
+    data.setBufferSize("receive", SEND_BUFFER);
+    // A server that stops sending (stopped, wedged) fails the copy after --timeout.
+    const stallMs = Math.max(1000, o.timeoutSeconds * 1000);
+    const channel = new DataChannel(
+      data,
+      stallMs,
+      () => new P2mError(`server sent nothing for ${stallMs / 1000} s; copy discarded`),
+    );
+    await channel.writeAll(new TextEncoder().encode(connect.token + "\n"));
+    const result = await receiveStream(channel, o, (out) => output = out, (n) => received = n);
     data.close(); // tells the worker that every byte arrived
     data = undefined;
     // Verified; the server confirms the whole transfer before the copy is kept.
@@ -205,7 +215,10 @@ async function receiveFramed(conn: Deno.UnixConn, o: ClientOptions, deadline: nu
     onSignal(undefined);
     let failure = error;
     if (lost && !(error instanceof VerifyError)) failure = new P2mError(lost);
-    else if (!(error instanceof P2mError)) {
+    else if (error instanceof LibcError) {
+      // e.g. ECONNRESET: the worker died with bytes in flight.
+      failure = new P2mError(`data connection to the server failed: ${error.message}`);
+    } else if (!(error instanceof P2mError)) {
       failure = new P2mError(`transfer failed: ${describeError(error)}`);
     }
     const message = describeError(failure);
@@ -290,7 +303,7 @@ async function waitForTurn(
 
 /** Reads header, bytes and trailer; checks everything; returns digest info. */
 async function receiveStream(
-  data: Deno.UnixConn,
+  data: DataChannel,
   o: ClientOptions,
   setOutput: (out: OutputFile) => void,
   setReceived: (n: number) => void,
@@ -298,13 +311,13 @@ async function receiveStream(
   const r = o.reporter;
   const fixed = new Uint8Array(HEADER_FIXED_LENGTH);
   try {
-    await readFull(data, fixed, "header");
+    await data.readFull(fixed, "header");
   } catch (error) {
     throw new P2mError(`server sent no header: ${describeError(error)}`);
   }
   const headerBytes = new Uint8Array(headerLength(fixed));
   headerBytes.set(fixed);
-  await readFull(data, headerBytes.subarray(HEADER_FIXED_LENGTH), "header");
+  await data.readFull(headerBytes.subarray(HEADER_FIXED_LENGTH), "header");
   const header = decodeHeader(headerBytes);
   const output = OutputFile.create({
     out: o.out,
@@ -321,48 +334,31 @@ async function receiveStream(
   });
   const digest = await createDigest(header.digest);
   const progress = r.progress(output.path.split("/").pop() ?? "receiving", header.size);
-  const buf = new Uint8Array(DATA_CHUNK);
+  const buf = new Uint8Array(RECEIVE_CHUNK);
   let got = 0;
-  // A server that stops sending (stopped, wedged) fails the copy after --timeout.
-  const stallMs = Math.max(1000, o.timeoutSeconds * 1000);
-  const watch = new StallWatch(stallMs, () => {
-    try {
-      data.close();
-    } catch { /* closed */ }
-  });
-  let trailer: FileTrailer;
-  try {
-    while (got < header.size) {
-      const n = await data.read(buf.subarray(0, Math.min(buf.length, header.size - got)));
-      if (n === null) {
-        throw new P2mError(
-          `server stopped after ${got} of ${header.size} bytes (connection closed); copy discarded`,
-        );
-      }
-      const view = buf.subarray(0, n);
-      digest.update(view);
-      output.write(view);
-      got += n;
-      setReceived(got);
-      progress.update(got);
-      watch.progress();
+  while (got < header.size) {
+    const n = await data.read(buf.subarray(0, Math.min(buf.length, header.size - got)));
+    if (n === 0) {
+      throw new P2mError(
+        `server stopped after ${got} of ${header.size} bytes (connection closed); copy discarded`,
+      );
     }
-    const trailerFixed = new Uint8Array(TRAILER_FIXED_LENGTH);
-    await readFull(data, trailerFixed, "trailer");
-    const trailerBytes = new Uint8Array(trailerLength(trailerFixed, header.digest));
-    trailerBytes.set(trailerFixed);
-    await readFull(data, trailerBytes.subarray(TRAILER_FIXED_LENGTH), "trailer");
-    trailer = decodeTrailer(trailerBytes, header.digest);
-    if (await data.read(buf.subarray(0, 1)) !== null) {
-      throw new WireError("server sent more bytes than announced; copy discarded");
-    }
-  } catch (error) {
-    if (watch.stalled) {
-      throw new P2mError(`server sent nothing for ${stallMs / 1000} s; copy discarded`);
-    }
-    throw error;
-  } finally {
-    watch.close();
+    const view = buf.subarray(0, n);
+    digest.update(view);
+    output.write(view);
+    got += n;
+    setReceived(got);
+    progress.update(got);
+    await data.breathe();
+  }
+  const trailerFixed = new Uint8Array(TRAILER_FIXED_LENGTH);
+  await data.readFull(trailerFixed, "trailer");
+  const trailerBytes = new Uint8Array(trailerLength(trailerFixed, header.digest));
+  trailerBytes.set(trailerFixed);
+  await data.readFull(trailerBytes.subarray(TRAILER_FIXED_LENGTH), "trailer");
+  const trailer = decodeTrailer(trailerBytes, header.digest);
+  if (await data.read(buf.subarray(0, 1)) !== 0) {
+    throw new WireError("server sent more bytes than announced; copy discarded");
   }
   if (trailer.status === TrailerStatus.SourceChanged) {
     throw new P2mError("the source file changed while it was sent; copy discarded");

@@ -4,6 +4,7 @@
  * @module
  */
 export * from "./client.ts";
+export * from "./data_channel.ts";
 export * from "./listen.ts";
 export * from "./protocol.ts";
 export * from "./server.ts";

@@ -157,25 +157,83 @@ async function digestFile(file: Deno.FsFile, info: SourceInfo, algorithm: Digest
   return toHex(digest.digest());
 }
 
+/** A worker process started ahead of its peer, waiting for its configuration. */
+interface Spawned {
+  child: Deno.ChildProcess;
+  socketPath: string;
+  stdin: WritableStreamDefaultWriter<Uint8Array>;
+}
+
+/**
+ * The worker's flags: its parent's, less subprocesses and network (its one
+ * socket is made through libc, see socket/data_channel.ts).
+ */
+const WORKER_PERMISSIONS = SOCKET_PERMISSIONS.filter((flag) =>
+  flag !== "--allow-net" && flag !== "--allow-run"
+);
+
+let spawned = 0;
+
+/** Starts a worker process; it waits for its configuration on stdin. */
+function startWorker(runtimeDir: string): Spawned {
+  const suffix = crypto.getRandomValues(new Uint32Array(1))[0].toString(36);
+  const socketPath = `${runtimeDir}/w-${Deno.pid}-${++spawned}-${suffix}.sock`;
+  if (socketPathProblem(socketPath)) {
+    throw new P2mError(`runtime directory ${runtimeDir} is too long for socket paths`);
+  }
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", ...WORKER_PERMISSIONS, programPath("socket.ts"), "worker"],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  return { child, socketPath, stdin: child.stdin.getWriter() };
+}
+
+/** Kills workers that never got a peer. */
+function killSpare(workers: Spawned[]): void {
+  for (const w of workers.splice(0)) {
+    try {
+      w.child.kill("SIGKILL");
+    } catch { /* already exited */ }
+    w.stdin.close().catch(() => {});
+  }
+}
+
 /** Runs the server until its peers are done or a signal; returns the exit code. */
 export async function runServer(options: ServerOptions): Promise<number> {
   const problem = socketPathProblem(options.socket);
   if (problem) throw new P2mError(problem, { exitCode: 2 });
   const { file, info } = openSource(options.file);
   let digestHex = "";
+  const spare: Spawned[] = [];
+  const unregisterSpare = onAbort(() => killSpare(spare));
+  let server: Server;
   try {
-    if (!options.raw) digestHex = await digestFile(file, info, options.digest);
-  } finally {
-    file.close();
+    const runtimeDir = options.raw ? "" : privateRuntimeDir();
+    if (!options.raw) {
+      // Deno takes a while to start: let the first workers boot while the file is hashed.
+      const ahead = Math.min(options.peers ?? 1, options.maxActive, 16);
+      for (let i = 0; i < ahead; i++) spare.push(startWorker(runtimeDir));
+    }
+    try {
+      if (!options.raw) digestHex = await digestFile(file, info, options.digest);
+    } finally {
+      file.close();
+    }
+    const listener = await listenUnix(options.socket);
+    server = new Server(options, info, digestHex, runtimeDir, listener, spare);
+  } catch (error) {
+    killSpare(spare);
+    unregisterSpare();
+    throw error;
   }
-  const runtimeDir = options.raw ? "" : privateRuntimeDir();
-  const listener = await listenUnix(options.socket);
-  const server = new Server(options, info, digestHex, runtimeDir, listener);
   const unregister = onAbort(() => server.abort());
   try {
     return await server.run();
   } finally {
     unregister();
+    unregisterSpare();
     server.abort();
   }
 }
@@ -186,6 +244,7 @@ class Server {
   #digestHex: string;
   #runtimeDir: string;
   #listener: SocketListener;
+  #spare: Spawned[];
   #peers: Peer[] = [];
   #queue: Peer[] = [];
   #active = 0;
@@ -202,7 +261,9 @@ class Server {
     digestHex: string,
     runtimeDir: string,
     listener: SocketListener,
+    spare: Spawned[],
   ) {
+    this.#spare = spare;
     this.#o = options;
     this.#info = info;
     this.#digestHex = digestHex;
@@ -252,6 +313,7 @@ class Server {
   /** Kills every worker and stops listening (for aborts). */
   abort(): void {
     this.#listener.close();
+    killSpare(this.#spare);
     for (const peer of this.#peers) {
       try {
         peer.worker?.kill("SIGKILL"); // even a stopped worker
@@ -475,11 +537,7 @@ class Server {
 
   async #spawnWorker(peer: Peer): Promise<void> {
     const token = newToken();
-    const suffix = crypto.getRandomValues(new Uint32Array(1))[0].toString(36);
-    const socketPath = `${this.#runtimeDir}/w-${Deno.pid}-${peer.id}-${suffix}.sock`;
-    if (socketPathProblem(socketPath)) {
-      throw new P2mError(`runtime directory ${this.#runtimeDir} is too long for socket paths`);
-    }
+    const { child, socketPath, stdin } = this.#spare.shift() ?? startWorker(this.#runtimeDir);
     const config: WorkerConfig = {
       source: this.#info,
       digest: this.#o.digest,
@@ -489,24 +547,9 @@ class Server {
       stallSeconds: this.#o.stallSeconds,
       limitRate: this.#o.limitRate,
     };
-    const child = new Deno.Command(Deno.execPath(), {
-      // The worker gets less than its parent: net access to its own socket only.
-      args: [
-        "run",
-        ...SOCKET_PERMISSIONS.map((flag) =>
-          flag === "--allow-net" ? `--allow-net=unix:${socketPath}` : flag
-        ),
-        programPath("socket.ts"),
-        "worker",
-      ],
-      stdin: "piped",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
     peer.worker = child;
     peer.workerSocket = socketPath;
     if (peer.state === "finished") child.kill("SIGKILL");
-    const stdin = child.stdin.getWriter();
     stdin.write(encoder.encode(JSON.stringify(config) + "\n")).catch(() => {});
     // stdin stays open: its EOF tells the worker that this parent died.
     const stderr = (async () => {

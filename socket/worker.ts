@@ -1,35 +1,35 @@
 /**
  * The worker subprocess that serves one peer (`socket.ts worker`, hidden).
  *
- * The server parent starts one per admitted peer and writes a
- * {@linkcode WorkerConfig} line to its stdin (never argv, so the token is not
- * visible in `ps`). The worker listens on a one-time socket (0600) in the
- * private runtime directory and says `ready` on stdout. The peer connects and
- * sends the token; the worker compares it in constant time, unlinks its
- * socket and streams header, bytes and trailer straight from the file: file
- * bytes never pass through the parent.
+ * The server parent starts workers ahead of their peers (Deno takes a while
+ * to start) and, once a peer is admitted, writes a {@linkcode WorkerConfig}
+ * line to one's stdin (never argv, so the token is not visible in `ps`). The
+ * worker listens on a one-time socket (0600) in the private runtime
+ * directory and says `ready` on stdout. The peer connects and sends the
+ * token; the worker compares it in constant time, unlinks its socket and
+ * sends header, bytes and trailer: the bytes go with `sendfile(2)` straight
+ * from the page cache (socket/data_channel.ts says why through libc), never
+ * through the parent. Because sendfile may queue the file's pages rather
+ * than copies, the source is re-checked only once the peer has read every
+ * byte, and the trailer says whether it changed.
  *
  * stdout lines (JSON): `ready`, then `done` {bytes, seconds} or `error`
  * {message}. stdin EOF means the parent died: the worker aborts at once.
  *
  * @module
  */
-import { onAbort } from "../core/cli.ts";
+import { onAbort, runCleanups } from "../core/cli.ts";
 import { type DigestAlgorithm, isDigestAlgorithm } from "../core/digest.ts";
-import { P2mError } from "../core/errors.ts";
+import { describeError, P2mError } from "../core/errors.ts";
 import { openSource, sourceChange, type SourceInfo } from "../core/source.ts";
 import { encodeHeader, encodeTrailer, TrailerStatus } from "../core/wire.ts";
-import { listenUnix } from "./listen.ts";
 import { RateLimit } from "../core/rate_limit.ts";
-import {
-  chunkSize,
-  constantTimeEqual,
-  LineReader,
-  oneLine,
-  readFull,
-  StallWatch,
-  TOKEN_HEX_LENGTH,
-} from "./protocol.ts";
+import { LibcError, POLLIN, POLLOUT, ReadOnlyFile, UnixSocket, unlinkPath } from "../ffi/mod.ts";
+import { DataChannel, SEND_BUFFER } from "./data_channel.ts";
+import { chunkSize, constantTimeEqual, LineReader, oneLine, TOKEN_HEX_LENGTH } from "./protocol.ts";
+
+/** Bytes per sendfile(2) call without a rate limit; the socket takes what fits. */
+const SENDFILE_PIECE = 64 * 1024 * 1024;
 
 /** What the parent tells a worker on its stdin. */
 export interface WorkerConfig {
@@ -88,23 +88,6 @@ function parseConfig(line: string | null): WorkerConfig {
   return c;
 }
 
-/** Resolves with `promise`, or runs `onTimeout` and rejects after `ms`. */
-async function within<T>(promise: Promise<T>, ms: number, what: string, onTimeout: () => void) {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  promise.catch(() => {}); // a late rejection after the timeout is expected
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => {
-      onTimeout();
-      reject(new P2mError(`peer did not ${what} within ${ms / 1000} s`));
-    }, ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
 /** Runs the worker role; returns the exit code. */
 export async function workerMain(): Promise<number> {
   try {
@@ -129,8 +112,11 @@ async function serveOne(): Promise<number> {
         if (line === NOTIFIED) notify();
       }
     } catch { /* treat as EOF */ }
+    runCleanups(); // unlinks our one-time socket: Deno.exit runs no cleanups
     report({ type: "error", message: "server went away" });
-    Deno.stderr.writeSync(encoder.encode("p2m: worker: server went away; aborted\n"));
+    try {
+      Deno.stderr.writeSync(encoder.encode("p2m: worker: server went away; aborted\n"));
+    } catch { /* the server took the pipe with it */ }
     Deno.exit(1);
   })();
 
@@ -140,39 +126,50 @@ async function serveOne(): Promise<number> {
   const before = sourceChange(file, source) ??
     (info.size !== source.size ? "size changed" : undefined);
   if (before) throw new P2mError(`source ${source.path} changed before sending: ${before}`);
+  // sendfile(2) needs a libc fd; make sure it is the file Deno opened and checked.
+  using raw = openRaw(source.path);
+  const { dev, ino } = raw.identity();
+  const stat = file.statSync();
+  if (BigInt(stat.dev) !== dev || BigInt(stat.ino ?? -1) !== ino) {
+    throw new P2mError(`source ${source.path} changed before sending: it was replaced`);
+  }
 
   const stallMs = config.stallSeconds * 1000;
-  const listener = await listenUnix(config.socketPath);
-  const unregister = onAbort(() => listener.close());
-  let conn: Deno.UnixConn;
+  let listener: UnixSocket;
   try {
-    const accepting = acceptPeer(listener, config.token);
-    accepting.catch(() => {}); // awaited below; a rejection before that is not lost
+    listener = UnixSocket.listen(config.socketPath);
+  } catch (error) {
+    throw new P2mError(`cannot listen on ${config.socketPath}: ${describeError(error)}`);
+  }
+  const closeListener = () => {
+    if (listener.closed) return;
+    listener.close();
+    unlinkPath(config.socketPath);
+  };
+  const unregister = onAbort(closeListener);
+  let conn: UnixSocket;
+  try {
+    let deadline = Infinity;
+    void notified.then(() => deadline = performance.now() + stallMs);
     report({ type: "ready" });
     // The connect deadline starts once the peer was told where to go, so a
     // parent that is merely slow or stopped does not fail its peer.
-    await Promise.race([notified, accepting]);
-    conn = await within(accepting, stallMs, "connect", () => listener.close());
+    conn = await acceptPeer(listener, config.token, () => deadline, stallMs);
   } finally {
-    listener.close();
+    closeListener();
     unregister();
   }
   using _conn = conn;
+  conn.setBufferSize("send", SEND_BUFFER);
 
   const start = performance.now();
-  const watch = new StallWatch(stallMs, () => {
-    try {
-      conn.close();
-    } catch { /* closed */ }
-  });
-  /** Writes all of `bytes`, counting each partial write as progress. */
-  const send = async (bytes: Uint8Array) => {
-    for (let at = 0; at < bytes.length; watch.progress()) {
-      at += await conn.write(bytes.subarray(at));
-    }
-  };
+  const channel = new DataChannel(
+    conn,
+    stallMs,
+    () => new P2mError(`peer stalled: no progress for ${config.stallSeconds} s; transfer aborted`),
+  );
   try {
-    await send(
+    await channel.writeAll(
       encodeHeader({
         size: source.size,
         mode: source.mode,
@@ -181,20 +178,28 @@ async function serveOne(): Promise<number> {
       }),
     );
     const limit = new RateLimit(config.limitRate);
-    const buf = new Uint8Array(chunkSize(config.limitRate));
+    // Unlimited: as much per call as the socket takes. Limited: rate-sized pieces.
+    const piece = limit.enabled ? chunkSize(config.limitRate) : SENDFILE_PIECE;
     let sent = 0;
     while (sent < source.size) {
-      const n = file.readSync(buf.subarray(0, Math.min(buf.length, source.size - sent)));
-      if (n === null || n === 0) {
+      const n = conn.sendFile(raw, sent, Math.min(piece, source.size - sent));
+      if (n === null) {
+        await channel.wait(POLLOUT);
+        continue;
+      }
+      if (n === 0) {
         throw new P2mError(`source ${source.path} shrank while it was sent; transfer aborted`);
       }
-      await send(buf.subarray(0, n));
       sent += n;
-      await limit.pace(n);
-      watch.progress();
+      channel.progress();
+      if (limit.enabled) await limit.pace(n);
+      else await channel.breathe();
     }
+    // sendfile(2) may have queued the file's pages, not copies: the bytes are
+    // only fixed once the peer has read them, so check the source after that.
+    await channel.drain();
     const changed = sourceChange(file, source);
-    await send(
+    await channel.writeAll(
       encodeTrailer({
         status: changed ? TrailerStatus.SourceChanged : TrailerStatus.Complete,
         digest: fromHex(config.digestHex),
@@ -203,41 +208,63 @@ async function serveOne(): Promise<number> {
     if (changed) throw new P2mError(`source ${source.path} changed while it was sent: ${changed}`);
     // Stay until the peer has read everything: it closes once it has the
     // trailer. A worker killed before that fails its peer, as it should.
-    await conn.closeWrite();
-    watch.progress();
+    conn.shutdownWrite();
+    channel.progress();
     const seconds = (performance.now() - start) / 1000;
     try {
-      while (await conn.read(buf.subarray(0, 1)) !== null) { /* the peer sends nothing here */ }
+      const one = new Uint8Array(1);
+      while (await channel.read(one) !== 0) { /* the peer sends nothing here */ }
     } catch (error) {
-      if (watch.stalled) throw error;
+      if (!(error instanceof LibcError)) throw error;
       // A reset after the last byte: the peer read everything and went.
     }
     report({ type: "done", bytes: sent, seconds });
     return 0;
   } catch (error) {
-    if (watch.stalled) {
-      throw new P2mError(
-        `peer stalled: no progress for ${config.stallSeconds} s; transfer aborted`,
-      );
-    }
-    if (error instanceof P2mError) throw error;
-    throw new P2mError(`peer connection failed: ${(error as Error).message}`);
-  } finally {
-    watch.close();
+    if (error instanceof P2mError && !(error instanceof LibcError)) throw error;
+    throw new P2mError(`peer connection failed: ${describeError(error)}`);
   }
 }
 
-/** Accepts connections until one presents the right token. */
+/** Opens the source for sendfile(2), with a P2mError saying why not. */
+function openRaw(path: string): ReadOnlyFile {
+  try {
+    return ReadOnlyFile.open(path);
+  } catch (error) {
+    throw new P2mError(`cannot open ${path}: ${describeError(error)}`);
+  }
+}
+
+/**
+ * Accepts connections until one presents the right token, or throws once
+ * `deadline()` (a performance.now() time) passes.
+ */
 async function acceptPeer(
-  listener: Awaited<ReturnType<typeof listenUnix>>,
+  listener: UnixSocket,
   token: string,
-): Promise<Deno.UnixConn> {
+  deadline: () => number,
+  stallMs: number,
+): Promise<UnixSocket> {
   const buf = new Uint8Array(TOKEN_HEX_LENGTH + 1);
+  const expired = () => performance.now() > deadline();
+  const late = () => new P2mError(`peer did not connect within ${stallMs / 1000} s`);
   while (true) {
-    const conn = await listener.accept();
-    if (conn === null) throw new P2mError("worker stopped before the peer connected");
+    if (expired()) throw late();
+    const ready = listener.poll(POLLIN, 10);
+    const conn = ready & POLLIN ? listener.accept() : null;
+    if (conn === null) {
+      await new Promise((resolve) => setTimeout(resolve, 0));
+      continue;
+    }
+    // The token must arrive before the connect deadline too.
+    const remaining = Math.max(0, deadline() - performance.now());
+    const channel = new DataChannel(
+      conn,
+      Math.min(stallMs, remaining),
+      () => new P2mError("no token in time"),
+    );
     try {
-      await readFull(conn, buf, "token");
+      await channel.readFull(buf, "token");
       const text = new TextDecoder().decode(buf);
       if (constantTimeEqual(text, token + "\n")) return conn;
     } catch { /* a wrong or broken caller: keep waiting for the peer */ }
