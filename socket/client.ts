@@ -187,7 +187,12 @@ async function receiveFramed(conn: Deno.UnixConn, o: ClientOptions, deadline: nu
     data = undefined;
     // Verified; the server confirms the whole transfer before the copy is kept.
     verdictSent = true;
-    await writeAll(conn, encodeMessage({ type: "verdict", ok: true, bytes: received }));
+    try {
+      await writeAll(conn, encodeMessage({ type: "verdict", ok: true, bytes: received }));
+    } catch (error) {
+      // Every byte arrived, but the server died before it could confirm.
+      throw new P2mError(`server went away before confirming the transfer: ${osReason(error)}`);
+    }
     await waitSettled(settled, o.timeoutSeconds);
     if (!commit) throw new P2mError(lost ?? "server did not confirm the transfer in time");
     // From here the copy is kept: a late SIGINT/SIGTERM must not undo it.

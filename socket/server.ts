@@ -38,7 +38,7 @@ import {
   socketPathProblem,
   writeAll,
 } from "./protocol.ts";
-import { NOTIFIED, type WorkerConfig, type WorkerReport } from "./worker.ts";
+import { DIGEST_LINE, NOTIFIED, type WorkerConfig, type WorkerReport } from "./worker.ts";
 
 /** How the server runs. */
 export interface ServerOptions {
@@ -140,17 +140,31 @@ class Peer {
 
 const encoder = new TextEncoder();
 
-/** Hashes the whole source once; returns its digest in hex. */
+/** Bytes hashed between turns of the event loop. */
+const HASH_SLICE = 32 * 1024 * 1024;
+
+/**
+ * Hashes the whole source once; returns its digest in hex. It runs while
+ * the server already accepts peers (giving the event loop a turn every
+ * {@linkcode HASH_SLICE} bytes): workers need the digest only for the
+ * trailer, so hashing overlaps the transfers instead of delaying them.
+ */
 async function digestFile(file: Deno.FsFile, info: SourceInfo, algorithm: DigestAlgorithm) {
   const digest = await createDigest(algorithm);
   if (algorithm === "none") return "";
   const buf = new Uint8Array(DATA_CHUNK);
   let done = 0;
+  let slice = 0;
   while (done < info.size) {
     const n = file.readSync(buf.subarray(0, Math.min(buf.length, info.size - done)));
     if (n === null || n === 0) throw new P2mError(`${info.path} shrank while it was hashed`);
     digest.update(buf.subarray(0, n));
     done += n;
+    slice += n;
+    if (slice >= HASH_SLICE) {
+      slice = 0;
+      await new Promise((resolve) => setTimeout(resolve, 0));
+    }
   }
   const changed = sourceChange(file, info);
   if (changed) throw new P2mError(`${info.path} changed while it was hashed: ${changed}`);
@@ -205,25 +219,24 @@ export async function runServer(options: ServerOptions): Promise<number> {
   const problem = socketPathProblem(options.socket);
   if (problem) throw new P2mError(problem, { exitCode: 2 });
   const { file, info } = openSource(options.file);
-  let digestHex = "";
   const spare: Spawned[] = [];
   const unregisterSpare = onAbort(() => killSpare(spare));
   let server: Server;
   try {
     const runtimeDir = options.raw ? "" : privateRuntimeDir();
     if (!options.raw) {
-      // Deno takes a while to start: let the first workers boot while the file is hashed.
+      // Deno takes a while to start: let the first workers boot meanwhile.
       const ahead = Math.min(options.peers ?? 1, options.maxActive, 16);
       for (let i = 0; i < ahead; i++) spare.push(startWorker(runtimeDir));
     }
-    try {
-      if (!options.raw) digestHex = await digestFile(file, info, options.digest);
-    } finally {
-      file.close();
-    }
     const listener = await listenUnix(options.socket);
-    server = new Server(options, info, digestHex, runtimeDir, listener, spare);
+    const digest = options.raw ? Promise.resolve("") : digestFile(file, info, options.digest);
+    void digest.catch(() => {}).finally(() => file.close());
+    server = new Server(options, info, digest, runtimeDir, listener, spare);
   } catch (error) {
+    try {
+      file.close();
+    } catch { /* closed */ }
     killSpare(spare);
     unregisterSpare();
     throw error;
@@ -241,7 +254,10 @@ export async function runServer(options: ServerOptions): Promise<number> {
 class Server {
   #o: ServerOptions;
   #info: SourceInfo;
-  #digestHex: string;
+  /** The source's digest once hashed (null until then). */
+  #digestHex: string | null = null;
+  #digest: Promise<string>;
+  #fatal: unknown;
   #runtimeDir: string;
   #listener: SocketListener;
   #spare: Spawned[];
@@ -258,7 +274,7 @@ class Server {
   constructor(
     options: ServerOptions,
     info: SourceInfo,
-    digestHex: string,
+    digest: Promise<string>,
     runtimeDir: string,
     listener: SocketListener,
     spare: Spawned[],
@@ -266,7 +282,11 @@ class Server {
     this.#spare = spare;
     this.#o = options;
     this.#info = info;
-    this.#digestHex = digestHex;
+    this.#digest = digest;
+    digest.then((hex) => this.#digestHex = hex, (error) => {
+      this.#fatal = error;
+      this.#wake();
+    });
     this.#runtimeDir = runtimeDir;
     this.#listener = listener;
   }
@@ -296,8 +316,14 @@ class Server {
     const accepting = this.#acceptLoop();
     await new Promise<void>((resolve) => {
       this.#wake = resolve;
-      if (this.#signal || this.#allDone()) resolve();
+      if (this.#signal || this.#allDone() || this.#fatal) resolve();
     });
+    if (this.#fatal) {
+      // The source could not be hashed (it changed): nobody gets a copy.
+      const message = describeError(this.#fatal);
+      for (const peer of this.#peers) this.#finish(peer, false, 0, message);
+      throw this.#fatal;
+    }
     this.#stopping = true;
     this.#listener.close();
     for (const conn of this.#greeting) closeQuietly(conn);
@@ -541,6 +567,7 @@ class Server {
     const config: WorkerConfig = {
       source: this.#info,
       digest: this.#o.digest,
+      // null: the digest follows on stdin once hashed.
       digestHex: this.#digestHex,
       token,
       socketPath,
@@ -551,6 +578,10 @@ class Server {
     peer.workerSocket = socketPath;
     if (peer.state === "finished") child.kill("SIGKILL");
     stdin.write(encoder.encode(JSON.stringify(config) + "\n")).catch(() => {});
+    if (config.digestHex === null) {
+      this.#digest.then((hex) => stdin.write(encoder.encode(`${DIGEST_LINE} ${hex}\n`)))
+        .catch(() => {});
+    }
     // stdin stays open: its EOF tells the worker that this parent died.
     const stderr = (async () => {
       for await (const chunk of child.stderr) {

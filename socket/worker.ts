@@ -37,8 +37,11 @@ export interface WorkerConfig {
   source: SourceInfo;
   /** Digest algorithm of the header. */
   digest: DigestAlgorithm;
-  /** Hex digest the parent computed (empty for `none`). */
-  digestHex: string;
+  /**
+   * Hex digest the parent computed (empty for `none`), or null while the
+   * parent is still hashing: it then sends a {@linkcode DIGEST_LINE} line.
+   */
+  digestHex: string | null;
   /** The one-time token the peer must present. */
   token: string;
   /** Where to listen for the peer. */
@@ -51,6 +54,9 @@ export interface WorkerConfig {
 
 /** The line the parent writes to a worker's stdin after sending `connect`. */
 export const NOTIFIED = "notified";
+/** Starts the stdin line `digest <hex>` that brings a digest computed late. */
+export const DIGEST_LINE = "digest";
+const HEX = /^([0-9a-f]{2})*$/;
 
 /** A worker's report on stdout. */
 export type WorkerReport =
@@ -78,7 +84,7 @@ function parseConfig(line: string | null): WorkerConfig {
     typeof s?.path !== "string" || typeof s.name !== "string" || !Number.isSafeInteger(s.size) ||
     typeof s.mode !== "number" || typeof s.mtimeMs !== "number" ||
     typeof c.digest !== "string" || !isDigestAlgorithm(c.digest) ||
-    typeof c.digestHex !== "string" || !/^([0-9a-f]{2})*$/.test(c.digestHex) ||
+    (c.digestHex !== null && (typeof c.digestHex !== "string" || !HEX.test(c.digestHex))) ||
     typeof c.token !== "string" || c.token.length !== TOKEN_HEX_LENGTH ||
     typeof c.socketPath !== "string" || typeof c.stallSeconds !== "number" ||
     typeof c.limitRate !== "number"
@@ -104,12 +110,18 @@ async function serveOne(): Promise<number> {
   const config = parseConfig(await stdin.readLine());
   // The parent says `notified` once it told the peer where to connect.
   // Parent death closes our stdin: abort at once (cleanups unlink the socket).
+  let setDigest: (hex: string) => void = () => {};
+  const digestHex = config.digestHex !== null
+    ? Promise.resolve(config.digestHex)
+    : new Promise<string>((resolve) => setDigest = resolve);
   let notify = () => {};
   const notified = new Promise<void>((resolve) => notify = resolve);
   void (async () => {
     try {
       for (let line; (line = await stdin.readLine()) !== null;) {
         if (line === NOTIFIED) notify();
+        const [word, hex] = line.split(" ");
+        if (word === DIGEST_LINE && hex !== undefined && HEX.test(hex)) setDigest(hex);
       }
     } catch { /* treat as EOF */ }
     runCleanups(); // unlinks our one-time socket: Deno.exit runs no cleanups
@@ -198,11 +210,12 @@ async function serveOne(): Promise<number> {
     // sendfile(2) may have queued the file's pages, not copies: the bytes are
     // only fixed once the peer has read them, so check the source after that.
     await channel.drain();
+    const hex = await digestHex; // the parent may still be hashing: the peer waits
     const changed = sourceChange(file, source);
     await channel.writeAll(
       encodeTrailer({
         status: changed ? TrailerStatus.SourceChanged : TrailerStatus.Complete,
-        digest: fromHex(config.digestHex),
+        digest: fromHex(hex),
       }),
     );
     if (changed) throw new P2mError(`source ${source.path} changed while it was sent: ${changed}`);
