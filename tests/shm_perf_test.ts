@@ -44,7 +44,7 @@ async function preallocatedCopy(dir: string): Promise<void> {
   const bytes = crypto.getRandomValues(new Uint8Array(60_000));
   output.write(bytes);
   output.commit();
-  assert.deepStrictEqual(Deno.readFileSync(output.path), bytes);
+  assert.deepStrictEqual(await Deno.readFile(output.path), bytes);
   assert.deepStrictEqual(Deno.statSync(output.path).mode! & 0o777, 0o640);
   assert.deepStrictEqual([...Deno.readDirSync(dir)].length, 1);
 }
