@@ -10,7 +10,7 @@
  *
  * @module
  */
-import { createDigest, digestsEqual, toHex } from "../core/digest.ts";
+import { createDigest, DEFAULT_DIGEST, type Digest, digestsEqual, toHex } from "../core/digest.ts";
 import { onSignal } from "../core/cli.ts";
 import { describeError, P2mError, VerifyError } from "../core/errors.ts";
 import { formatBytes, formatRate } from "../core/format.ts";
@@ -126,6 +126,9 @@ async function receiveFramed(conn: Deno.UnixConn, o: ClientOptions, deadline: nu
     // The server hung up at once (a --raw server does after sending the file);
     // what it sent, if anything, says more than EPIPE.
   }
+  // Compile the usual digest while waiting for our turn, not after the header.
+  const usual = createDigest(DEFAULT_DIGEST);
+  usual.catch(() => {}); // awaited (or dropped) once the header names one
   const control = new LineReader(conn);
   const connect = await waitForTurn(control, conn, o, deadline);
 
@@ -182,7 +185,13 @@ async function receiveFramed(conn: Deno.UnixConn, o: ClientOptions, deadline: nu
       () => new P2mError(`server sent nothing for ${stallMs / 1000} s; copy discarded`),
     );
     await channel.writeAll(new TextEncoder().encode(connect.token + "\n"));
-    const result = await receiveStream(channel, o, (out) => output = out, (n) => received = n);
+    const result = await receiveStream(
+      channel,
+      o,
+      usual,
+      (out) => output = out,
+      (n) => received = n,
+    );
     data.close(); // tells the worker that every byte arrived
     data = undefined;
     // Verified; the server confirms the whole transfer before the copy is kept.
@@ -310,6 +319,7 @@ async function waitForTurn(
 async function receiveStream(
   data: DataChannel,
   o: ClientOptions,
+  usual: Promise<Digest>,
   setOutput: (out: OutputFile) => void,
   setReceived: (n: number) => void,
 ): Promise<{ digest: string; seconds: number }> {
@@ -337,7 +347,7 @@ async function receiveStream(
     size: header.size,
     digest: header.digest,
   });
-  const digest = await createDigest(header.digest);
+  const digest = header.digest === DEFAULT_DIGEST ? await usual : await createDigest(header.digest);
   const progress = r.progress(output.path.split("/").pop() ?? "receiving", header.size);
   const buf = new Uint8Array(RECEIVE_CHUNK);
   let got = 0;
