@@ -106,6 +106,8 @@ export const PROT_READ = 1;
 export const PROT_WRITE = 2;
 /** mmap(2) flag: changes are shared with other mappings. */
 export const MAP_SHARED = 1;
+/** mmap(2) flag: fill the page tables at once (one call instead of a fault per page). */
+export const MAP_POPULATE = 0x8000;
 /** The value mmap(2) returns on failure: (void *)-1, not NULL. */
 export const MAP_FAILED = 0xffffffffffffffffn;
 /** clock id of the monotonic clock. */
