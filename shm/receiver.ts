@@ -47,8 +47,12 @@ export interface ReceiverOptions {
 const HOUSEKEEPING_MS = 200;
 /** Longest single semaphore wait (ms). */
 const WAIT_SLICE_MS = 100;
-/** How often to look for the segment while waiting for a sender (ms). */
-const POLL_MS = 25;
+/**
+ * How often to look for the segment while waiting for a sender (ms). A look
+ * is one shm_open; receivers usually start with their sender, so a long
+ * period here is added straight to the transfer.
+ */
+const POLL_MS = 5;
 
 /** Runs a receiver to the end; returns the exit code. */
 export async function runReceiver(options: ReceiverOptions, reporter: Reporter): Promise<number> {
