@@ -28,13 +28,12 @@ export const PROTOCOL_VERSION = 1;
 /** Longest control line accepted, in bytes, newline excluded. */
 export const MAX_LINE_BYTES = 4096;
 /**
- * Bytes per file read and socket write on the data path; one buffer per
- * stream, reused. Measured on the 2-vCPU dev VM (256 MiB to 4 peers, tmpfs,
- * runs interleaved): 256 KiB, 1 MiB and 4 MiB were within noise of each
- * other, because a Unix socket moves at most its buffer (about 208 KiB) per
- * wake-up whatever the chunk; CPU profiles show worker and client each idle
- * about 65 % of a transfer, waiting for the other side. 1 MiB keeps the
- * number of file reads and awaited writes low without a large buffer.
+ * Bytes per file read where the bytes pass through JavaScript: the server's
+ * hashing and its `--raw` stream; also the largest rate-limited piece. One
+ * buffer, reused. The framed data path no longer depends on it: the worker
+ * `sendfile(2)`s as much as its 4 MiB send buffer takes (see
+ * socket/data_channel.ts, which also says why Deno's 208 KiB default made
+ * chunk size irrelevant before).
  */
 export const DATA_CHUNK = 1024 * 1024;
 /** Chunk size for a rate-limited stream: small enough to pace smoothly. */
