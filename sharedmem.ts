@@ -10,14 +10,15 @@
  * @module
  */
 import {
-  DEFAULT_DIGEST,
   intFlag,
-  isDigestAlgorithm,
   maybeHelp,
   parseCommand,
-  Reporter,
+  RECEIVING_OPTIONS,
+  reporterFor,
   runMain,
   secondsFlag,
+  SENDING_OPTIONS,
+  sendingFlags,
   sizeFlag,
   UsageError,
 } from "./core/mod.ts";
@@ -81,12 +82,7 @@ const SENDER_SPEC = {
     wait: { type: "string" },
     slots: { type: "string" },
     chunk: { type: "string" },
-    "stall-timeout": { type: "string" },
-    digest: { type: "string" },
-    "no-verify": { type: "boolean" },
-    "limit-rate": { type: "string" },
-    json: { type: "boolean" },
-    quiet: { type: "boolean" },
+    ...SENDING_OPTIONS,
   },
 } as const;
 
@@ -95,11 +91,7 @@ const RECEIVER_SPEC = {
   usage: RECEIVER_USAGE,
   options: {
     name: { type: "string" },
-    out: { type: "string" },
-    timeout: { type: "string" },
-    force: { type: "boolean" },
-    json: { type: "boolean" },
-    quiet: { type: "boolean" },
+    ...RECEIVING_OPTIONS,
   },
 } as const;
 
@@ -125,11 +117,7 @@ async function sender(args: string[]): Promise<number> {
   if (slots * chunk > MAX_RING) {
     throw new UsageError(`the ring (--slots × --chunk) may be at most ${MAX_RING} bytes`);
   }
-  const digest = values.digest ?? DEFAULT_DIGEST;
-  if (!isDigestAlgorithm(digest) || digest === "none") {
-    throw new UsageError(`--digest must be xxh64 or sha256, not '${digest}'`);
-  }
-  const reporter = new Reporter({ json: values.json, quiet: values.quiet });
+  const reporter = reporterFor(values);
   return await runSender({
     path,
     name: segmentName(values.name),
@@ -137,16 +125,14 @@ async function sender(args: string[]): Promise<number> {
     waitSeconds: secondsFlag(values.wait, "wait", 30),
     slots,
     chunk,
-    stallSeconds: secondsFlag(values["stall-timeout"], "stall-timeout", 10, { min: 0.1 }),
-    digest: values["no-verify"] ? "none" : digest,
-    limitRate: sizeFlag(values["limit-rate"], "limit-rate", 0),
+    ...sendingFlags(values),
   }, reporter);
 }
 
 async function receiver(args: string[]): Promise<number> {
   const { values } = parseCommand(RECEIVER_SPEC, args);
   if (maybeHelp(values, RECEIVER_USAGE)) return 0;
-  const reporter = new Reporter({ json: values.json, quiet: values.quiet });
+  const reporter = reporterFor(values);
   return await runReceiver({
     name: segmentName(values.name),
     out: values.out,

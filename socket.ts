@@ -19,16 +19,16 @@
  * @module
  */
 import {
-  DEFAULT_DIGEST,
   intFlag,
-  isDigestAlgorithm,
   maybeHelp,
   parseCommand,
   privateRuntimeDir,
-  Reporter,
+  RECEIVING_OPTIONS,
+  reporterFor,
   runMain,
   secondsFlag,
-  sizeFlag,
+  SENDING_OPTIONS,
+  sendingFlags,
   UsageError,
 } from "./core/mod.ts";
 import { runClient } from "./socket/client.ts";
@@ -104,14 +104,9 @@ const SERVER_SPEC = {
     socket: { type: "string" },
     peers: { type: "string" },
     "max-active": { type: "string" },
-    digest: { type: "string" },
-    "no-verify": { type: "boolean" },
     raw: { type: "boolean" },
-    "stall-timeout": { type: "string" },
-    "limit-rate": { type: "string" },
     grace: { type: "string" },
-    json: { type: "boolean" },
-    quiet: { type: "boolean" },
+    ...SENDING_OPTIONS,
   },
 } as const;
 
@@ -120,12 +115,8 @@ const CLIENT_SPEC = {
   usage: CLIENT_USAGE,
   options: {
     socket: { type: "string" },
-    out: { type: "string" },
-    timeout: { type: "string" },
-    force: { type: "boolean" },
     raw: { type: "boolean" },
-    json: { type: "boolean" },
-    quiet: { type: "boolean" },
+    ...RECEIVING_OPTIONS,
   },
 } as const;
 
@@ -138,11 +129,8 @@ async function server(args: string[]): Promise<number> {
   if (maybeHelp(values, SERVER_USAGE)) return 0;
   const file = positionals[0];
   if (file === undefined) throw new UsageError("missing <file> to serve");
-  if (values.json && values.quiet) throw new UsageError("--json and --quiet exclude each other");
-  const digest = values.digest ?? DEFAULT_DIGEST;
-  if (!isDigestAlgorithm(digest) || digest === "none") {
-    throw new UsageError(`--digest must be xxh64 or sha256, not '${digest}'`);
-  }
+  const reporter = reporterFor(values);
+  const sending = sendingFlags(values);
   if (values.raw && (values.digest || values["no-verify"])) {
     throw new UsageError("--raw sends no digest; drop --digest/--no-verify");
   }
@@ -155,25 +143,23 @@ async function server(args: string[]): Promise<number> {
     peers,
     maxActive: intFlag(values["max-active"], "max-active", 32, { min: 1, max: 10_000 }),
     raw: values.raw ?? false,
-    digest: values["no-verify"] ? "none" : digest,
-    stallSeconds: secondsFlag(values["stall-timeout"], "stall-timeout", 10, { min: 0.1 }),
-    limitRate: sizeFlag(values["limit-rate"], "limit-rate", 0),
+    ...sending,
     graceSeconds: secondsFlag(values.grace, "grace", 5, { min: 0, max: 86_400 }),
-    reporter: new Reporter({ json: values.json, quiet: values.quiet }),
+    reporter,
   });
 }
 
 async function client(args: string[]): Promise<number> {
   const { values } = parseCommand(CLIENT_SPEC, args);
   if (maybeHelp(values, CLIENT_USAGE)) return 0;
-  if (values.json && values.quiet) throw new UsageError("--json and --quiet exclude each other");
+  const reporter = reporterFor(values);
   return await runClient({
     socket: values.socket ?? defaultSocket(),
     out: values.out,
     timeoutSeconds: secondsFlag(values.timeout, "timeout", 10, { min: 0, max: 86_400 }),
     force: values.force ?? false,
     raw: values.raw ?? false,
-    reporter: new Reporter({ json: values.json, quiet: values.quiet }),
+    reporter,
   });
 }
 

@@ -10,8 +10,10 @@
  * @module
  */
 import { parseArgs, type ParseArgsConfig } from "node:util";
+import { DEFAULT_DIGEST, type DigestAlgorithm, isDigestAlgorithm } from "./digest.ts";
 import { describeError, EXIT_FAILURE, P2mError, UsageError } from "./errors.ts";
 import { abortAllOutputs } from "./output.ts";
+import { Reporter } from "./report.ts";
 
 type Options = NonNullable<ParseArgsConfig["options"]>;
 
@@ -211,4 +213,64 @@ export function maybeHelp(values: { help?: boolean }, usage: string): boolean {
   if (!values.help) return false;
   console.log(usage.trim());
   return true;
+}
+
+/** `--json` and `--quiet`: every command that reports has them. */
+export const REPORT_OPTIONS = {
+  json: { type: "boolean" },
+  quiet: { type: "boolean" },
+} as const satisfies Options;
+
+/** The flags both senders (socket server, shm sender) share. */
+export const SENDING_OPTIONS = {
+  digest: { type: "string" },
+  "no-verify": { type: "boolean" },
+  "stall-timeout": { type: "string" },
+  "limit-rate": { type: "string" },
+  ...REPORT_OPTIONS,
+} as const satisfies Options;
+
+/** The flags both receivers (socket client, shm receiver) share. */
+export const RECEIVING_OPTIONS = {
+  out: { type: "string" },
+  timeout: { type: "string" },
+  force: { type: "boolean" },
+  ...REPORT_OPTIONS,
+} as const satisfies Options;
+
+/** Makes the reporter that `--json` / `--quiet` ask for; they exclude each other. */
+export function reporterFor(values: { json?: boolean; quiet?: boolean }): Reporter {
+  if (values.json && values.quiet) throw new UsageError("--json and --quiet exclude each other");
+  return new Reporter(values);
+}
+
+/** What a sender's shared flags mean, checked. */
+export interface SendingFlags {
+  /** The digest to send (`none` with `--no-verify`). */
+  digest: DigestAlgorithm;
+  /** `--stall-timeout`, seconds (default 10). */
+  stallSeconds: number;
+  /** `--limit-rate`, bytes per second (0: no limit). */
+  limitRate: number;
+}
+
+/** Parses the flags of {@linkcode SENDING_OPTIONS}, or throws UsageError. */
+export function sendingFlags(values: {
+  digest?: string;
+  "no-verify"?: boolean;
+  "stall-timeout"?: string;
+  "limit-rate"?: string;
+}): SendingFlags {
+  const digest = values.digest ?? DEFAULT_DIGEST;
+  if (!isDigestAlgorithm(digest) || digest === "none") {
+    throw new UsageError(`--digest must be xxh64 or sha256, not '${digest}'`);
+  }
+  if (values.digest && values["no-verify"]) {
+    throw new UsageError("--no-verify sends no digest; drop --digest");
+  }
+  return {
+    digest: values["no-verify"] ? "none" : digest,
+    stallSeconds: secondsFlag(values["stall-timeout"], "stall-timeout", 10, { min: 0.1 }),
+    limitRate: sizeFlag(values["limit-rate"], "limit-rate", 0),
+  };
 }

@@ -9,7 +9,9 @@ import {
   MAX_NAME_BYTES,
   OutputFile,
   RateLimit,
+  reporterFor,
   sanitizeName,
+  sendingFlags,
   sizeFlag,
   sweepStaleOutputs,
   toHex,
@@ -172,4 +174,19 @@ await new Promise(() => setInterval(() => {}, 1000));`,
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("both senders read their shared flags the same way", () => {
+  assert.deepEqual(sendingFlags({}), { digest: "xxh64", stallSeconds: 10, limitRate: 0 });
+  assert.deepEqual(
+    sendingFlags({ "no-verify": true, "stall-timeout": "2.5", "limit-rate": "4M" }),
+    { digest: "none", stallSeconds: 2.5, limitRate: 4 * 2 ** 20 },
+  );
+  assert.equal(sendingFlags({ digest: "sha256" }).digest, "sha256");
+  assert.throws(() => sendingFlags({ digest: "md5" }), /--digest must be xxh64 or sha256/);
+  assert.throws(() => sendingFlags({ digest: "none" }), UsageError);
+  assert.throws(() => sendingFlags({ digest: "sha256", "no-verify": true }), /drop --digest/);
+  assert.throws(() => sendingFlags({ "stall-timeout": "0" }), UsageError);
+  assert.throws(() => reporterFor({ json: true, quiet: true }), /exclude each other/);
+  assert.equal(reporterFor({ json: true }).mode, "json");
 });
