@@ -79,8 +79,26 @@ export async function createDigest(algorithm: DigestAlgorithm): Promise<Digest> 
   }
 }
 
-/** The xxh64 build inside hash-wasm's package, relative to this module. */
-const XXH64_SOURCE = new URL("../node_modules/hash-wasm/dist/xxhash64.umd.min.js", import.meta.url);
+/** hash-wasm's version, as pinned in deno.json (only used to find its files). */
+const HASH_WASM_VERSION = "4.13.0";
+/** The xxh64 build inside hash-wasm's package. */
+const XXH64_FILE = "hash-wasm/dist/xxhash64.umd.min.js";
+
+/** Where hash-wasm's files may be: a local node_modules, or Deno's own npm cache. */
+function xxh64Sources(): (string | URL)[] {
+  const sources: (string | URL)[] = [new URL(`../node_modules/${XXH64_FILE}`, import.meta.url)];
+  try {
+    const home = Deno.env.get("HOME");
+    const cache = Deno.env.get("DENO_DIR") ??
+      (Deno.env.get("XDG_CACHE_HOME") ?? (home ? `${home}/.cache` : undefined))?.concat("/deno");
+    if (cache) {
+      sources.push(
+        `${cache}/npm/registry.npmjs.org/hash-wasm/${HASH_WASM_VERSION}/dist/xxhash64.umd.min.js`,
+      );
+    }
+  } catch { /* no env access: the local copy or the package import */ }
+  return sources;
+}
 /** Bytes hash-wasm's modules take per Hash_Update call (its buffer size). */
 const WASM_BUFFER = 16 * 1024;
 
@@ -99,19 +117,21 @@ let xxh64Module: Promise<WebAssembly.Module | undefined> | undefined;
  * the npm loader: the first `npm:` import starts Deno's Node compatibility
  * layer, about 70 ms of CPU per process, which every receiver paid before
  * it could join. Same module, same digests; undefined (and the caller uses
- * the package as usual) if the file is not where hash-wasm 4 keeps it.
+ * the package as usual) if the file is found neither in node_modules nor in
+ * Deno's npm cache.
  */
 async function directXxh64(): Promise<Digest | undefined> {
   xxh64Module ??= (async () => {
-    try {
-      const text = await Deno.readTextFile(XXH64_SOURCE);
-      const match = /name:"xxhash64",data:"([A-Za-z0-9+/=]+)"/.exec(text);
-      if (!match) return undefined;
-      const binary = Uint8Array.from(atob(match[1]), (c) => c.charCodeAt(0));
-      return await WebAssembly.compile(binary);
-    } catch {
-      return undefined;
+    for (const source of xxh64Sources()) {
+      try {
+        const text = await Deno.readTextFile(source);
+        const match = /name:"xxhash64",data:"([A-Za-z0-9+/=]+)"/.exec(text);
+        if (!match) continue;
+        const binary = Uint8Array.from(atob(match[1]), (c) => c.charCodeAt(0));
+        return await WebAssembly.compile(binary);
+      } catch { /* not there: try the next place */ }
     }
+    return undefined;
   })();
   const module = await xxh64Module;
   if (!module) return undefined;
