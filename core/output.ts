@@ -63,7 +63,6 @@ export class OutputFile implements Disposable {
   #mode: number;
   #force: boolean;
   #written = 0;
-  #reserved = 0;
   #done = false;
 
   private constructor(path: string, tempPath: string, file: Deno.FsFile, options: OutputOptions) {
@@ -128,35 +127,10 @@ export class OutputFile implements Disposable {
     this.#written += bytes.length;
   }
 
-  /**
-   * Reserves `size` bytes for the copy before it is written, through
-   * `allocate` (e.g. posix_fallocate over FFI, which the core does not
-   * load): on tmpfs, overwriting reserved pages is about twice as fast as
-   * growing the file. Best effort: if `allocate` throws, the file is cut
-   * back to empty and false is returned; the writes then report any real
-   * lack of space. A copy shorter than the reservation is cut back to what
-   * was written when it is committed, so no padding ever reaches its name.
-   */
-  preallocate(size: number, allocate: (path: string, size: number) => void): boolean {
-    const file = this.#open();
-    if (size <= 0 || this.#written > 0) return false;
-    try {
-      allocate(this.tempPath, size);
-      this.#reserved = size;
-      return true;
-    } catch {
-      try {
-        file.truncateSync(0);
-      } catch { /* the writes will say what is wrong */ }
-      return false;
-    }
-  }
-
   /** Makes the verified copy durable and visible under its final name. */
   commit(): void {
     const file = this.#open();
     try {
-      if (this.#reserved > this.#written) file.truncateSync(this.#written);
       file.syncSync();
       Deno.chmodSync(this.tempPath, this.#mode);
       // The file stays open, so locked, until its final name exists: a
