@@ -54,6 +54,7 @@ Options:
   --limit-rate BYTES   cap the rate, bytes per second (e.g. 50M)
   --json               JSON events on stdout
   --quiet              errors only
+  --debug              stack traces on errors
   -h, --help           this help
 `;
 
@@ -64,11 +65,13 @@ Attaches to the segment /dev/shm/NAME, copies the file and verifies it.
 
 Options:
   --name NAME      segment name (default p2m-<uid>)
-  --out DIR|FILE   where to write (a directory, or a path ending in /; default received-files/)
+  --out DIR|FILE   where to write: a directory (existing, or a path ending in /) or a file
+                   (default: received-files/pid-<pid>_<name>)
   --timeout S      seconds to wait for a sender (default 30)
   --force          replace an existing file
   --json           JSON events on stdout
   --quiet          errors only
+  --debug          stack traces on errors
   -h, --help       this help
 `;
 

@@ -14,7 +14,7 @@
  * handshake there is no way to hand the peer a second socket, and Deno cannot
  * pass an accepted connection to a child, so the parent writes the bytes.
  *
- * Data path: see the chunk size note on `DATA_CHUNK` in socket/protocol.ts.
+ * Data path: socket/data_channel.ts (libc sockets, sendfile) and socket/worker.ts.
  *
  * @module
  */

@@ -140,7 +140,9 @@ export class OutputFile implements Disposable {
       } else {
         // link() fails if the name was taken meanwhile: never clobber.
         Deno.linkSync(this.tempPath, this.path);
-        Deno.removeSync(this.tempPath);
+        try {
+          Deno.removeSync(this.tempPath);
+        } catch { /* the copy is in place; a stray temp name is swept later */ }
       }
       file.close();
       this.#file = undefined;

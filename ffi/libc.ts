@@ -49,8 +49,6 @@ const SYMBOLS = {
   __errno_location: { parameters: [], result: "pointer" },
   /** char *strerror(int errnum); */
   strerror: { parameters: ["i32"], result: "pointer" },
-  /** pid_t getpid(void); */
-  getpid: { parameters: [], result: "i32" },
   /** int open(const char *pathname, int flags, mode_t mode); variadic mode, passed as in the SysV ABI */
   open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
   /** ssize_t read(int fd, void *buf, size_t count); */
@@ -178,3 +176,14 @@ export const EPIPE = 32;
 export const ECONNREFUSED = 111;
 /** ioctl(2) request: bytes sent on a socket and not yet read by the peer (SIOCOUTQ). */
 export const SIOCOUTQ = 0x5411;
+
+const encoder = new TextEncoder();
+
+/** A NUL-terminated copy of `text` for a `const char *` parameter; refuses an embedded NUL. */
+export function cString(text: string, what = "name"): Uint8Array {
+  const bytes = encoder.encode(text);
+  if (bytes.includes(0)) throw new RangeError(`${what} contains a NUL byte`);
+  const buf = new Uint8Array(bytes.length + 1);
+  buf.set(bytes);
+  return buf;
+}

@@ -14,6 +14,7 @@
  */
 import { errno, fail, LibcError } from "./errors.ts";
 import {
+  cString,
   EEXIST,
   F_OFD_GETLK,
   F_OFD_SETLK,
@@ -31,8 +32,6 @@ import {
   PROT_WRITE,
   STAT_SIZE,
 } from "./libc.ts";
-
-const encoder = new TextEncoder();
 
 /** What fstat says about a shared-memory object. */
 export interface ShmStat {
@@ -214,14 +213,6 @@ export class SharedMemory implements Disposable {
 /** The object name with one leading slash, as shm_open wants it. */
 export function shmPath(name: string): string {
   return name.startsWith("/") ? name : `/${name}`;
-}
-
-function cString(text: string): Uint8Array {
-  const bytes = encoder.encode(text);
-  if (bytes.includes(0)) throw new RangeError("name contains NUL");
-  const buf = new Uint8Array(bytes.length + 1);
-  buf.set(bytes);
-  return buf;
 }
 
 /** x86_64 struct flock: l_type i16 @0, l_whence i16 @2, l_start @8, l_len @16, l_pid @24. */

@@ -15,6 +15,7 @@
 import { errno, fail, LibcError } from "./errors.ts";
 import {
   AF_UNIX,
+  cString,
   EAGAIN,
   EINTR,
   libc,
@@ -33,14 +34,6 @@ import {
 } from "./libc.ts";
 
 const encoder = new TextEncoder();
-
-function cString(text: string): Uint8Array {
-  const bytes = encoder.encode(text);
-  if (bytes.includes(0)) throw new RangeError("path contains a NUL byte");
-  const buf = new Uint8Array(bytes.length + 1);
-  buf.set(bytes);
-  return buf;
-}
 
 function sockaddr(path: string): Uint8Array {
   const bytes = encoder.encode(path);
@@ -82,7 +75,7 @@ export class ReadOnlyFile implements Disposable {
 
   /** Opens `path` read-only; throws LibcError. */
   static open(path: string): ReadOnlyFile {
-    const fd = libc().open(cString(path), O_RDONLY | O_CLOEXEC, 0);
+    const fd = libc().open(cString(path, "path"), O_RDONLY | O_CLOEXEC, 0);
     if (fd < 0) fail("open", path);
     return new ReadOnlyFile(fd);
   }
@@ -284,5 +277,5 @@ export class UnixSocket implements Disposable {
 
 /** Removes a file with libc unlink(2); false if it failed (e.g. already gone). */
 export function unlinkPath(path: string): boolean {
-  return libc().unlink(cString(path)) === 0;
+  return libc().unlink(cString(path, "path")) === 0;
 }

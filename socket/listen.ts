@@ -133,12 +133,20 @@ async function claim(path: string): Promise<SocketListener> {
   return socket;
 }
 
+/**
+ * Whether a server accepts on `path`. Only a refused connection proves the
+ * socket stale; any other failure (a full backlog, a permission problem)
+ * might hide a live server, so the path is left alone.
+ */
 async function isLive(path: string): Promise<boolean> {
   try {
     const conn = await Deno.connect({ transport: "unix", path });
     conn.close();
     return true;
-  } catch {
-    return false;
+  } catch (error) {
+    if (error instanceof Deno.errors.ConnectionRefused || error instanceof Deno.errors.NotFound) {
+      return false;
+    }
+    throw new P2mError(`cannot tell whether ${path} is in use: ${osReason(error)}; leaving it`);
   }
 }
