@@ -262,7 +262,15 @@ async function receive(
     }
     const seconds = (performance.now() - started) / 1000;
     if (!seg.movePeer(index, Peer.Attached, Peer.Verified)) {
-      // Evicted at the last moment: the sender counts us out, so do we.
+      // Evicted at the last moment: the sender counts us out, so do we. But
+      // with --force the copy has already replaced the user's old file, and
+      // removing it would lose both: keep the verified copy and say so.
+      if (options.force) {
+        throw new P2mError(
+          `${checker.evictionMessage()}; the copy had already verified and replaced ` +
+            `${output.path}, so it is kept`,
+        );
+      }
       try {
         Deno.removeSync(output.path);
       } catch { /* gone */ }
