@@ -1,23 +1,11 @@
 import assert from "node:assert/strict";
 import { addRatios, type CaseResult } from "../tools/bench_report.ts";
 import { lineChart } from "../tools/svg_chart.ts";
-import { listDir, tempDir } from "./helpers.ts";
+import { listDir, runTask, tempDir } from "./helpers.ts";
 
-const root = new URL("..", import.meta.url).pathname;
-
-/** Runs `deno task bench` as a user would, with a bound on its run time. */
-async function bench(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["task", "bench", ...args],
-    cwd: root,
-    env: { NO_COLOR: "1" },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-    signal: AbortSignal.timeout(90_000),
-  }).output();
-  const text = new TextDecoder();
-  return { code: out.code, stdout: text.decode(out.stdout), stderr: text.decode(out.stderr) };
+/** Runs `deno task bench` as a user would. */
+function bench(args: string[]) {
+  return runTask("bench", args);
 }
 
 /** Asserts that every element of an SVG document is closed in order. */

@@ -1,21 +1,9 @@
 import assert from "node:assert/strict";
-import { listDir, shmEntries } from "./helpers.ts";
+import { listDir, runTask, shmEntries } from "./helpers.ts";
 
-const root = new URL("..", import.meta.url).pathname;
-
-/** Runs `deno task demo` as a user would, with a bound on its run time. */
-async function demo(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["task", "demo", ...args],
-    cwd: root,
-    env: { NO_COLOR: "1" },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-    signal: AbortSignal.timeout(90_000),
-  }).output();
-  const text = new TextDecoder();
-  return { code: out.code, stdout: text.decode(out.stdout), stderr: text.decode(out.stderr) };
+/** Runs `deno task demo` as a user would. */
+function demo(args: string[]) {
+  return runTask("demo", args);
 }
 
 function demoDirs(): string[] {
