@@ -51,6 +51,17 @@ export class Reporter {
     write(Deno.stderr, `p2m: ${message}\n`);
   }
 
+  /**
+   * Reports something the user should know that does not fail the run: one
+   * line on stderr, plus a `warning` event in json mode; nothing with --quiet.
+   */
+  warn(message: string, fields: Record<string, unknown> = {}): void {
+    if (this.mode === "quiet") return;
+    this.#clearLine();
+    this.event("warning", { message, ...fields });
+    write(Deno.stderr, `p2m: warning: ${message}\n`);
+  }
+
   /** Starts a progress display for `total` bytes. */
   progress(label: string, total: number): Progress {
     return new Progress(this, label, total);

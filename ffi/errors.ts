@@ -17,13 +17,17 @@ export class LibcError extends P2mError {
   readonly fn: string;
   /** The errno value it left. */
   readonly errno: number;
+  /** strerror text alone, lower-case first letter ("no such file or directory"). */
+  readonly reason: string;
 
   /** Creates an error for `fn` failing with `errno`; `what` names the object. */
   constructor(fn: string, errno: number, what?: string) {
-    super(`${fn}(${what ?? ""}): ${strerror(errno)} (errno ${errno})`);
+    const text = strerror(errno);
+    super(`${fn}(${what ?? ""}): ${text} (errno ${errno})`);
     this.name = "LibcError";
     this.fn = fn;
     this.errno = errno;
+    this.reason = text.charAt(0).toLowerCase() + text.slice(1);
   }
 }
 

@@ -51,6 +51,13 @@ const SYMBOLS = {
   strerror: { parameters: ["i32"], result: "pointer" },
   /** int open(const char *pathname, int flags, mode_t mode); variadic mode, passed as in the SysV ABI */
   open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
+  /**
+   * int fcntl(int fd, int cmd, long arg);
+   * The integer-argument form (F_GETFL, F_SETFL, F_SETLEASE, F_GETLEASE, F_SETSIG).
+   */
+  fcntl_int: { name: "fcntl", parameters: ["i32", "i32", "i64"], result: "i32" },
+  /** ssize_t pread(int fd, void *buf, size_t count, off_t offset); */
+  pread: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
   /** ssize_t read(int fd, void *buf, size_t count); */
   read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   /** ssize_t write(int fd, const void *buf, size_t count); */
@@ -134,6 +141,28 @@ export const EINTR = 4;
 export const SEM_T_SIZE = 32;
 /** Size of struct stat on x86_64. */
 export const STAT_SIZE = 144;
+/** x86_64 `struct stat` field offsets (bytes). */
+export const STAT = {
+  dev: 0,
+  ino: 8,
+  mode: 24,
+  uid: 28,
+  gid: 32,
+  size: 48,
+  mtimeSec: 88,
+  mtimeNsec: 96,
+  ctimeSec: 104,
+  ctimeNsec: 112,
+} as const;
+/** st_mode: the file type bits. */
+export const S_IFMT = 0o170000;
+/** st_mode: a regular file. */
+export const S_IFREG = 0o100000;
+/** st_mode: a directory. */
+export const S_IFDIR = 0o040000;
+/** st_mode: a FIFO. */
+export const S_IFIFO = 0o010000;
+
 /** Size of struct flock on x86_64. */
 export const FLOCK_SIZE = 32;
 /** open(2) flag: read only. */
@@ -168,6 +197,28 @@ export const POLLHUP = 0x10;
 export const POLLNVAL = 0x20;
 /** Size of struct sockaddr_un. */
 export const SOCKADDR_UN_SIZE = 110;
+/** open(2) flag: do not block (a FIFO's open returns at once). */
+export const O_NONBLOCK = 0o4000;
+/** fcntl(2) command: get the file status flags. */
+export const F_GETFL = 3;
+/** fcntl(2) command: set the file status flags. */
+export const F_SETFL = 4;
+/** fcntl(2) command: which signal announces I/O or a lease break. */
+export const F_SETSIG = 10;
+/** fcntl(2) command: take or drop a lease. */
+export const F_SETLEASE = 1024;
+/** fcntl(2) command: the lease held, or the type it is being broken to. */
+export const F_GETLEASE = 1025;
+/** Signal number of SIGURG, whose default action is to be ignored. */
+export const SIGURG = 23;
+/** errno: permission denied. */
+export const EACCES = 13;
+/** errno: operation not permitted. */
+export const EPERM = 1;
+/** errno: invalid argument. */
+export const EINVAL = 22;
+/** errno: bad file descriptor. */
+export const EBADF = 9;
 /** errno: connection reset by peer. */
 export const ECONNRESET = 104;
 /** errno: broken pipe. */

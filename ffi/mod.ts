@@ -6,11 +6,15 @@
  * - {@link ./shared_memory.ts}: shm_open/mmap wrapper with liveness locks.
  * - {@link ./semaphore.ts}: unnamed process-shared semaphores.
  * - {@link ./unix_socket.ts}: nonblocking AF_UNIX sockets and sendfile(2).
+ * - {@link ./read_only_file.ts}: the file to send: read, pread, fstat, read leases.
+ * - {@link ./stat.ts}: fstat(2) with nanosecond times.
  *
  * @module
  */
 export * from "./errors.ts";
 export * from "./libc.ts";
+export * from "./read_only_file.ts";
+export * from "./stat.ts";
 export * from "./semaphore.ts";
 export * from "./shared_memory.ts";
 export * from "./unix_socket.ts";

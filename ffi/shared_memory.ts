@@ -30,8 +30,8 @@ import {
   O_RDWR,
   PROT_READ,
   PROT_WRITE,
-  STAT_SIZE,
 } from "./libc.ts";
+import { fstatOf } from "./stat.ts";
 
 /** What fstat says about a shared-memory object. */
 export interface ShmStat {
@@ -111,16 +111,8 @@ export class SharedMemory implements Disposable {
 
   /** Size, owner and mode from fstat. */
   stat(): ShmStat {
-    const buf = new Uint8Array(STAT_SIZE);
-    if (libc().fstat(this.#checkFd(), buf) !== 0) fail("fstat", this.name);
-    const view = new DataView(buf.buffer);
-    // x86_64 struct stat: st_ino u64 @8, st_mode u32 @24, st_uid u32 @28, st_size i64 @48.
-    return {
-      ino: view.getBigUint64(8, true),
-      mode: view.getUint32(24, true),
-      uid: view.getUint32(28, true),
-      size: Number(view.getBigInt64(48, true)),
-    };
+    const { ino, mode, uid, size } = fstatOf(this.#checkFd(), this.name);
+    return { ino, mode, uid, size };
   }
 
   /** Maps `length` bytes read-write and shared; returns a zero-copy buffer. */

@@ -1,5 +1,5 @@
 /**
- * AF_UNIX stream sockets and read-only files through libc, for data paths
+ * AF_UNIX stream sockets through libc, for data paths
  * that Deno's own APIs make slow.
  *
  * Deno's `UnixConn` has no public fd and no way to set `SO_SNDBUF`, so two
@@ -13,14 +13,13 @@
  * @module
  */
 import { errno, fail, LibcError } from "./errors.ts";
+import type { ReadOnlyFile } from "./read_only_file.ts";
 import {
   AF_UNIX,
   cString,
   EAGAIN,
   EINTR,
   libc,
-  O_CLOEXEC,
-  O_RDONLY,
   SHUT_WR,
   SIOCOUTQ,
   SO_RCVBUF,
@@ -30,7 +29,6 @@ import {
   SOCK_STREAM,
   SOCKADDR_UN_SIZE,
   SOL_SOCKET,
-  STAT_SIZE,
 } from "./libc.ts";
 
 const encoder = new TextEncoder();
@@ -44,65 +42,6 @@ function sockaddr(path: string): Uint8Array {
   new DataView(addr.buffer).setUint16(0, AF_UNIX, true);
   addr.set(bytes, 2);
   return addr;
-}
-
-let fdOf: (file: ReadOnlyFile) => number;
-
-/** What fstat(2) says about an open file. */
-export interface FileIdentity {
-  /** Device number. */
-  dev: bigint;
-  /** Inode number. */
-  ino: bigint;
-  /** Size in bytes. */
-  size: number;
-}
-
-/** A file opened read-only with libc `open(O_RDONLY|O_CLOEXEC)`, for sendfile(2). */
-export class ReadOnlyFile implements Disposable {
-  #fd: number;
-
-  static {
-    fdOf = (file) => {
-      if (file.#fd < 0) throw new LibcError("sendfile", 9, "closed file");
-      return file.#fd;
-    };
-  }
-
-  private constructor(fd: number) {
-    this.#fd = fd;
-  }
-
-  /** Opens `path` read-only; throws LibcError. */
-  static open(path: string): ReadOnlyFile {
-    const fd = libc().open(cString(path, "path"), O_RDONLY | O_CLOEXEC, 0);
-    if (fd < 0) fail("open", path);
-    return new ReadOnlyFile(fd);
-  }
-
-  /** Device, inode and size of the open file (x86_64 struct stat). */
-  identity(): FileIdentity {
-    const buf = new Uint8Array(STAT_SIZE);
-    if (libc().fstat(this.#fd, buf) < 0) fail("fstat");
-    const view = new DataView(buf.buffer);
-    return {
-      dev: view.getBigUint64(0, true),
-      ino: view.getBigUint64(8, true),
-      size: Number(view.getBigInt64(48, true)),
-    };
-  }
-
-  /** Closes the file (idempotent). */
-  close(): void {
-    if (this.#fd < 0) return;
-    libc().close(this.#fd);
-    this.#fd = -1;
-  }
-
-  /** Same as {@linkcode close}. */
-  [Symbol.dispose](): void {
-    this.close();
-  }
 }
 
 /** A nonblocking AF_UNIX stream socket owned through its fd. */
@@ -220,7 +159,7 @@ export class UnixSocket implements Disposable {
     const n = Number(
       libc().sendfile(
         this.#live("sendfile"),
-        fdOf(file),
+        file.fd,
         new Uint8Array(this.#offset.buffer),
         BigInt(count),
       ),

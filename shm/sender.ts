@@ -13,11 +13,10 @@ import {
   formatTable,
   gibPerSecond,
   onAbort,
-  openSource,
   P2mError,
   RateLimit,
   type Reporter,
-  sourceChange,
+  Source,
   toHex,
 } from "../core/mod.ts";
 import { SharedMemory } from "../ffi/mod.ts";
@@ -85,8 +84,10 @@ const WAIT_SLICE_MS = 100;
 
 /** Runs a sender to the end; returns the exit code. */
 export async function runSender(options: SenderOptions, reporter: Reporter): Promise<number> {
-  const { file, info } = openSource(options.path);
-  using _file = file;
+  using source = Source.open(options.path);
+  const info = source.info;
+  const weak = source.weakGuardWarning;
+  if (weak) reporter.warn(weak);
   const totalChunks = chunksFor(info.size, options.chunk);
   if (totalChunks > MAX_CHUNKS) {
     throw new P2mError(`file too large for --chunk ${options.chunk}; use a larger chunk`);
@@ -146,7 +147,7 @@ export async function runSender(options: SenderOptions, reporter: Reporter): Pro
         }; waiting for ${options.peers} receiver(s)`,
     );
     const run = new SenderRun(segment, options, reporter, totalChunks, info.size);
-    const code = await run.transfer(file, info);
+    const code = await run.transfer(source);
     return code;
   } catch (error) {
     if (segment) abortTransfer(segment, AbortReason.Failed);
@@ -238,6 +239,7 @@ class SenderRun {
   #nextHousekeeping = 0;
   #streamStart = 0;
   #wakeLag: number;
+  #source: Source | undefined;
 
   constructor(
     segment: Segment,
@@ -256,7 +258,9 @@ class SenderRun {
     this.#wakeLag = Math.max(1, Math.floor(segment.geometry.slotCount / 4));
   }
 
-  async transfer(file: Deno.FsFile, info: Parameters<typeof sourceChange>[1]): Promise<number> {
+  async transfer(source: Source): Promise<number> {
+    const info = source.info;
+    this.#source = source;
     const digest = await createDigest(this.#options.digest);
     await this.#waitForPeers();
     const seg = this.#seg;
@@ -284,8 +288,8 @@ class SenderRun {
       const length = Math.min(chunk, this.#size - n * chunk);
       const view = seg.slot(n, length);
       for (let got = 0; got < length;) {
-        const read = file.readSync(view.subarray(got));
-        if (read === null || read === 0) {
+        const read = source.read(view.subarray(got));
+        if (read === 0) {
           abortTransfer(seg, AbortReason.SourceChanged);
           throw new P2mError(`${info.path} shrank while it was sent; transfer aborted`);
         }
@@ -303,7 +307,7 @@ class SenderRun {
       if (rate.enabled) await rate.pace(length);
       await this.#housekeeping();
     }
-    const changed = sourceChange(file, info);
+    const changed = source.changed();
     if (changed) {
       abortTransfer(seg, AbortReason.SourceChanged);
       throw new P2mError(`${info.path} changed while it was sent (${changed}); transfer aborted`);
@@ -418,6 +422,14 @@ class SenderRun {
     this.#nextHousekeeping = now + HOUSEKEEPING_MS;
     this.#evictDead();
     const seg = this.#seg;
+    // A writer that breaks our lease waits for us: notice it now, not at the end.
+    const changed = seg.load(H.state) === State.Streaming ? this.#source?.changed() : undefined;
+    if (changed) {
+      abortTransfer(seg, AbortReason.SourceChanged);
+      throw new P2mError(
+        `${this.#source!.info.path} changed while it was sent (${changed}); transfer aborted`,
+      );
+    }
     const stallMs = this.#options.stallSeconds * 1000;
     for (let i = 0; i < seg.entriesUsed(); i++) {
       const track = this.#track(i, now);

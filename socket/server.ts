@@ -22,7 +22,7 @@ import { formatBytes, formatTable, gibPerSecond } from "../core/format.ts";
 import { programPath, SOCKET_PERMISSIONS } from "../core/permissions.ts";
 import type { Reporter } from "../core/report.ts";
 import { privateRuntimeDir } from "../core/runtime_dir.ts";
-import { openSource, sourceChange, type SourceInfo } from "../core/source.ts";
+import { Source, type SourceInfo } from "../core/source.ts";
 import { RateLimit } from "../core/rate_limit.ts";
 import { listenUnix, type SocketListener } from "./listen.ts";
 import {
@@ -149,15 +149,16 @@ const HASH_SLICE = 32 * 1024 * 1024;
  * {@linkcode HASH_SLICE} bytes): workers need the digest only for the
  * trailer, so hashing overlaps the transfers instead of delaying them.
  */
-async function digestFile(file: Deno.FsFile, info: SourceInfo, algorithm: DigestAlgorithm) {
+async function digestFile(source: Source, algorithm: DigestAlgorithm) {
+  const info = source.info;
   const digest = await createDigest(algorithm);
   if (algorithm === "none") return "";
   const buf = new Uint8Array(DATA_CHUNK);
   let done = 0;
   let slice = 0;
   while (done < info.size) {
-    const n = file.readSync(buf.subarray(0, Math.min(buf.length, info.size - done)));
-    if (n === null || n === 0) throw new P2mError(`${info.path} shrank while it was hashed`);
+    const n = source.pread(buf.subarray(0, Math.min(buf.length, info.size - done)), done);
+    if (n === 0) throw new P2mError(`${info.path} shrank while it was hashed`);
     digest.update(buf.subarray(0, n));
     done += n;
     slice += n;
@@ -166,7 +167,7 @@ async function digestFile(file: Deno.FsFile, info: SourceInfo, algorithm: Digest
       await new Promise((resolve) => setTimeout(resolve, 0));
     }
   }
-  const changed = sourceChange(file, info);
+  const changed = source.changed();
   if (changed) throw new P2mError(`${info.path} changed while it was hashed: ${changed}`);
   return toHex(digest.digest());
 }
@@ -218,7 +219,10 @@ function killSpare(workers: Spawned[]): void {
 export async function runServer(options: ServerOptions): Promise<number> {
   const problem = socketPathProblem(options.socket);
   if (problem) throw new P2mError(problem, { exitCode: 2 });
-  const { file, info } = openSource(options.file);
+  // The source stays open (with its read lease) for as long as we serve it.
+  const source = Source.open(options.file);
+  const weak = source.weakGuardWarning;
+  if (weak) options.reporter.warn(weak);
   const spare: Spawned[] = [];
   const unregisterSpare = onAbort(() => killSpare(spare));
   let server: Server;
@@ -230,13 +234,11 @@ export async function runServer(options: ServerOptions): Promise<number> {
       for (let i = 0; i < ahead; i++) spare.push(startWorker(runtimeDir));
     }
     const listener = await listenUnix(options.socket);
-    const digest = options.raw ? Promise.resolve("") : digestFile(file, info, options.digest);
-    void digest.catch(() => {}).finally(() => file.close());
-    server = new Server(options, info, digest, runtimeDir, listener, spare);
+    const digest = options.raw ? Promise.resolve("") : digestFile(source, options.digest);
+    void digest.catch(() => {});
+    server = new Server(options, source, digest, runtimeDir, listener, spare);
   } catch (error) {
-    try {
-      file.close();
-    } catch { /* closed */ }
+    source.close();
     killSpare(spare);
     unregisterSpare();
     throw error;
@@ -248,11 +250,16 @@ export async function runServer(options: ServerOptions): Promise<number> {
     unregister();
     unregisterSpare();
     server.abort();
+    source.close();
   }
 }
 
+/** How often the server looks for a change to the file it serves (ms). */
+const SOURCE_CHECK_MS = 200;
+
 class Server {
   #o: ServerOptions;
+  #source: Source;
   #info: SourceInfo;
   /** The source's digest once hashed (null until then). */
   #digestHex: string | null = null;
@@ -273,7 +280,7 @@ class Server {
 
   constructor(
     options: ServerOptions,
-    info: SourceInfo,
+    source: Source,
     digest: Promise<string>,
     runtimeDir: string,
     listener: SocketListener,
@@ -281,7 +288,8 @@ class Server {
   ) {
     this.#spare = spare;
     this.#o = options;
-    this.#info = info;
+    this.#source = source;
+    this.#info = source.info;
     this.#digest = digest;
     digest.then((hex) => this.#digestHex = hex, (error) => {
       this.#fatal = error;
@@ -314,10 +322,19 @@ class Server {
       this.#wake();
     });
     const accepting = this.#acceptLoop();
+    // A writer that breaks our read lease waits until we let go: notice it
+    // promptly, and stop serving a file that is no longer the one we hashed.
+    const watch = setInterval(() => {
+      const changed = this.#source.changed();
+      if (!changed || this.#fatal) return;
+      this.#fatal = new P2mError(`${this.#info.path} changed while it was served (${changed})`);
+      this.#wake();
+    }, SOURCE_CHECK_MS);
     await new Promise<void>((resolve) => {
       this.#wake = resolve;
       if (this.#signal || this.#allDone() || this.#fatal) resolve();
     });
+    clearInterval(watch);
     if (this.#fatal) {
       // The source could not be hashed (it changed): nobody gets a copy.
       const message = describeError(this.#fatal);
@@ -538,16 +555,17 @@ class Server {
 
   /** Raw mode: the parent writes plain bytes (see the module note). */
   async #sendRaw(peer: Peer): Promise<void> {
-    const { file } = openSource(this.#info.path);
-    using _file = file;
+    using file = Source.open(this.#info.path);
+    const before = file.differsFrom(this.#info);
+    if (before) throw new P2mError(`source changed before it was sent (${before})`);
     const size = this.#info.size;
     const limit = new RateLimit(this.#o.limitRate);
     const buf = new Uint8Array(chunkSize(this.#o.limitRate));
     let sent = 0;
     try {
       while (sent < size) {
-        const n = file.readSync(buf.subarray(0, Math.min(buf.length, size - sent)));
-        if (n === null || n === 0) throw new P2mError("source shrank while it was sent");
+        const n = file.pread(buf.subarray(0, Math.min(buf.length, size - sent)), sent);
+        if (n === 0) throw new P2mError("source shrank while it was sent");
         await writeAll(peer.conn, buf.subarray(0, n));
         sent += n;
         await limit.pace(n);
@@ -556,7 +574,7 @@ class Server {
       if (error instanceof P2mError) throw error;
       throw new P2mError(`peer connection failed after ${sent} bytes: ${(error as Error).message}`);
     }
-    const changed = sourceChange(file, this.#info);
+    const changed = file.changed() ?? file.differsFrom(this.#info);
     if (changed) throw new P2mError(`source changed while it was sent (${changed})`);
     this.#finish(peer, true, sent);
   }

@@ -21,10 +21,10 @@
 import { onAbort, runCleanups } from "../core/cli.ts";
 import { type DigestAlgorithm, isDigestAlgorithm } from "../core/digest.ts";
 import { describeError, P2mError } from "../core/errors.ts";
-import { openSource, sourceChange, type SourceInfo } from "../core/source.ts";
+import { isSourceInfo, Source, type SourceInfo } from "../core/source.ts";
 import { encodeHeader, encodeTrailer, TrailerStatus } from "../core/wire.ts";
 import { RateLimit } from "../core/rate_limit.ts";
-import { LibcError, POLLIN, POLLOUT, ReadOnlyFile, UnixSocket, unlinkPath } from "../ffi/mod.ts";
+import { LibcError, POLLIN, POLLOUT, UnixSocket, unlinkPath } from "../ffi/mod.ts";
 import { DataChannel, SEND_BUFFER } from "./data_channel.ts";
 import { chunkSize, constantTimeEqual, LineReader, oneLine, TOKEN_HEX_LENGTH } from "./protocol.ts";
 
@@ -79,10 +79,8 @@ function fromHex(hex: string): Uint8Array {
 function parseConfig(line: string | null): WorkerConfig {
   if (line === null) throw new P2mError("worker got no configuration on stdin");
   const c = JSON.parse(line) as WorkerConfig;
-  const s = c?.source;
   if (
-    typeof s?.path !== "string" || typeof s.name !== "string" || !Number.isSafeInteger(s.size) ||
-    typeof s.mode !== "number" || typeof s.mtimeMs !== "number" ||
+    !isSourceInfo(c?.source) ||
     typeof c.digest !== "string" || !isDigestAlgorithm(c.digest) ||
     (c.digestHex !== null && (typeof c.digestHex !== "string" || !HEX.test(c.digestHex))) ||
     typeof c.token !== "string" || c.token.length !== TOKEN_HEX_LENGTH ||
@@ -133,18 +131,12 @@ async function serveOne(): Promise<number> {
   })();
 
   const { source } = config;
-  const { file, info } = openSource(source.path);
-  using _file = file;
-  const before = sourceChange(file, source) ??
-    (info.size !== source.size ? "size changed" : undefined);
+  // Our own lease and identity check: the bytes we send must be the bytes
+  // the parent hashed, so the file must still be exactly what it recorded.
+  using file = Source.open(source.path);
+  const before = file.differsFrom(source);
   if (before) throw new P2mError(`source ${source.path} changed before sending: ${before}`);
-  // sendfile(2) needs a libc fd; make sure it is the file Deno opened and checked.
-  using raw = openRaw(source.path);
-  const { dev, ino } = raw.identity();
-  const stat = file.statSync();
-  if (BigInt(stat.dev) !== dev || BigInt(stat.ino ?? -1) !== ino) {
-    throw new P2mError(`source ${source.path} changed before sending: it was replaced`);
-  }
+  const raw = file.file;
 
   const stallMs = config.stallSeconds * 1000;
   let listener: UnixSocket;
@@ -211,7 +203,7 @@ async function serveOne(): Promise<number> {
     // only fixed once the peer has read them, so check the source after that.
     await channel.drain();
     const hex = await digestHex; // the parent may still be hashing: the peer waits
-    const changed = sourceChange(file, source);
+    const changed = file.changed() ?? file.differsFrom(source);
     await channel.writeAll(
       encodeTrailer({
         status: changed ? TrailerStatus.SourceChanged : TrailerStatus.Complete,
@@ -236,15 +228,6 @@ async function serveOne(): Promise<number> {
   } catch (error) {
     if (error instanceof P2mError && !(error instanceof LibcError)) throw error;
     throw new P2mError(`peer connection failed: ${describeError(error)}`);
-  }
-}
-
-/** Opens the source for sendfile(2), with a P2mError saying why not. */
-function openRaw(path: string): ReadOnlyFile {
-  try {
-    return ReadOnlyFile.open(path);
-  } catch (error) {
-    throw new P2mError(`cannot open ${path}: ${describeError(error)}`);
   }
 }
 

@@ -22,8 +22,8 @@ Deno.test("UnixSocket: 0600 listener, accept, sendfile, EOF and errors", async (
     const data = crypto.getRandomValues(new Uint8Array(50_000));
     Deno.writeFileSync(file, data);
     using source = ReadOnlyFile.open(file);
-    assert.equal(source.identity().size, data.length);
-    assert.equal(source.identity().ino, BigInt(Deno.statSync(file).ino!));
+    assert.equal(source.stat().size, data.length);
+    assert.equal(source.stat().ino, BigInt(Deno.statSync(file).ino!));
     let sent = 0;
     while (sent < data.length) sent += server.sendFile(source, sent, data.length - sent) ?? 0;
     assert.equal(server.sendFile(source, sent, 10), 0); // the file ends there

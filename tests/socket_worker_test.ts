@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { createDigest, toHex } from "../core/digest.ts";
 import { programPath, SOCKET_PERMISSIONS } from "../core/permissions.ts";
-import { openSource } from "../core/source.ts";
+import { Source } from "../core/source.ts";
 import {
   decodeHeader,
   decodeTrailer,
@@ -27,8 +27,7 @@ Deno.test("socket worker: a digest that arrives after the bytes goes into the tr
     const path = `${dir}/f.bin`;
     const size = 3 * 1024 * 1024 + 5;
     const data = await makeFile(path, size);
-    const { file, info } = openSource(path);
-    file.close();
+    const info = Source.open(path, { lease: false }).info;
     const token = newToken();
     const socketPath = `${dir}/w.sock`;
     const config: WorkerConfig = {
