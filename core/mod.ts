@@ -10,10 +10,14 @@
  * - {@link ./cli.ts}: flags, exit codes, signals.
  * - {@link ./format.ts}: sizes, rates, tables.
  * - {@link ./runtime_dir.ts}: the private socket directory.
+ * - {@link ./delay.ts}: the one timer promise.
+ * - {@link ./lines.ts}: splitting a stream into lines.
  *
  * @module
  */
 export * from "./cli.ts";
+export * from "./delay.ts";
+export * from "./lines.ts";
 export * from "./digest.ts";
 export * from "./errors.ts";
 export * from "./format.ts";

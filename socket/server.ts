@@ -24,6 +24,7 @@ import type { Reporter } from "../core/report.ts";
 import { privateRuntimeDir } from "../core/runtime_dir.ts";
 import { Source, type SourceInfo } from "../core/source.ts";
 import { RateLimit } from "../core/rate_limit.ts";
+import { lines } from "../core/lines.ts";
 import { listenUnix, type SocketListener } from "./listen.ts";
 import {
   chunkSize,
@@ -753,18 +754,4 @@ function closeQuietly(conn: Deno.Conn): void {
   try {
     conn.close();
   } catch { /* already closed */ }
-}
-
-async function* lines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
-  const decoder = new TextDecoder();
-  let pending = "";
-  for await (const chunk of stream) {
-    pending += decoder.decode(chunk, { stream: true });
-    let nl: number;
-    while ((nl = pending.indexOf("\n")) >= 0) {
-      yield pending.slice(0, nl);
-      pending = pending.slice(nl + 1);
-    }
-    if (pending.length > 65536) pending = ""; // a runaway line is not a report
-  }
 }
