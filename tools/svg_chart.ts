@@ -37,6 +37,8 @@ export interface ChartSpec {
   series: Series[];
   /** The panels, left to right. */
   panels: Panel[];
+  /** A line under the legend: where and when it was measured. */
+  caption?: string;
 }
 
 const PANEL_W = 280;
@@ -48,14 +50,15 @@ const LEGEND_ROW = 18;
 export function lineChart(spec: ChartSpec): string {
   const all = spec.panels.flatMap((p) => Object.values(p.values).flat())
     .filter((v): v is number => v !== null && Number.isFinite(v));
-  const yMax = niceCeiling(Math.max(0, ...all));
-  const ticks = [0, 1, 2, 3, 4].map((i) => (yMax * i) / 4);
+  const ticks = roundTicks(Math.max(0, ...all));
+  const yMax = ticks[ticks.length - 1];
   const plotW = PANEL_W - PAD.left - PAD.right;
   const plotH = PANEL_H - PAD.top - PAD.bottom;
   const legendCols = 4;
   const legendRows = Math.ceil(spec.series.length / legendCols);
   const width = Math.max(PANEL_W * spec.panels.length, 4 * 150);
-  const height = PANEL_H + 10 + legendRows * LEGEND_ROW + 10;
+  const captionRows = spec.caption ? 1 : 0;
+  const height = PANEL_H + 10 + (legendRows + captionRows) * LEGEND_ROW + 10;
   const x = (i: number) =>
     PAD.left + (spec.xLabels.length === 1 ? plotW / 2 : (i * plotW) / (spec.xLabels.length - 1));
   const y = (v: number) => PAD.top + plotH - (yMax > 0 ? (v / yMax) * plotH : 0);
@@ -126,20 +129,38 @@ export function lineChart(spec: ChartSpec): string {
       `<text x="${lx + 30}" y="${ly}" dy="4">${escape(series.name)}</text>`,
     );
   });
+  if (spec.caption) {
+    const cy = PANEL_H + 10 + legendRows * LEGEND_ROW + 4;
+    out.push(
+      `<text class="caption" x="${width / 2}" y="${cy}" dy="4" text-anchor="middle" ` +
+        `fill="#555">${escape(spec.caption)}</text>`,
+    );
+  }
   out.push(`</svg>`);
   return out.join("\n") + "\n";
 }
 
-/** The smallest of 1, 2, 2.5 or 5 times a power of ten that is at least `v`. */
-function niceCeiling(v: number): number {
-  if (v <= 0) return 1;
-  const power = 10 ** Math.floor(Math.log10(v));
-  for (const step of [1, 2, 2.5, 5, 10]) if (step * power >= v) return step * power;
-  return 10 * power;
+/**
+ * Round y ticks from 0 to just past `max`: a step of 1, 2 or 5 times a power
+ * of ten, chosen so that there are 3 to 7 steps (0, 1, 2, 3, 4, 5 GiB/s, not
+ * 0, 1.3, 2.5, 3.8).
+ */
+export function roundTicks(max: number): number[] {
+  if (!(max > 0)) return [0, 1];
+  const power = 10 ** Math.floor(Math.log10(max));
+  let step = power;
+  for (const factor of [0.1, 0.2, 0.5, 1, 2, 5]) {
+    step = factor * power;
+    if (Math.ceil(max / step) <= 7) break;
+  }
+  const steps = Math.max(1, Math.ceil(max / step - 1e-9));
+  // Integer multiples, rounded to the step's decimals, so 0.1 × 3 prints as 0.3.
+  const decimals = Math.max(0, -Math.floor(Math.log10(step) + 1e-9));
+  return Array.from({ length: steps + 1 }, (_, i) => Number((i * step).toFixed(decimals)));
 }
 
 function formatTick(v: number): string {
-  return Number.isInteger(v) ? String(v) : v.toFixed(v < 1 ? 2 : 1);
+  return String(v);
 }
 
 function escape(text: string): string {
