@@ -1,0 +1,115 @@
+/**
+ * core/tree.ts on a real temporary tree holding every kind of entry:
+ * files, nested and empty directories, symlinks in and out of the tree,
+ * a dangling link, a FIFO, a Unix socket, a device, a hard link, special
+ * mode bits and a name that is not UTF-8.
+ *
+ * @module
+ */
+import assert from "node:assert/strict";
+import { P2mError } from "../core/errors.ts";
+import { tarEntryOf, walkTree } from "../core/tree.ts";
+import { tempDir } from "./helpers.ts";
+
+async function run(command: string, ...args: string[]): Promise<void> {
+  const result = await new Deno.Command(command, { args }).output();
+  assert.equal(result.code, 0, `${command}: ${new TextDecoder().decode(result.stderr)}`);
+}
+
+Deno.test("walkTree lists files, dirs and inside links in stable order and skips the rest", async () => {
+  const dir = await tempDir("p2m-tree-");
+  const src = `${dir}/src`;
+  let listener: Deno.Listener | undefined;
+  try {
+    await Deno.mkdir(`${src}/b/nested/deep`, { recursive: true });
+    await Deno.mkdir(`${src}/empty`);
+    await Deno.mkdir(`${src}/sticky`);
+    await Deno.chmod(`${src}/sticky`, 0o1777);
+    await Deno.writeTextFile(`${dir}/outside.txt`, "outside\n");
+    await Deno.writeTextFile(`${src}/a.txt`, "a\n");
+    await Deno.chmod(`${src}/a.txt`, 0o600);
+    await Deno.writeTextFile(`${src}/b/nested/deep/f.bin`, "123456789");
+    await Deno.writeTextFile(`${src}/suid`, "#!/bin/sh\n");
+    await Deno.chmod(`${src}/suid`, 0o4755);
+    await Deno.link(`${src}/a.txt`, `${src}/hard`);
+    await Deno.writeTextFile(`${src}/Zed`, "z");
+    await Deno.writeTextFile(`${src}/é`, "e");
+    await Deno.symlink("nested/deep/f.bin", `${src}/b/rel-link`);
+    await Deno.symlink(`${src}/b/nested/deep/f.bin`, `${src}/b/abs-inside`);
+    await Deno.symlink("nested", `${src}/b/dir-link`);
+    await Deno.symlink("..", `${src}/b/to-root`);
+    await Deno.symlink("../../outside.txt", `${src}/b/escape`);
+    await Deno.symlink("/etc/passwd", `${src}/abs-outside`);
+    await Deno.symlink("nowhere", `${src}/dangling`);
+    await Deno.symlink("b/../../src/a.txt", `${src}/roundabout`);
+    await run("mkfifo", `${src}/fifo`);
+    listener = Deno.listen({ transport: "unix", path: `${src}/sock` });
+    await run("mknod", `${src}/null-dev`, "c", "1", "3");
+    await run("sh", "-c", `touch "${src}/bad-$(printf '\\377')name"`);
+
+    const tree = walkTree(src);
+    const summary = tree.entries.map((entry) =>
+      entry.kind === "symlink"
+        ? `${entry.path} -> ${entry.target}`
+        : `${entry.kind} ${entry.path} ${entry.mode.toString(8)}`
+    );
+    assert.deepEqual(summary, [
+      "file Zed 644",
+      "file a.txt 600",
+      "directory b 755",
+      "b/abs-inside -> nested/deep/f.bin",
+      "b/dir-link -> nested",
+      "directory b/nested 755",
+      "directory b/nested/deep 755",
+      "file b/nested/deep/f.bin 644",
+      "b/rel-link -> nested/deep/f.bin",
+      "b/to-root -> ..",
+      "directory empty 755",
+      "file hard 600",
+      "roundabout -> a.txt",
+      "directory sticky 777",
+      "file suid 755",
+      "file é 644",
+    ]);
+    assert.deepEqual(tree.skipped, [
+      { path: "abs-outside", reason: "symlink points out of the tree" },
+      { path: "b/escape", reason: "symlink points out of the tree" },
+      { path: "bad-\ufffdname", reason: "name is not valid UTF-8" },
+      { path: "dangling", reason: "dangling symlink" },
+      { path: "fifo", reason: "FIFO" },
+      { path: "null-dev", reason: "character device" },
+      { path: "sock", reason: "socket" },
+    ]);
+    const file = tree.entries.find((entry) => entry.path === "b/nested/deep/f.bin");
+    assert.equal(file?.kind === "file" && file.size, 9);
+    assert.equal(tree.fileBytes, 1 + 2 + 9 + 2 + 10 + 1, "the hard link counts as a separate file");
+    assert.equal(tree.rootMode, 0o755);
+    // The same tree walks to the same list: the order is stable.
+    assert.deepEqual(walkTree(src).entries, tree.entries);
+    assert.deepEqual(tarEntryOf(tree.entries[0], "src"), {
+      path: "src/Zed",
+      kind: "file",
+      mode: 0o644,
+      size: 1,
+      mtime: tree.entries[0].mtime,
+    });
+  } finally {
+    listener?.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("walkTree refuses what is not a readable directory", async () => {
+  const dir = await tempDir("p2m-tree-");
+  try {
+    await Deno.writeTextFile(`${dir}/file`, "x");
+    assert.throws(() => walkTree(`${dir}/file`), (error: unknown) => {
+      assert.ok(error instanceof P2mError);
+      assert.match(error.message, /is not a directory/);
+      return true;
+    });
+    assert.throws(() => walkTree(`${dir}/missing`), /cannot read .*no such file/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
