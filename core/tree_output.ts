@@ -363,11 +363,9 @@ export class TreeOutput implements Disposable {
 
   /** Components of `entry` below the stripped prefix; the prefix must match the first entry's. */
   #partsBelowPrefix(entry: TarEntry): string[] {
-    // The prefix is checked like any path (it is never created).
-    const parts = sanitizeTreePath(entry.path, {
-      ...this.#limits,
-      maxDepth: this.#limits.maxDepth + this.#strip,
-    });
+    // The prefix is checked like any path (it is never created); depth is
+    // counted below it, and the path's byte bound keeps the split small.
+    const parts = sanitizeTreePath(entry.path, { ...this.#limits, maxDepth: Infinity });
     const prefix = parts.slice(0, this.#strip);
     if (prefix.length < this.#strip) {
       throw new TreeError(entry.path, `not under ${this.#strip} leading component(s)`);
