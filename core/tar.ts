@@ -103,7 +103,8 @@ export function padded(size: number): number {
 export function encodeHeader(entry: TarEntry): Uint8Array {
   checkEntry(entry);
   const records: [string, string][] = [];
-  const name = entry.kind === "directory" ? `${entry.path}/` : entry.path;
+  // The root directory itself is "./", never "/".
+  const name = entry.kind === "directory" ? `${entry.path || "."}/` : entry.path;
   const split = splitUstarPath(name);
   if (split === undefined) records.push(["path", name]);
   const link = entry.linkTarget ?? "";

@@ -8,7 +8,9 @@
  * links, with a relative target). Everything else is listed apart in
  * {@linkcode Tree.skipped} with a reason, for a warning: symlinks that
  * leave the tree or dangle, devices, sockets, FIFOs, names that are not
- * valid UTF-8. Hard links are simply separate files. Directory symlinks
+ * valid UTF-8, and what a receiver would refuse (control characters, paths
+ * too deep or too long; see core/tree_output.ts). Hard links are simply
+ * separate files. Directory symlinks
  * are never followed, so a link loop cannot make the walk run forever.
  *
  * Modes carry the permission bits only (`& 0o777`): setuid, setgid and
@@ -19,6 +21,7 @@
 import { P2mError } from "./errors.ts";
 import { osReason } from "./source.ts";
 import type { TarEntry } from "./tar.ts";
+import { checkLinkTarget, sanitizeTreePath, TreeError } from "./tree_output.ts";
 
 /** A regular file of the tree. */
 export interface TreeFile {
@@ -102,14 +105,19 @@ export function walkTree(root: string): Tree {
   return tree;
 }
 
-/** The tar entry for a tree entry, with its path placed under `prefix` (e.g. the tree's name). */
+/**
+ * The tar entry for a tree entry, with its path placed under `prefix`
+ * (e.g. the tree's name). Times are cut to whole seconds, so an entry with
+ * a short ASCII path needs one 512-byte header and no pax header.
+ */
 export function tarEntryOf(entry: TreeEntry, prefix = ""): TarEntry {
   const path = prefix === "" ? entry.path : `${prefix}/${entry.path}`;
+  const mtime = Math.max(0, Math.floor(entry.mtime));
   switch (entry.kind) {
     case "file":
-      return { path, kind: "file", mode: entry.mode, size: entry.size, mtime: entry.mtime };
+      return { path, kind: "file", mode: entry.mode, size: entry.size, mtime };
     case "directory":
-      return { path, kind: "directory", mode: entry.mode, size: 0, mtime: entry.mtime };
+      return { path, kind: "directory", mode: entry.mode, size: 0, mtime };
     case "symlink":
       return {
         path,
@@ -117,7 +125,7 @@ export function tarEntryOf(entry: TreeEntry, prefix = ""): TarEntry {
         mode: 0o777,
         size: 0,
         linkTarget: entry.target,
-        mtime: entry.mtime,
+        mtime,
       };
   }
 }
@@ -145,6 +153,16 @@ function walkDirectory(tree: Tree, root: string, realRoot: string, relative: str
       }
       throw new P2mError(`cannot read ${full}: ${osReason(error)}`, { cause: error });
     }
+    // What the receiver would refuse (control characters, too deep, too
+    // long) is skipped here with its reason, rather than failing there.
+    let parts: string[];
+    try {
+      parts = sanitizeTreePath(path);
+    } catch (error) {
+      if (!(error instanceof TreeError)) throw error;
+      tree.skipped.push({ path, reason: error.problem });
+      continue;
+    }
     const mtime = (info.mtime?.getTime() ?? 0) / 1000;
     const mode = (info.mode ?? 0) & 0o777;
     if (info.isFile) {
@@ -154,7 +172,15 @@ function walkDirectory(tree: Tree, root: string, realRoot: string, relative: str
       tree.entries.push({ kind: "directory", path, mode, mtime });
       walkDirectory(tree, root, realRoot, path);
     } else if (info.isSymlink) {
-      const target = insideTarget(full, realRoot, relative);
+      let target = insideTarget(full, realRoot, relative);
+      if (typeof target === "string") {
+        try {
+          checkLinkTarget(path, parts, target);
+        } catch (error) {
+          if (!(error instanceof TreeError)) throw error;
+          target = { reason: error.problem };
+        }
+      }
       if (typeof target === "string") {
         tree.entries.push({ kind: "symlink", path, target, mtime });
       } else {

@@ -74,10 +74,14 @@ export interface TreeOutputOptions {
 
 /** A hostile or unusable entry in a received tree. */
 export class TreeError extends P2mError {
+  /** What is wrong, without the path ("absolute path"). */
+  readonly problem: string;
+
   /** Creates an error naming the entry and the problem. */
   constructor(path: string, problem: string) {
     super(`refused tree entry ${JSON.stringify(path.slice(0, 300))}: ${problem}`);
     this.name = "TreeError";
+    this.problem = problem;
   }
 }
 
@@ -117,6 +121,36 @@ export function sanitizeTreePath(path: string, limits: TreeLimits = {}): string[
     throw new TreeError(path, `deeper than ${bounds.maxDepth} levels`);
   }
   return parts;
+}
+
+/**
+ * Checks the target of the symlink at `path` (components `parts`, from
+ * {@linkcode sanitizeTreePath}): clean text, bounded, relative, and never
+ * above the tree root when read lexically from the link's directory.
+ * Throws a {@linkcode TreeError}. Links through other links are checked
+ * once the whole tree is known, at commit.
+ */
+export function checkLinkTarget(
+  path: string,
+  parts: string[],
+  target: string,
+  limits: TreeLimits = {},
+): void {
+  const maxPathBytes = limits.maxPathBytes ?? DEFAULT_LIMITS.maxPathBytes;
+  if (target === "") throw new TreeError(path, "symlink target is empty");
+  checkText(path, target, "symlink target");
+  if (encoder.encode(target).length > maxPathBytes) {
+    throw new TreeError(path, `symlink target is longer than ${maxPathBytes} bytes`);
+  }
+  if (target.startsWith("/")) throw new TreeError(path, "symlink target is an absolute path");
+  let depth = parts.length - 1;
+  for (const part of target.split("/")) {
+    if (part === "" || part === ".") continue;
+    depth += part === ".." ? -1 : 1;
+    if (depth < 0) {
+      throw new TreeError(path, `symlink target ${JSON.stringify(target)} leaves the tree`);
+    }
+  }
 }
 
 /** Refuses NUL, C0/C1 control characters, DEL and lone surrogates. */
@@ -338,7 +372,7 @@ export class TreeOutput implements Disposable {
         return;
       case "symlink": {
         const target = entry.linkTarget!;
-        this.#checkLinkTarget(entry.path, parts, target);
+        checkLinkTarget(entry.path, parts, target, this.#limits);
         Deno.symlinkSync(target, full);
         this.#nodes.set(relative, { kind: "symlink", target });
         return;
@@ -406,23 +440,6 @@ export class TreeOutput implements Disposable {
         }
       } else if (node.kind !== "directory") {
         throw new TreeError(path, `its parent ${JSON.stringify(relative)} is a ${node.kind}`);
-      }
-    }
-  }
-
-  /** A link target must be relative, clean text, bounded, and stay inside read lexically. */
-  #checkLinkTarget(path: string, parts: string[], target: string): void {
-    checkText(path, target, "symlink target");
-    if (encoder.encode(target).length > this.#limits.maxPathBytes) {
-      throw new TreeError(path, `symlink target is longer than ${this.#limits.maxPathBytes} bytes`);
-    }
-    if (target.startsWith("/")) throw new TreeError(path, "symlink target is an absolute path");
-    let depth = parts.length - 1;
-    for (const part of target.split("/")) {
-      if (part === "" || part === ".") continue;
-      depth += part === ".." ? -1 : 1;
-      if (depth < 0) {
-        throw new TreeError(path, `symlink target ${JSON.stringify(target)} leaves the tree`);
       }
     }
   }

@@ -265,6 +265,11 @@ Deno.test("pax records carry long paths, long targets, unicode, large sizes and 
     assert.equal(got.linkTarget, entry.linkTarget);
     assert.equal(got.mtime, entry.mtime ?? 0);
   }
+  // The root directory is written as "./", never as the absolute "/".
+  const root = new TarDecoder().push(
+    encodeHeader({ path: "", kind: "directory", mode: 0o755, size: 0 }),
+  );
+  assert.equal((root[0] as { entry: TarEntry }).entry.path, ".");
   // A short ASCII path needs no pax header at all.
   assert.equal(encodeHeader({ path: "a/b", kind: "file", mode: 0o644, size: 1 }).length, TAR_BLOCK);
 });

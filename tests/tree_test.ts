@@ -46,6 +46,9 @@ Deno.test("walkTree lists files, dirs and inside links in stable order and skips
     listener = Deno.listen({ transport: "unix", path: `${src}/sock` });
     await run("mknod", `${src}/null-dev`, "c", "1", "3");
     await run("sh", "-c", `touch "${src}/bad-$(printf '\\377')name"`);
+    await Deno.writeTextFile(`${src}/ctl\nname`, "newline in the name");
+    const deep = ["deep", ...Array(64).fill("d")];
+    await Deno.mkdir(`${src}/${deep.join("/")}`, { recursive: true });
 
     const tree = walkTree(src);
     const summary = tree.entries.map((entry) =>
@@ -64,6 +67,7 @@ Deno.test("walkTree lists files, dirs and inside links in stable order and skips
       "file b/nested/deep/f.bin 644",
       "b/rel-link -> nested/deep/f.bin",
       "b/to-root -> ..",
+      ...deep.slice(0, 64).map((_, i) => `directory ${deep.slice(0, i + 1).join("/")} 755`),
       "directory empty 755",
       "file hard 600",
       "roundabout -> a.txt",
@@ -75,7 +79,9 @@ Deno.test("walkTree lists files, dirs and inside links in stable order and skips
       { path: "abs-outside", reason: "symlink points out of the tree" },
       { path: "b/escape", reason: "symlink points out of the tree" },
       { path: "bad-\ufffdname", reason: "name is not valid UTF-8" },
+      { path: "ctl\nname", reason: "control character U+000a in path" },
       { path: "dangling", reason: "dangling symlink" },
+      { path: deep.join("/"), reason: "deeper than 64 levels" },
       { path: "fifo", reason: "FIFO" },
       { path: "null-dev", reason: "character device" },
       { path: "sock", reason: "socket" },
@@ -91,7 +97,7 @@ Deno.test("walkTree lists files, dirs and inside links in stable order and skips
       kind: "file",
       mode: 0o644,
       size: 1,
-      mtime: tree.entries[0].mtime,
+      mtime: Math.floor(tree.entries[0].mtime),
     });
   } finally {
     listener?.close();
