@@ -94,6 +94,8 @@ const SYMBOLS = {
    *               const char *newpath, unsigned int flags);
    */
   renameat2: { parameters: ["i32", "buffer", "i32", "buffer", "u32"], result: "i32" },
+  /** int syncfs(int fd); */
+  syncfs: { parameters: ["i32"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 let library: Deno.DynamicLibrary<typeof SYMBOLS> | undefined;
@@ -238,6 +240,8 @@ export const AT_FDCWD = -100;
 export const RENAME_NOREPLACE = 1;
 /** renameat2(2) flag: swap the two paths atomically (both must exist). */
 export const RENAME_EXCHANGE = 2;
+/** open(2) flag: fail unless the path is a directory. */
+export const O_DIRECTORY = 0o200000;
 
 const encoder = new TextEncoder();
 
