@@ -577,6 +577,9 @@ function unsupportedType(type: number): string {
 function checkEntry(entry: TarEntry): void {
   if (entry.path === "" && entry.kind !== "directory") throw new RangeError("empty tar path");
   if (entry.path.includes("\0")) throw new RangeError("tar path contains a NUL byte");
+  if (entry.kind !== "directory" && entry.path.endsWith("/")) {
+    throw new RangeError(`a ${entry.kind} path ends in "/"`);
+  }
   if (!Number.isSafeInteger(entry.size) || entry.size < 0) {
     throw new RangeError("bad tar entry size");
   }

@@ -480,6 +480,15 @@ export class TreeOutput implements Disposable {
     return true;
   }
 
+  /** The tree is in place by now: a failed fsync of its parent is only a warning. */
+  #syncParent(dir: string): void {
+    try {
+      syncDirectory(dir);
+    } catch (error) {
+      this.warnings.push(`cannot fsync ${dir}: ${osReason(error)}`);
+    }
+  }
+
   #target(path: string): string {
     const node = this.#nodes.get(path);
     return node?.kind === "symlink" ? node.target : "";
@@ -522,7 +531,7 @@ export class TreeOutput implements Disposable {
       const targetExists = exists(this.path);
       if (!targetExists || !this.#force) {
         if (libc().renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) === 0) {
-          syncDirectory(dir);
+          this.#syncParent(dir);
           return;
         }
         const code = errno();
@@ -533,7 +542,7 @@ export class TreeOutput implements Disposable {
         continue;
       }
       if (libc().renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_EXCHANGE) === 0) {
-        syncDirectory(dir);
+        this.#syncParent(dir);
         // The old tree now sits under the staging name; if removing it fails
         // it is unlocked there, and the next writer sweeps it.
         removeTree(this.stagingPath);

@@ -132,8 +132,16 @@ Deno.test("a real tree round-trips into place: diff -r, modes, link, no staging 
     }
     assert.equal((Deno.statSync(`${dir}/copy`).mode ?? 0) & 0o777, 0o750, "root mode applied");
     assert.equal(Deno.readLinkSync(`${dir}/copy/link`), "a/b/c/big.bin");
-    assert.deepEqual(listDir(dir).sort(), ["copy", "src"], "no staging directory remains");
+    assert.deepEqual(listDir(dir), ["copy", "src"], "no staging directory remains");
     assert.equal(output.bytesWritten, archive(items).length);
+
+    // GNU tar's own pax stream of the same tree lands identically too.
+    const gnu = await run("tar", "-c", "--format=pax", "-f", `${dir}/gnu.tar`, "-C", dir, "src");
+    assert.equal(gnu.code, 0, gnu.out);
+    receive(`${dir}/from-gnu`, await Deno.readFile(`${dir}/gnu.tar`), { stripComponents: 1 });
+    const gnuDiff = await run("diff", "-r", "--no-dereference", src, `${dir}/from-gnu`);
+    assert.equal(gnuDiff.code, 0, gnuDiff.out);
+    assert.equal((Deno.statSync(`${dir}/from-gnu/locked`).mode ?? 0) & 0o777, 0o555);
   } finally {
     await run("chmod", "-R", "u+rwx", dir);
     await Deno.remove(dir, { recursive: true });
