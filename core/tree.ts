@@ -16,11 +16,15 @@
  * Modes carry the permission bits only (`& 0o777`): setuid, setgid and
  * sticky are never sent.
  *
+ * {@linkcode TreeStream} turns a walked tree into its tar byte stream,
+ * read like a file into the caller's buffer (a ring slot, a socket
+ * buffer), opening each file only when its data is due.
+ *
  * @module
  */
 import { P2mError } from "./errors.ts";
 import { osReason } from "./source.ts";
-import type { TarEntry } from "./tar.ts";
+import { archiveLength, TarEncoder, type TarEntry } from "./tar.ts";
 import { checkLinkTarget, sanitizeTreePath, TreeError } from "./tree_output.ts";
 
 /** A regular file of the tree. */
@@ -128,6 +132,125 @@ export function tarEntryOf(entry: TreeEntry, prefix = ""): TarEntry {
         mtime,
       };
   }
+}
+
+/** Reads one file's bytes for a {@linkcode TreeStream} (e.g. through core/source.ts). */
+export interface TreeFileReader {
+  /** Reads into `buffer`; returns the count, 0 at end of file. */
+  read(buffer: Uint8Array): number;
+  /** Releases the file. */
+  close(): void;
+}
+
+/** How a {@linkcode TreeStream} names its entries and reads its files. */
+export interface TreeStreamOptions {
+  /** Path every entry is placed under, e.g. the tree's name ("" for none). */
+  prefix?: string;
+  /** Opens a file of the tree; by default a plain read-only open. */
+  open?: (file: TreeFile, path: string) => TreeFileReader;
+}
+
+/**
+ * The pax tar stream of a walked tree, read like a file: the root
+ * directory entry (`prefix/`, or `./`), then every entry of
+ * {@linkcode Tree.entries}, then the end marker. A file that ends before
+ * the size it was walked with throws a P2mError; one that grew is cut at
+ * that size (catching changes is the opener's job, e.g. a Source lease).
+ */
+export class TreeStream implements Disposable {
+  /** Exact length of the stream, known before the first byte. */
+  readonly size: number;
+  #tree: Tree;
+  #prefix: string;
+  #open: (file: TreeFile, path: string) => TreeFileReader;
+  #encoder = new TarEncoder();
+  #next = -1;
+  #reader: TreeFileReader | undefined;
+  #readerPath = "";
+  #ended = false;
+
+  /** Prepares the stream of `tree`; nothing is opened yet. */
+  constructor(tree: Tree, options: TreeStreamOptions = {}) {
+    this.#tree = tree;
+    this.#prefix = options.prefix ?? "";
+    this.#open = options.open ?? openPlain;
+    this.size = archiveLength([
+      this.#rootEntry(),
+      ...tree.entries.map((e) => tarEntryOf(e, this.#prefix)),
+    ]);
+  }
+
+  /** Bytes handed out so far. */
+  get bytesRead(): number {
+    return this.#encoder.bytesWritten;
+  }
+
+  /** Fills `buffer` as far as the stream goes; returns the count, 0 once it has ended. */
+  read(buffer: Uint8Array): number {
+    let used = 0;
+    while (used < buffer.length) {
+      used += this.#encoder.drain(buffer.subarray(used));
+      if (used === buffer.length) break;
+      if (this.#encoder.dataRemaining > 0) {
+        const want = Math.min(this.#encoder.dataRemaining, buffer.length - used);
+        const count = this.#reader!.read(buffer.subarray(used, used + want));
+        if (count === 0) {
+          throw new P2mError(`${this.#readerPath} shrank while being sent; transfer aborted`);
+        }
+        this.#encoder.dataWritten(count);
+        used += count;
+        continue;
+      }
+      if (!this.#advance()) break;
+    }
+    return used;
+  }
+
+  /** Closes the file being read, if any. */
+  close(): void {
+    this.#reader?.close();
+    this.#reader = undefined;
+  }
+
+  /** Same as {@linkcode close}. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  /** Starts the next entry (or the end marker); false once everything is queued and drained. */
+  #advance(): boolean {
+    this.close();
+    if (this.#ended) return this.#encoder.pending > 0;
+    if (this.#next === -1) {
+      this.#encoder.begin(this.#rootEntry());
+    } else if (this.#next < this.#tree.entries.length) {
+      const entry = this.#tree.entries[this.#next];
+      this.#encoder.begin(tarEntryOf(entry, this.#prefix));
+      if (entry.kind === "file" && entry.size > 0) {
+        this.#readerPath = `${this.#tree.root}/${entry.path}`;
+        this.#reader = this.#open(entry, this.#readerPath);
+      }
+    } else {
+      this.#encoder.end();
+      this.#ended = true;
+    }
+    this.#next++;
+    return true;
+  }
+
+  #rootEntry(): TarEntry {
+    return { path: this.#prefix, kind: "directory", mode: this.#tree.rootMode, size: 0 };
+  }
+}
+
+function openPlain(_file: TreeFile, path: string): TreeFileReader {
+  let file: Deno.FsFile;
+  try {
+    file = Deno.openSync(path, { read: true });
+  } catch (error) {
+    throw new P2mError(`cannot open ${path}: ${osReason(error)}`, { cause: error });
+  }
+  return { read: (buffer) => file.readSync(buffer) ?? 0, close: () => file.close() };
 }
 
 function walkDirectory(tree: Tree, root: string, realRoot: string, relative: string): void {

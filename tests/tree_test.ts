@@ -8,8 +8,9 @@
  */
 import assert from "node:assert/strict";
 import { P2mError } from "../core/errors.ts";
-import { tarEntryOf, walkTree } from "../core/tree.ts";
-import { tempDir } from "./helpers.ts";
+import { tarEntryOf, type TreeFileReader, TreeStream, walkTree } from "../core/tree.ts";
+import { TreeOutput } from "../core/tree_output.ts";
+import { makeFile, tempDir } from "./helpers.ts";
 
 async function run(command: string, ...args: string[]): Promise<void> {
   const result = await new Deno.Command(command, { args }).output();
@@ -115,6 +116,66 @@ Deno.test("walkTree refuses what is not a readable directory", async () => {
       return true;
     });
     assert.throws(() => walkTree(`${dir}/missing`), /cannot read .*no such file/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("TreeStream reads a tree's tar stream into any buffer, one file open at a time", async () => {
+  const dir = await tempDir("p2m-tree-");
+  try {
+    const src = `${dir}/src`;
+    await Deno.mkdir(`${src}/a/b`, { recursive: true });
+    await Deno.mkdir(`${src}/empty`);
+    await makeFile(`${src}/a/b/big.bin`, 1024 * 1024 + 1, 5);
+    await makeFile(`${src}/a/small`, 700, 6);
+    await Deno.writeFile(`${src}/zero`, new Uint8Array(0));
+    await Deno.symlink("a/small", `${src}/link`);
+    const tree = walkTree(src);
+    let open = 0;
+    let opened = 0;
+    let mostOpen = 0;
+    const stream = new TreeStream(tree, {
+      prefix: "src",
+      open: (_file, path) => {
+        const file = Deno.openSync(path);
+        opened++;
+        mostOpen = Math.max(mostOpen, ++open);
+        return {
+          read: (buffer) => file.readSync(buffer) ?? 0,
+          close: () => (open--, file.close()),
+        };
+      },
+    });
+    assert.equal(opened, 0, "nothing is opened before the first read");
+    const output = TreeOutput.create({ path: `${dir}/copy`, stripComponents: 1 });
+    let seed = 1;
+    for (;;) {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      const buffer = new Uint8Array(1 + (seed % 100_000));
+      const count = stream.read(buffer);
+      if (count === 0) break;
+      output.write(buffer.subarray(0, count));
+    }
+    assert.equal(stream.bytesRead, stream.size, "size is known in advance and exact");
+    assert.equal(stream.read(new Uint8Array(10)), 0, "stays at its end");
+    output.commit();
+    assert.equal(opened, 2, "only non-empty files are opened");
+    assert.equal(mostOpen, 1);
+    assert.equal(open, 0, "every file closed");
+    const diff = await new Deno.Command("diff", {
+      args: ["-r", "--no-dereference", src, `${dir}/copy`],
+    }).output();
+    assert.equal(diff.code, 0, new TextDecoder().decode(diff.stdout));
+
+    // A file that is shorter than walked fails the stream.
+    const short = new TreeStream(walkTree(src), {
+      open: (): TreeFileReader => ({ read: () => 0, close() {} }),
+    });
+    assert.throws(() => {
+      while (short.read(new Uint8Array(4096)) > 0) { /* drain */ }
+    }, /a\/b\/big.bin shrank while being sent/);
+    short.close();
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
