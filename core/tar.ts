@@ -310,6 +310,7 @@ export class TarDecoder {
   #paxFill = 0;
   #paxRecords: Map<string, string> | undefined;
   #paxGlobal = false;
+  #error: TarError | undefined;
   #dataSize = 0;
   #remaining = 0;
   #offset = 0;
@@ -330,8 +331,18 @@ export class TarDecoder {
     return this.#state === "done";
   }
 
-  /** Parses `chunk`; returns the events it completes, in order. */
+  /** Parses `chunk`; returns the events it completes, in order. After a TarError every call repeats it. */
   push(chunk: Uint8Array): TarEvent[] {
+    if (this.#error !== undefined) throw this.#error;
+    try {
+      return this.#parse(chunk);
+    } catch (error) {
+      if (error instanceof TarError) this.#error = error;
+      throw error;
+    }
+  }
+
+  #parse(chunk: Uint8Array): TarEvent[] {
     const events: TarEvent[] = [];
     let at = 0;
     while (at < chunk.length) {
@@ -392,6 +403,7 @@ export class TarDecoder {
 
   /** Checks that the stream ended cleanly, after the end-of-archive marker. */
   finish(): void {
+    if (this.#error !== undefined) throw this.#error;
     if (this.#state !== "done") {
       throw new TarError(
         this.#state === "trailer"

@@ -363,6 +363,13 @@ Deno.test("decoder refuses malformed and unsupported streams, naming the problem
       return true;
     }, name);
   }
+  // A decoder that refused a stream keeps refusing it: no resync into garbage.
+  const poisoned = new TarDecoder();
+  const broken = good.slice();
+  broken[0] ^= 1;
+  assert.throws(() => poisoned.push(broken.subarray(0, 600)), /checksum/);
+  assert.throws(() => poisoned.push(good.subarray(600)), /checksum/);
+  assert.throws(() => poisoned.finish(), /checksum/);
   // Zero padding after the end marker (tar's record size) is fine.
   assert.equal(decodeAll(concat(good, new Uint8Array(9000))).at(-1)?.type, "end");
 });
