@@ -421,3 +421,45 @@ function concat(...parts: Uint8Array[]): Uint8Array {
   }
   return out;
 }
+
+Deno.test("decoder fuzz: random corruption only ever raises a TarError", () => {
+  const encoder = new TarEncoder();
+  const parts: Uint8Array[] = [];
+  const entries: [TarEntry, string][] = [
+    [{ path: "d", kind: "directory", mode: 0o755, size: 0 }, ""],
+    [{ path: `d/${"é".repeat(80)}`, kind: "file", mode: 0o644, size: 700, mtime: 1.5 }, "x"],
+    [{ path: "d/l", kind: "symlink", mode: 0o777, size: 0, linkTarget: "ü/".repeat(60) }, ""],
+    [{ path: "d/s", kind: "file", mode: 0o600, size: 3 }, "y"],
+  ];
+  for (const [entry, fill] of entries) {
+    encoder.begin(entry);
+    const out = new Uint8Array(encoder.pending + entry.size + TAR_BLOCK);
+    let used = encoder.drain(out);
+    if (entry.size > 0) {
+      used += encoder.data(out.subarray(used), new TextEncoder().encode(fill.repeat(entry.size)));
+      used += encoder.drain(out.subarray(used));
+    }
+    parts.push(out.subarray(0, used));
+  }
+  encoder.end();
+  const end = new Uint8Array(encoder.pending);
+  encoder.drain(end);
+  const good = concat(...parts, end);
+  assert.equal(decodeAll(good).at(-1)?.type, "end");
+  const next = random(42);
+  let refused = 0;
+  for (let round = 0; round < 3000; round++) {
+    const stream = good.slice();
+    const flips = 1 + Math.floor(next() * 4);
+    for (let i = 0; i < flips; i++) {
+      stream[Math.floor(next() * stream.length)] = Math.floor(next() * 256);
+    }
+    try {
+      decodeAll(stream.subarray(0, next() < 0.2 ? Math.floor(next() * stream.length) : undefined));
+    } catch (error) {
+      assert.ok(error instanceof TarError, `round ${round}: ${error}`);
+      refused++;
+    }
+  }
+  assert.ok(refused > 1000, `most corruptions are caught (${refused} of 3000)`);
+});

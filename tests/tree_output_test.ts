@@ -378,3 +378,50 @@ setInterval(() => {}, 1000);
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("tree output fuzz: corrupted streams commit or fail cleanly, never outside the target", async () => {
+  const dir = await tempDir("p2m-tree-out-");
+  try {
+    await Deno.mkdir(`${dir}/parent`);
+    const good = archive([
+      directory("t"),
+      directory("t/sub", 0o700),
+      file("t/sub/a.txt", "alpha"),
+      symlink("t/sub/up", "../sub/a.txt"),
+      symlink("t/l", "sub"),
+      file(`t/${"ü".repeat(70)}`, "long unicode name"),
+      file("t/.hidden", "h", 0o600),
+    ]);
+    let x = 7;
+    const next = () => {
+      x ^= x << 13;
+      x ^= x >>> 17;
+      x ^= x << 5;
+      return (x >>> 0) / 2 ** 32;
+    };
+    // Bytes that turn names into hostile ones when they land in a path.
+    const nasty = [0x2f, 0x2e, 0x00, 0x0a, 0xff, 0x5c];
+    let committed = 0;
+    for (let round = 0; round < 200; round++) {
+      const stream = good.slice();
+      for (let i = 0; i < 1 + Math.floor(next() * 3); i++) {
+        const at = Math.floor(next() * stream.length);
+        stream[at] = next() < 0.5 ? nasty[Math.floor(next() * nasty.length)] : next() * 256;
+      }
+      const target = `${dir}/parent/tree`;
+      try {
+        receive(target, stream, { stripComponents: 1 });
+        committed++;
+      } catch (error) {
+        assert.ok(error instanceof P2mError, `round ${round}: ${error}`);
+      }
+      const left = listDir(`${dir}/parent`);
+      assert.ok(left.length === 0 || (left.length === 1 && left[0] === "tree"), `${left}`);
+      assert.deepEqual(listDir(dir), ["parent"], `round ${round}: nothing beside the parent`);
+      await Deno.remove(target, { recursive: true }).catch(() => {});
+    }
+    assert.ok(committed > 0 && committed < 200, `some rounds commit (${committed})`);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
