@@ -67,14 +67,15 @@ function archive(items: Item[], end = true): Uint8Array {
 }
 
 /**
- * A stream for `items` whose first U+0001 becomes NUL: our encoder refuses
- * NUL, so this forges it in the pax record (pax bodies carry no checksum).
+ * A stream for `items` whose first U+0001 becomes `byte` (NUL by default):
+ * our encoder refuses NUL and cannot write bytes that are not UTF-8, so
+ * this forges them in the pax record (pax bodies carry no checksum).
  */
-function withNul(items: Item[]): Uint8Array {
+function withNul(items: Item[], byte = 0): Uint8Array {
   const stream = archive(items);
   const at = stream.indexOf(1);
   assert.ok(at > 0);
-  stream[at] = 0;
+  stream[at] = byte;
   return stream;
 }
 
@@ -185,6 +186,7 @@ Deno.test("hostile tree streams are refused and nothing lands outside the target
       ["absolute", [file(absolute, "evil")], /absolute path/],
       ["NUL", withNul([file("tree/a\x01b", "evil")]), /NUL byte/],
       ["control", [file("tree/a\x1bb", "evil")], /control character/],
+      ["not UTF-8", withNul([file("tree/a\x01b", "evil")], 0xff), /not valid UTF-8/],
       ["too deep", [file(`tree/${"d/".repeat(65)}f`, "x")], /deeper than 64/],
       ["escaping link", [symlink("tree/l", "../../x")], /leaves the tree/],
       ["absolute link", [symlink("tree/l", "/etc")], /absolute path/],
