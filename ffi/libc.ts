@@ -89,6 +89,13 @@ const SYMBOLS = {
    * Variadic in C; declared with its third argument as a pointer (SysV ABI).
    */
   ioctl: { parameters: ["i32", "u64", "buffer"], result: "i32" },
+  /**
+   * int renameat2(int olddirfd, const char *oldpath, int newdirfd,
+   *               const char *newpath, unsigned int flags);
+   */
+  renameat2: { parameters: ["i32", "buffer", "i32", "buffer", "u32"], result: "i32" },
+  /** int syncfs(int fd); */
+  syncfs: { parameters: ["i32"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 let library: Deno.DynamicLibrary<typeof SYMBOLS> | undefined;
@@ -227,6 +234,14 @@ export const EPIPE = 32;
 export const ECONNREFUSED = 111;
 /** ioctl(2) request: bytes sent on a socket and not yet read by the peer (SIOCOUTQ). */
 export const SIOCOUTQ = 0x5411;
+/** `*at()` directory fd meaning "the current directory". */
+export const AT_FDCWD = -100;
+/** renameat2(2) flag: fail with EEXIST instead of replacing the new path. */
+export const RENAME_NOREPLACE = 1;
+/** renameat2(2) flag: swap the two paths atomically (both must exist). */
+export const RENAME_EXCHANGE = 2;
+/** open(2) flag: fail unless the path is a directory. */
+export const O_DIRECTORY = 0o200000;
 
 const encoder = new TextEncoder();
 
