@@ -11,9 +11,10 @@
  */
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { DEFAULT_DIGEST, type DigestAlgorithm, isDigestAlgorithm } from "./digest.ts";
-import { describeError, EXIT_FAILURE, P2mError, UsageError } from "./errors.ts";
+import { debugTrace, describeFailure, UsageError } from "./errors.ts";
+import { escapeControls } from "./format.ts";
 import { abortAllOutputs } from "./output.ts";
-import { Reporter } from "./report.ts";
+import { jsonLine, Reporter, writeText } from "./report.ts";
 
 type Options = NonNullable<ParseArgsConfig["options"]>;
 
@@ -43,21 +44,61 @@ type ParseConfig<O extends Options> = {
 /** The parsed flags and positionals of a command. */
 export type ParsedCommand<O extends Options> = ReturnType<typeof parseArgs<ParseConfig<O>>>;
 
+/**
+ * Joins `--flag VALUE` into `--flag=VALUE` for string options whose value
+ * starts with '-' (`--peers -1`), so that the flag's own check names the
+ * valid range instead of Node's "argument is ambiguous". A string option
+ * followed by nothing, or by another known option, needs a value.
+ */
+function joinDashValues(args: string[], options: Options): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i];
+    if (arg === "--") {
+      out.push(...args.slice(i));
+      break;
+    }
+    const name = /^--([^=]+)$/.exec(arg)?.[1];
+    if (name === undefined || options[name]?.type !== "string") {
+      out.push(arg);
+      continue;
+    }
+    const next = args[i + 1];
+    if (next === undefined || isKnownOption(next, options)) {
+      throw new UsageError(`--${name} needs a value`);
+    }
+    out.push(`--${name}=${next}`);
+    i++;
+  }
+  return out;
+}
+
+function isKnownOption(arg: string, options: Options): boolean {
+  const long = /^--([^=]+)/.exec(arg)?.[1];
+  if (long !== undefined) return long in options;
+  const short = /^-([^-])$/.exec(arg)?.[1];
+  return short !== undefined && Object.values(options).some((o) => o.short === short);
+}
+
 /** Parses `args` for a command; throws UsageError on a bad command line. */
 export function parseCommand<O extends Options>(
   spec: CommandSpec<O>,
   args: string[],
 ): ParsedCommand<O> {
+  const options = { ...spec.options, ...COMMON };
   let parsed: ParsedCommand<O>;
   try {
     parsed = parseArgs<ParseConfig<O>>({
-      args,
-      options: { ...spec.options, ...COMMON },
+      args: joinDashValues(args, options),
+      options,
       allowPositionals: true,
       strict: true,
     });
   } catch (error) {
-    throw new UsageError((error as Error).message.replace(/\. To specify a positional.*$/s, ""));
+    if (error instanceof UsageError) throw error;
+    throw new UsageError((error as Error).message.replace(/\. To specify a positional.*$/s, ""), {
+      cause: error,
+    });
   }
   const max = spec.positionals?.length ?? 0;
   const { help } = parsed.values as { help?: boolean };
@@ -67,33 +108,82 @@ export function parseCommand<O extends Options>(
   return parsed;
 }
 
-/** Parses an integer flag within bounds, or throws UsageError. */
+/**
+ * The number grammar of every p2m flag, one form per kind (printed by
+ * `--help` through {@linkcode NUMBER_HELP}):
+ *
+ * - a whole number (`N`): decimal digits only (`4`, `128`);
+ * - seconds (`S`): decimal digits with an optional fraction (`5`, `0.5`);
+ * - a size in bytes (`B`): a whole number of bytes (`4096`), or a decimal
+ *   with a unit (`64K`, `1.5MiB`, `2G`): K, M, G, T and KiB ... TiB are
+ *   powers of 1024, KB ... TB powers of 1000; the result is rounded to a
+ *   whole byte.
+ *
+ * No sign, no spaces, no hex (`0x10`), no exponent (`1e3`). A value out of
+ * the flag's range is refused with a message naming the range. 0 is in
+ * range only where the flag allows it explicitly (`zero`), and --help says
+ * what it means there.
+ */
+export interface FlagRange {
+  /** Smallest value allowed (besides 0 with `zero`). */
+  min?: number;
+  /** Largest value allowed. */
+  max?: number;
+  /** If set, 0 is also allowed and means this (e.g. "no limit"). */
+  zero?: string;
+}
+
+/** The `--help` paragraph that explains the number grammar. */
+export const NUMBER_HELP = `
+Numbers: N is a whole number (4); S is seconds, a decimal (5, 0.5); B is
+bytes, plain (4096) or with a unit (64K, 1.5M, 2GiB; K M G T = KiB MiB GiB
+TiB, KB MB GB TB = powers of 1000). No signs, spaces, hex or exponents.
+0 is accepted only where an option says what it means.
+`;
+
+const WHOLE = /^[0-9]+$/;
+const DECIMAL = /^[0-9]+(?:\.[0-9]+)?$/;
+
+function rangeText(range: FlagRange, min: number, max: number, unit = ""): string {
+  const zero = range.zero ? `, or 0 for ${range.zero}` : "";
+  if (max >= Number.MAX_SAFE_INTEGER) return `of at least ${min}${unit}${zero}`;
+  return `from ${min} to ${max}${unit}${zero}`;
+}
+
+/** Parses a whole-number flag within its range, or throws UsageError. */
 export function intFlag(
   value: string | undefined,
   flag: string,
   fallback: number,
-  { min = 0, max = Number.MAX_SAFE_INTEGER } = {},
+  range: FlagRange = {},
 ): number {
   if (value === undefined) return fallback;
-  const n = Number(value);
-  if (!/^\d+$/.test(value) || !Number.isSafeInteger(n) || n < min || n > max) {
-    throw new UsageError(`--${flag} must be a whole number from ${min} to ${max}, not '${value}'`);
+  const { min = 1, max = Number.MAX_SAFE_INTEGER } = range;
+  const n = WHOLE.test(value) ? Number(value) : NaN;
+  if (n === 0 && range.zero) return 0;
+  if (!Number.isSafeInteger(n) || n < min || n > max) {
+    throw new UsageError(
+      `--${flag} must be a whole number ${rangeText(range, min, max)}, not '${value}'`,
+    );
   }
   return n;
 }
 
-/** Parses a seconds flag (fractions allowed), or throws UsageError. */
+/** Parses a seconds flag (a decimal, fractions allowed), or throws UsageError. */
 export function secondsFlag(
   value: string | undefined,
   flag: string,
   fallback: number,
-  { min = 0, max = 86_400 } = {},
+  range: FlagRange = {},
 ): number {
   if (value === undefined) return fallback;
-  const n = Number(value);
-  if (value.trim() === "" || !Number.isFinite(n) || n < min || n > max) {
+  const { min = 0.1, max = 86_400 } = range;
+  const n = DECIMAL.test(value) ? Number(value) : NaN;
+  if (n === 0 && range.zero) return 0;
+  if (!Number.isFinite(n) || n < min || n > max) {
     throw new UsageError(
-      `--${flag} must be a number of seconds from ${min} to ${max}, not '${value}'`,
+      `--${flag} must be a number of seconds ${rangeText(range, min, max)} (e.g. 5 or 0.5), ` +
+        `not '${value}'`,
     );
   }
   return n;
@@ -111,22 +201,33 @@ const SIZE_UNITS: Record<string, number> = {
   g: 1024 ** 3,
   gb: 1000 ** 3,
   gib: 1024 ** 3,
+  t: 1024 ** 4,
+  tb: 1000 ** 4,
+  tib: 1024 ** 4,
 };
 
-/** Parses a byte size such as `4096`, `256K` or `64MiB`, or throws UsageError. */
+/**
+ * Parses a byte size such as `4096`, `256K` or `1.5MiB`, or throws
+ * UsageError. A fraction needs a unit: bytes are whole.
+ */
 export function sizeFlag(
   value: string | undefined,
   flag: string,
   fallback: number,
-  { min = 0, max = Number.MAX_SAFE_INTEGER } = {},
+  range: FlagRange = {},
 ): number {
   if (value === undefined) return fallback;
-  const match = /^(\d+(?:\.\d+)?)\s*([a-z]*)$/i.exec(value.trim());
+  const { min = 0, max = Number.MAX_SAFE_INTEGER } = range;
+  const match = /^([0-9]+(?:\.[0-9]+)?)([A-Za-z]*)$/.exec(value);
   const unit = match ? SIZE_UNITS[match[2].toLowerCase()] : undefined;
-  const n = match && unit ? Math.round(Number(match[1]) * unit) : NaN;
-  if (!Number.isSafeInteger(n) || n < min || n > max) {
+  const fractionOfByte = match !== null && unit === 1 && match[1].includes(".");
+  const exact = match && unit && !fractionOfByte ? Number(match[1]) * unit : NaN;
+  const n = Math.round(exact);
+  if (n === 0 && range.zero) return 0;
+  if (!Number.isSafeInteger(n) || exact < min || n > max) {
     throw new UsageError(
-      `--${flag} must be a size from ${min} to ${max} bytes (e.g. 1M), not '${value}'`,
+      `--${flag} must be a size ${rangeText(range, min, max, " bytes")} (e.g. 4096, 64K, 1.5M), ` +
+        `not '${value}'`,
     );
   }
   return n;
@@ -194,18 +295,35 @@ export async function runMain(
     code = await main(debug);
   } catch (error) {
     runCleanups();
-    code = error instanceof P2mError ? error.exitCode : EXIT_FAILURE;
-    const text = error instanceof UsageError
-      ? `${spec.name}: ${error.message}\n\n${spec.usage.trim()}\n`
-      : `p2m: ${describeError(error)}\n`;
-    if (args.includes("--json")) {
-      const event = { event: "error", time: Date.now(), message: describeError(error) };
-      console.log(JSON.stringify(event));
-    }
-    Deno.stderr.writeSync(new TextEncoder().encode(text));
-    if (debug && error instanceof Error && error.stack) console.error(error.stack);
+    code = failWith(spec, args, error, debug);
   }
   Deno.exit(code);
+}
+
+/**
+ * The process edge of the error rule in core/errors.ts: maps what `main`
+ * threw to one escaped line on stderr (plus usage for a UsageError, an
+ * `error` event with --json, the stack and causes with --debug) and
+ * returns the exit code.
+ */
+function failWith(
+  spec: { name: string; usage: string },
+  args: string[],
+  error: unknown,
+  debug: boolean,
+): number {
+  const failure = describeFailure(error);
+  const line = escapeControls(failure.message);
+  const text = error instanceof UsageError
+    ? `${spec.name}: ${line}\n\n${spec.usage.trim()}\n`
+    : `p2m: ${line}\n`;
+  if (args.includes("--json")) {
+    const event = { event: "error", time: Date.now(), message: failure.message };
+    writeText(Deno.stdout, jsonLine(event) + "\n");
+  }
+  writeText(Deno.stderr, text);
+  if (debug) writeText(Deno.stderr, debugTrace(error) + "\n");
+  return failure.exitCode;
 }
 
 /** Prints help when asked; returns true if it did. */
@@ -250,7 +368,7 @@ export interface SendingFlags {
   digest: DigestAlgorithm;
   /** `--stall-timeout`, seconds (default 10). */
   stallSeconds: number;
-  /** `--limit-rate`, bytes per second (0: no limit). */
+  /** `--limit-rate`, bytes per second, at least 1 (0: the flag was not given, no limit). */
   limitRate: number;
 }
 
@@ -271,6 +389,30 @@ export function sendingFlags(values: {
   return {
     digest: values["no-verify"] ? "none" : digest,
     stallSeconds: secondsFlag(values["stall-timeout"], "stall-timeout", 10, { min: 0.1 }),
-    limitRate: sizeFlag(values["limit-rate"], "limit-rate", 0),
+    // 0 is the internal "no limit" (the flag left out); a rate that rounds
+    // to nothing is refused rather than silently meaning no limit.
+    limitRate: sizeFlag(values["limit-rate"], "limit-rate", 0, { min: 1 }),
+  };
+}
+
+/** What a receiver's shared flags mean, checked. */
+export interface ReceivingFlags {
+  /** `--out`, as given. */
+  out: string | undefined;
+  /** `--timeout`, seconds: at least 0.1 (0 would always fail). */
+  timeoutSeconds: number;
+  /** `--force`. */
+  force: boolean;
+}
+
+/** Parses the flags of {@linkcode RECEIVING_OPTIONS}, or throws UsageError. */
+export function receivingFlags(
+  values: { out?: string; timeout?: string; force?: boolean },
+  defaultTimeout: number,
+): ReceivingFlags {
+  return {
+    out: values.out,
+    timeoutSeconds: secondsFlag(values.timeout, "timeout", defaultTimeout),
+    force: values.force ?? false,
   };
 }

@@ -22,6 +22,7 @@ import {
   Reporter,
   runMain,
   sizeFlag,
+  TextBlock,
   UsageError,
 } from "../core/mod.ts";
 import {
@@ -218,7 +219,9 @@ async function main(): Promise<number> {
   await Deno.writeTextFile(`${resultsDir}/bench.md`, markdown(report));
   await Deno.writeTextFile(`${resultsDir}/bench.svg`, chart(report));
   if (values.json) console.log(JSON.stringify(report));
-  reporter.info(`\n${textTable(report)}\n\nWrote ${resultsDir}/bench.{json,md,svg}`);
+  reporter.info(
+    new TextBlock(["", ...textTable(report).lines, "", `Wrote ${resultsDir}/bench.{json,md,svg}`]),
+  );
   return cases.every((c) => c.errors.length === 0) ? 0 : 1;
 }
 

@@ -20,6 +20,7 @@ import {
   runMain,
   secondsFlag,
   sizeFlag,
+  TextBlock,
   UsageError,
 } from "../core/mod.ts";
 import {
@@ -129,7 +130,7 @@ async function main(): Promise<number> {
       reporter.event("result", { ...row });
       for (const error of result.errors) reporter.error(`${transport}: ${error}`);
     }
-    reporter.info("\n" + table(rows));
+    reporter.info(new TextBlock(["", ...table(rows).lines]));
     const ok = rows.every((row) => row.verified === row.peers && row.errors.length === 0);
     reporter.event("summary", { ok, rows });
     if (!ok) reporter.error("some copies failed; see above");
@@ -163,7 +164,7 @@ function transportFlag(value: string | undefined): readonly Transport[] {
   throw new UsageError(`--transport must be shm, socket or both, not '${value}'`);
 }
 
-function table(rows: Row[]): string {
+function table(rows: Row[]): TextBlock {
   return formatTable(
     ["transport", "peers", "size", "seconds", "aggregate", "verified"],
     rows.map((row) => [
