@@ -146,7 +146,9 @@ const DECIMAL = /^[0-9]+(?:\.[0-9]+)?$/;
 
 function rangeText(range: FlagRange, min: number, max: number, unit = ""): string {
   const zero = range.zero ? `, or 0 for ${range.zero}` : "";
-  if (max >= Number.MAX_SAFE_INTEGER) return `of at least ${min}${unit}${zero}`;
+  if (max >= Number.MAX_SAFE_INTEGER) {
+    return `of at least ${min}${min === 1 ? unit.replace(/s$/, "") : unit}${zero}`;
+  }
   return `from ${min} to ${max}${unit}${zero}`;
 }
 
