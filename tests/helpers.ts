@@ -5,7 +5,8 @@
  */
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
-import { programPath, SHM_PERMISSIONS, SOCKET_PERMISSIONS } from "../core/permissions.ts";
+import { delay } from "../core/delay.ts";
+import { p2mArgv } from "../core/permissions.ts";
 
 /** A running p2m process started by a test. */
 export interface P2mProcess {
@@ -21,9 +22,9 @@ export function spawnP2m(
   args: string[],
   options: { cwd?: string; env?: Record<string, string> } = {},
 ): P2mProcess {
-  const permissions = program === "socket.ts" ? SOCKET_PERMISSIONS : SHM_PERMISSIONS;
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", ...permissions, programPath(program), ...args],
+  const [command, ...argv] = p2mArgv(program, args);
+  const child = new Deno.Command(command, {
+    args: argv,
     cwd: options.cwd,
     env: { NO_COLOR: "1", ...options.env },
     stdin: "null",
@@ -105,7 +106,7 @@ export async function waitFor(
     if (performance.now() > deadline) {
       throw new Error(`timed out after ${ms} ms waiting for ${what}`);
     }
-    await new Promise((r) => setTimeout(r, 20));
+    await delay(20);
   }
 }
 

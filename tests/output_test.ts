@@ -8,7 +8,7 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { programPath, SHM_PERMISSIONS } from "../core/permissions.ts";
+import { p2mArgv } from "../core/permissions.ts";
 import { assertSameFile, makeFile, tempDir, uniqueName } from "./helpers.ts";
 import { assertNoSegment, sender } from "./shm_helpers.ts";
 
@@ -57,18 +57,16 @@ Deno.test({
           `${dir}/trace`,
           "-e",
           "trace=fsync,fdatasync,linkat,renameat,renameat2,link,rename,openat",
-          Deno.execPath(),
-          "run",
-          ...SHM_PERMISSIONS,
-          programPath("sharedmem.ts"),
-          "receiver",
-          "--name",
-          name,
-          "--out",
-          `${out}/`,
-          "--timeout",
-          "20",
-          "--quiet",
+          ...p2mArgv("sharedmem.ts", [
+            "receiver",
+            "--name",
+            name,
+            "--out",
+            `${out}/`,
+            "--timeout",
+            "20",
+            "--quiet",
+          ]),
         ],
         env: { NO_COLOR: "1" },
         stdout: "piped",

@@ -34,17 +34,9 @@ import {
   type MethodInfo,
   textTable,
 } from "./bench_report.ts";
-import {
-  type Baseline,
-  buildCBaselines,
-  fileSystemType,
-  hasSocat,
-  onInterrupt,
-  runCopy,
-  type RunResult,
-  type Transport,
-  writeRandomFile,
-} from "./harness.ts";
+import { fileSystemType, runCopy, type RunResult, writeRandomFile } from "./harness.ts";
+import { type Baseline, buildCBaselines, hasSocat, type Transport } from "./plans.ts";
+import { onInterrupt } from "./runner.ts";
 
 const USAGE = `
 Usage: deno task bench [--quick] [--sizes LIST] [--peers LIST] [--methods LIST] [--runs N]

@@ -23,15 +23,9 @@ import {
   TextBlock,
   UsageError,
 } from "../core/mod.ts";
-import {
-  type Expected,
-  fileDigest,
-  onInterrupt,
-  runCopy,
-  type Transport,
-  TRANSPORTS,
-  writeRandomFile,
-} from "./harness.ts";
+import { type Expected, fileDigest, runCopy, writeRandomFile } from "./harness.ts";
+import { type Transport, TRANSPORTS } from "./plans.ts";
+import { onInterrupt } from "./runner.ts";
 
 const USAGE = `
 Usage: deno task demo [--file F | --size BYTES] [--peers N] [--transport shm|socket|both]
@@ -150,8 +144,8 @@ async function source(
     const file = `${work}/sample-${formatBytes(size).replace(/[ .]/g, "")}.bin`;
     return { file, expected: await writeRandomFile(file, size) };
   }
-  const file = await Deno.realPath(path).catch(() => {
-    throw new P2mError(`cannot open ${path}: no such file or directory`);
+  const file = await Deno.realPath(path).catch((error) => {
+    throw new P2mError(`cannot open ${path}: no such file or directory`, { cause: error });
   });
   const stat = await Deno.stat(file);
   if (!stat.isFile) throw new P2mError(`cannot send ${path}: not a regular file`);
