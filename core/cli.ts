@@ -141,56 +141,6 @@ TiB, KB MB GB TB = powers of 1000). No signs, spaces, hex or exponents.
 0 is accepted only where an option says what it means.
 `;
 
-const WHOLE = /^[0-9]+$/;
-const DECIMAL = /^[0-9]+(?:\.[0-9]+)?$/;
-
-function rangeText(range: FlagRange, min: number, max: number, unit = ""): string {
-  const zero = range.zero ? `, or 0 for ${range.zero}` : "";
-  if (max >= Number.MAX_SAFE_INTEGER) {
-    return `of at least ${min}${min === 1 ? unit.replace(/s$/, "") : unit}${zero}`;
-  }
-  return `from ${min} to ${max}${unit}${zero}`;
-}
-
-/** Parses a whole-number flag within its range, or throws UsageError. */
-export function intFlag(
-  value: string | undefined,
-  flag: string,
-  fallback: number,
-  range: FlagRange = {},
-): number {
-  if (value === undefined) return fallback;
-  const { min = 1, max = Number.MAX_SAFE_INTEGER } = range;
-  const n = WHOLE.test(value) ? Number(value) : NaN;
-  if (n === 0 && range.zero) return 0;
-  if (!Number.isSafeInteger(n) || n < min || n > max) {
-    throw new UsageError(
-      `--${flag} must be a whole number ${rangeText(range, min, max)}, not '${value}'`,
-    );
-  }
-  return n;
-}
-
-/** Parses a seconds flag (a decimal, fractions allowed), or throws UsageError. */
-export function secondsFlag(
-  value: string | undefined,
-  flag: string,
-  fallback: number,
-  range: FlagRange = {},
-): number {
-  if (value === undefined) return fallback;
-  const { min = 0.1, max = 86_400 } = range;
-  const n = DECIMAL.test(value) ? Number(value) : NaN;
-  if (n === 0 && range.zero) return 0;
-  if (!Number.isFinite(n) || n < min || n > max) {
-    throw new UsageError(
-      `--${flag} must be a number of seconds ${rangeText(range, min, max)} (e.g. 5 or 0.5), ` +
-        `not '${value}'`,
-    );
-  }
-  return n;
-}
-
 const SIZE_UNITS: Record<string, number> = {
   "": 1,
   b: 1,
@@ -208,32 +158,103 @@ const SIZE_UNITS: Record<string, number> = {
   tib: 1024 ** 4,
 };
 
-/**
- * Parses a byte size such as `4096`, `256K` or `1.5MiB`, or throws
- * UsageError. A fraction needs a unit: bytes are whole.
- */
-export function sizeFlag(
+/** One kind of number: its form, its default range and how its message reads. */
+interface NumberKind {
+  /** "a whole number", "a number of seconds", "a size". */
+  noun: string;
+  /** After the range: the unit, e.g. " bytes". */
+  unit: string;
+  /** After the range and unit: examples of the form. */
+  examples: string;
+  /** The range when a flag gives none. */
+  min: number;
+  max: number;
+  /** The value, NaN if `text` is not of this form; may be fractional (rounded later). */
+  parse(text: string): number;
+  /** Whole values only (the parsed value is rounded). */
+  whole: boolean;
+}
+
+const WHOLE: NumberKind = {
+  noun: "a whole number",
+  unit: "",
+  examples: "",
+  min: 1,
+  max: Number.MAX_SAFE_INTEGER,
+  parse: (text) => /^[0-9]+$/.test(text) ? Number(text) : NaN,
+  whole: true,
+};
+
+const SECONDS: NumberKind = {
+  noun: "a number of seconds",
+  unit: "",
+  examples: " (e.g. 5 or 0.5)",
+  min: 0.1,
+  max: 86_400,
+  parse: (text) => /^[0-9]+(?:\.[0-9]+)?$/.test(text) ? Number(text) : NaN,
+  whole: false,
+};
+
+const SIZE: NumberKind = {
+  noun: "a size",
+  unit: " bytes",
+  examples: " (e.g. 4096, 64K, 1.5M)",
+  min: 0,
+  max: Number.MAX_SAFE_INTEGER,
+  parse(text) {
+    const match = /^([0-9]+(?:\.[0-9]+)?)([A-Za-z]*)$/.exec(text);
+    const unit = match ? SIZE_UNITS[match[2].toLowerCase()] : undefined;
+    // A fraction needs a unit: bytes are whole.
+    if (!match || !unit || (unit === 1 && match[1].includes("."))) return NaN;
+    return Number(match[1]) * unit;
+  },
+  whole: true,
+};
+
+/** Checks one flag's value against its kind and range, or throws UsageError. */
+function numberFlag(
+  kind: NumberKind,
   value: string | undefined,
   flag: string,
   fallback: number,
-  range: FlagRange = {},
+  range: FlagRange,
 ): number {
   if (value === undefined) return fallback;
-  const { min = 0, max = Number.MAX_SAFE_INTEGER } = range;
-  const match = /^([0-9]+(?:\.[0-9]+)?)([A-Za-z]*)$/.exec(value);
-  const unit = match ? SIZE_UNITS[match[2].toLowerCase()] : undefined;
-  const fractionOfByte = match !== null && unit === 1 && match[1].includes(".");
-  const exact = match && unit && !fractionOfByte ? Number(match[1]) * unit : NaN;
-  const n = Math.round(exact);
+  const { min = kind.min, max = kind.max } = range;
+  const exact = kind.parse(value);
+  const n = kind.whole ? Math.round(exact) : exact;
   if (n === 0 && range.zero) return 0;
-  if (!Number.isSafeInteger(n) || exact < min || n > max) {
+  if (!Number.isFinite(n) || n > Number.MAX_SAFE_INTEGER || exact < min || n > max) {
+    const zero = range.zero ? `, or 0 for ${range.zero}` : "";
+    const unit = min === 1 ? kind.unit.replace(/s$/, "") : kind.unit;
+    const span = max >= Number.MAX_SAFE_INTEGER
+      ? `of at least ${min}${unit}`
+      : `from ${min} to ${max}${kind.unit}`;
     throw new UsageError(
-      `--${flag} must be a size ${rangeText(range, min, max, " bytes")} (e.g. 4096, 64K, 1.5M), ` +
-        `not '${value}'`,
+      `--${flag} must be ${kind.noun} ${span}${zero}${kind.examples}, not '${value}'`,
     );
   }
   return n;
 }
+
+/** Parses one flag's value (undefined: `fallback`) within `range`, or throws UsageError. */
+export type FlagParser = (
+  value: string | undefined,
+  flag: string,
+  fallback: number,
+  range?: FlagRange,
+) => number;
+
+function parserFor(kind: NumberKind): FlagParser {
+  return (value, flag, fallback, range = {}) => numberFlag(kind, value, flag, fallback, range);
+}
+
+/** A whole-number flag (default range 1 up). */
+export const intFlag: FlagParser = parserFor(WHOLE);
+/** A seconds flag: a decimal (default range 0.1 to 86400). */
+export const secondsFlag: FlagParser = parserFor(SECONDS);
+/** A byte-size flag such as `4096`, `256K` or `1.5MiB` (default range 0 up). */
+export const sizeFlag: FlagParser = parserFor(SIZE);
 
 const cleanups = new Set<() => void>();
 

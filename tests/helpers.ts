@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { delay } from "../core/delay.ts";
 import { p2mArgv } from "../core/permissions.ts";
+import { spawnPiped } from "../tools/runner.ts";
 
 /** A running p2m process started by a test. */
 export interface P2mProcess {
@@ -22,15 +23,7 @@ export function spawnP2m(
   args: string[],
   options: { cwd?: string; env?: Record<string, string> } = {},
 ): P2mProcess {
-  const [command, ...argv] = p2mArgv(program, args);
-  const child = new Deno.Command(command, {
-    args: argv,
-    cwd: options.cwd,
-    env: { NO_COLOR: "1", ...options.env },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
+  const child = spawnPiped(p2mArgv(program, args), options);
   const output = child.output();
   return {
     child,

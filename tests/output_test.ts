@@ -8,9 +8,8 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { p2mArgv } from "../core/permissions.ts";
-import { assertSameFile, makeFile, tempDir, uniqueName } from "./helpers.ts";
-import { assertNoSegment, sender } from "./shm_helpers.ts";
+import { assertSameFile, makeFile, tempDir, uniqueName, waitFor } from "./helpers.ts";
+import { assertNoSegment, receiver, sender } from "./shm_helpers.ts";
 
 const hasStrace = (() => {
   try {
@@ -20,6 +19,16 @@ const hasStrace = (() => {
     return false;
   }
 })();
+
+const TRACED = "trace=fsync,fdatasync,linkat,renameat,renameat2,link,rename,openat";
+
+/** The pid tracing `pid` (0: none), from /proc (which Deno reads only with -A, so cat does). */
+function tracerOf(pid: number): number {
+  const out = new Deno.Command("cat", { args: [`/proc/${pid}/status`], stdout: "piped" })
+    .outputSync();
+  const status = new TextDecoder().decode(out.stdout);
+  return Number(/^TracerPid:\s*(\d+)/m.exec(status)?.[1] ?? 0);
+}
 
 /**
  * Whether, after line `from`, `trace` opens `path` read-only and fsyncs that
@@ -47,33 +56,20 @@ Deno.test({
     try {
       const file = `${dir}/src.bin`;
       await makeFile(file, 200_000);
-      const send = sender(file, name, ["--quiet"]);
+      // The receiver waits for its sender: attach strace to it first.
       const out = `${dir}/made/sub`;
-      const traced = await new Deno.Command("strace", {
-        args: [
-          "-f",
-          "-qq",
-          "-o",
-          `${dir}/trace`,
-          "-e",
-          "trace=fsync,fdatasync,linkat,renameat,renameat2,link,rename,openat",
-          ...p2mArgv("sharedmem.ts", [
-            "receiver",
-            "--name",
-            name,
-            "--out",
-            `${out}/`,
-            "--timeout",
-            "20",
-            "--quiet",
-          ]),
-        ],
-        env: { NO_COLOR: "1" },
-        stdout: "piped",
+      const receive = receiver(name, out, ["--quiet"]);
+      const strace = new Deno.Command("strace", {
+        args: ["-f", "-qq", "-o", `${dir}/trace`, "-e", TRACED, "-p", String(receive.child.pid)],
+        stdout: "null",
         stderr: "piped",
-      }).output();
-      assert.equal(traced.code, 0, new TextDecoder().decode(traced.stderr));
+      }).spawn();
+      await waitFor(() => tracerOf(receive.child.pid) !== 0, 10_000, "strace to attach");
+      const send = sender(file, name, ["--quiet"]);
+      const received = await receive.done();
+      assert.equal(received.code, 0, received.stderr);
       assert.equal((await send.done()).code, 0);
+      assert.equal((await strace.output()).code, 0, "strace saw the receiver to its end");
       await assertSameFile(`${out}/src.bin`, file);
 
       const trace = Deno.readTextFileSync(`${dir}/trace`).split("\n")

@@ -6,7 +6,7 @@
  * @module
  */
 import { p2mArgv } from "../core/permissions.ts";
-import { eachLine, type P2mEvent, parseEvent } from "../tools/runner.ts";
+import { eachLine, type P2mEvent, parseEvent, spawnPiped } from "../tools/runner.ts";
 
 export type { P2mEvent };
 
@@ -43,15 +43,7 @@ export class Party {
     options: { cwd?: string; env?: Record<string, string> } = {},
   ) {
     this.label = label;
-    const [command, ...argv] = p2mArgv(program, args);
-    this.#child = new Deno.Command(command, {
-      args: argv,
-      cwd: options.cwd,
-      env: { NO_COLOR: "1", ...options.env },
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
+    this.#child = spawnPiped(p2mArgv(program, args), options);
     this.pid = this.#child.pid;
     const stdout = eachLine(this.#child.stdout, (line) => this.#onStdout(line));
     const stderr = eachLine(this.#child.stderr, (line) => this.#stderr += line + "\n");

@@ -19,6 +19,7 @@ import {
   maybeHelp,
   P2mError,
   parseCommand,
+  REPORT_OPTIONS,
   Reporter,
   runMain,
   sizeFlag,
@@ -73,8 +74,7 @@ const spec = {
     runs: { type: "string" },
     "out-dir": { type: "string" },
     results: { type: "string" },
-    json: { type: "boolean" },
-    quiet: { type: "boolean" },
+    ...REPORT_OPTIONS,
   },
 } as const;
 

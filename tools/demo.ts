@@ -16,6 +16,7 @@ import {
   maybeHelp,
   P2mError,
   parseCommand,
+  REPORT_OPTIONS,
   Reporter,
   runMain,
   secondsFlag,
@@ -57,8 +58,7 @@ const spec = {
     peers: { type: "string" },
     transport: { type: "string" },
     timeout: { type: "string" },
-    json: { type: "boolean" },
-    quiet: { type: "boolean" },
+    ...REPORT_OPTIONS,
   },
 } as const;
 

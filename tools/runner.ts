@@ -54,6 +54,25 @@ export async function readText(
   return text.slice(0, limit);
 }
 
+/**
+ * Starts `argv` with no stdin and stdout and stderr piped, in a plain
+ * environment (`NO_COLOR=1` plus `env`): how tools and tests start every
+ * child.
+ */
+export function spawnPiped(
+  argv: string[],
+  options: { cwd?: string; env?: Record<string, string> } = {},
+): Deno.ChildProcess {
+  return new Deno.Command(argv[0], {
+    args: argv.slice(1),
+    cwd: options.cwd,
+    env: { NO_COLOR: "1", ...options.env },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+}
+
 /** Sends `name` to `pid`; a process that is already gone is not an error. */
 export function signalPid(pid: number, name: Deno.Signal): void {
   try {
@@ -122,13 +141,7 @@ export class RunningProcess {
     this.label = label;
     this.#wrapped = options.rssFile !== undefined;
     const argv = options.rssFile ? [TIME, "-f", "%M", "-o", options.rssFile, ...command] : command;
-    const child = new Deno.Command(argv[0], {
-      args: argv.slice(1),
-      env: { NO_COLOR: "1" },
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
+    const child = spawnPiped(argv);
     const errorEvents: string[] = [];
     this.#child = child;
     const stdout = eachLine(child.stdout, (line) => {
