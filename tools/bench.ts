@@ -16,6 +16,7 @@ import {
   formatBytes,
   gibPerSecond,
   intFlag,
+  jsonLine,
   maybeHelp,
   P2mError,
   parseCommand,
@@ -210,7 +211,7 @@ async function main(): Promise<number> {
   await Deno.writeTextFile(`${resultsDir}/bench.json`, JSON.stringify(report, null, 2) + "\n");
   await Deno.writeTextFile(`${resultsDir}/bench.md`, markdown(report));
   await Deno.writeTextFile(`${resultsDir}/bench.svg`, chart(report));
-  if (values.json) console.log(JSON.stringify(report));
+  if (values.json) console.log(jsonLine(report));
   reporter.info(
     new TextBlock(["", ...textTable(report).lines, "", `Wrote ${resultsDir}/bench.{json,md,svg}`]),
   );
