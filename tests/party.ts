@@ -83,14 +83,13 @@ export class Party {
       if (exited) return false;
       const left = deadline - performance.now();
       if (left <= 0) throw new Error(`${this.label}: no such event within ${ms} ms`);
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(done, Math.min(left, 50));
-        function done() {
-          clearTimeout(timer);
-          resolve();
-        }
-        this.#waiters.add(done);
-      });
+      // Woken by the next event or exit, or after 50 ms at the latest.
+      const wake = Promise.withResolvers<void>();
+      const timer = setTimeout(wake.resolve, Math.min(left, 50));
+      this.#waiters.add(wake.resolve);
+      await wake.promise;
+      clearTimeout(timer);
+      this.#waiters.delete(wake.resolve);
     }
   }
 
