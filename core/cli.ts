@@ -2,8 +2,15 @@
  * Command-line conventions shared by every p2m command.
  *
  * - `node:util` `parseArgs` in strict mode; every command has `--help`.
+ *   A value that starts with '-' (`--peers -1`) is the flag's value, so
+ *   its own check answers, not Node's "argument is ambiguous".
+ * - Numbers (`N`, `S`, `B`) have one grammar, in core/flags.ts
+ *   (re-exported here); the shared sender and receiver flags are read by
+ *   {@linkcode sendingFlags} and {@linkcode receivingFlags}.
  * - A bad command line prints a one-line reason and the usage, exit 2.
- * - A run-time failure prints one line, exit 1; `--debug` adds the stack.
+ * - A run-time failure prints one escaped line, exit 1; `--debug` adds the
+ *   stack and its causes. {@linkcode runMain} is the process edge of the
+ *   error rule in core/errors.ts: the one place a failure becomes output.
  * - SIGINT and SIGTERM abort cleanly: unfinished outputs are removed,
  *   registered cleanups run, and the exit code is 130 or 143.
  *
@@ -11,9 +18,20 @@
  */
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { DEFAULT_DIGEST, type DigestAlgorithm, isDigestAlgorithm } from "./digest.ts";
-import { describeError, EXIT_FAILURE, P2mError, UsageError } from "./errors.ts";
+import { debugTrace, describeFailure, UsageError } from "./errors.ts";
+import { escapeControls } from "./format.ts";
 import { abortAllOutputs } from "./output.ts";
-import { Reporter } from "./report.ts";
+import { secondsFlag, sizeFlag } from "./flags.ts";
+import { jsonLine, Reporter, writeText } from "./report.ts";
+
+export {
+  type FlagParser,
+  type FlagRange,
+  intFlag,
+  NUMBER_HELP,
+  secondsFlag,
+  sizeFlag,
+} from "./flags.ts";
 
 type Options = NonNullable<ParseArgsConfig["options"]>;
 
@@ -43,21 +61,61 @@ type ParseConfig<O extends Options> = {
 /** The parsed flags and positionals of a command. */
 export type ParsedCommand<O extends Options> = ReturnType<typeof parseArgs<ParseConfig<O>>>;
 
+/**
+ * Joins `--flag VALUE` into `--flag=VALUE` for string options whose value
+ * starts with '-' (`--peers -1`), so that the flag's own check names the
+ * valid range instead of Node's "argument is ambiguous". A string option
+ * followed by nothing, or by another known option, needs a value.
+ */
+function joinDashValues(args: string[], options: Options): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i];
+    if (arg === "--") {
+      out.push(...args.slice(i));
+      break;
+    }
+    const name = /^--([^=]+)$/.exec(arg)?.[1];
+    if (name === undefined || options[name]?.type !== "string") {
+      out.push(arg);
+      continue;
+    }
+    const next = args[i + 1];
+    if (next === undefined || isKnownOption(next, options)) {
+      throw new UsageError(`--${name} needs a value`);
+    }
+    out.push(`--${name}=${next}`);
+    i++;
+  }
+  return out;
+}
+
+function isKnownOption(arg: string, options: Options): boolean {
+  const long = /^--([^=]+)/.exec(arg)?.[1];
+  if (long !== undefined) return long in options;
+  const short = /^-([^-])$/.exec(arg)?.[1];
+  return short !== undefined && Object.values(options).some((o) => o.short === short);
+}
+
 /** Parses `args` for a command; throws UsageError on a bad command line. */
 export function parseCommand<O extends Options>(
   spec: CommandSpec<O>,
   args: string[],
 ): ParsedCommand<O> {
+  const options = { ...spec.options, ...COMMON };
   let parsed: ParsedCommand<O>;
   try {
     parsed = parseArgs<ParseConfig<O>>({
-      args,
-      options: { ...spec.options, ...COMMON },
+      args: joinDashValues(args, options),
+      options,
       allowPositionals: true,
       strict: true,
     });
   } catch (error) {
-    throw new UsageError((error as Error).message.replace(/\. To specify a positional.*$/s, ""));
+    if (error instanceof UsageError) throw error;
+    throw new UsageError((error as Error).message.replace(/\. To specify a positional.*$/s, ""), {
+      cause: error,
+    });
   }
   const max = spec.positionals?.length ?? 0;
   const { help } = parsed.values as { help?: boolean };
@@ -65,71 +123,6 @@ export function parseCommand<O extends Options>(
     throw new UsageError(`unexpected argument '${parsed.positionals[max]}'`);
   }
   return parsed;
-}
-
-/** Parses an integer flag within bounds, or throws UsageError. */
-export function intFlag(
-  value: string | undefined,
-  flag: string,
-  fallback: number,
-  { min = 0, max = Number.MAX_SAFE_INTEGER } = {},
-): number {
-  if (value === undefined) return fallback;
-  const n = Number(value);
-  if (!/^\d+$/.test(value) || !Number.isSafeInteger(n) || n < min || n > max) {
-    throw new UsageError(`--${flag} must be a whole number from ${min} to ${max}, not '${value}'`);
-  }
-  return n;
-}
-
-/** Parses a seconds flag (fractions allowed), or throws UsageError. */
-export function secondsFlag(
-  value: string | undefined,
-  flag: string,
-  fallback: number,
-  { min = 0, max = 86_400 } = {},
-): number {
-  if (value === undefined) return fallback;
-  const n = Number(value);
-  if (value.trim() === "" || !Number.isFinite(n) || n < min || n > max) {
-    throw new UsageError(
-      `--${flag} must be a number of seconds from ${min} to ${max}, not '${value}'`,
-    );
-  }
-  return n;
-}
-
-const SIZE_UNITS: Record<string, number> = {
-  "": 1,
-  b: 1,
-  k: 1024,
-  kb: 1000,
-  kib: 1024,
-  m: 1024 ** 2,
-  mb: 1000 ** 2,
-  mib: 1024 ** 2,
-  g: 1024 ** 3,
-  gb: 1000 ** 3,
-  gib: 1024 ** 3,
-};
-
-/** Parses a byte size such as `4096`, `256K` or `64MiB`, or throws UsageError. */
-export function sizeFlag(
-  value: string | undefined,
-  flag: string,
-  fallback: number,
-  { min = 0, max = Number.MAX_SAFE_INTEGER } = {},
-): number {
-  if (value === undefined) return fallback;
-  const match = /^(\d+(?:\.\d+)?)\s*([a-z]*)$/i.exec(value.trim());
-  const unit = match ? SIZE_UNITS[match[2].toLowerCase()] : undefined;
-  const n = match && unit ? Math.round(Number(match[1]) * unit) : NaN;
-  if (!Number.isSafeInteger(n) || n < min || n > max) {
-    throw new UsageError(
-      `--${flag} must be a size from ${min} to ${max} bytes (e.g. 1M), not '${value}'`,
-    );
-  }
-  return n;
 }
 
 const cleanups = new Set<() => void>();
@@ -194,18 +187,35 @@ export async function runMain(
     code = await main(debug);
   } catch (error) {
     runCleanups();
-    code = error instanceof P2mError ? error.exitCode : EXIT_FAILURE;
-    const text = error instanceof UsageError
-      ? `${spec.name}: ${error.message}\n\n${spec.usage.trim()}\n`
-      : `p2m: ${describeError(error)}\n`;
-    if (args.includes("--json")) {
-      const event = { event: "error", time: Date.now(), message: describeError(error) };
-      console.log(JSON.stringify(event));
-    }
-    Deno.stderr.writeSync(new TextEncoder().encode(text));
-    if (debug && error instanceof Error && error.stack) console.error(error.stack);
+    code = failWith(spec, args, error, debug);
   }
   Deno.exit(code);
+}
+
+/**
+ * The process edge of the error rule in core/errors.ts: maps what `main`
+ * threw to one escaped line on stderr (plus usage for a UsageError, an
+ * `error` event with --json, the stack and causes with --debug) and
+ * returns the exit code.
+ */
+function failWith(
+  spec: { name: string; usage: string },
+  args: string[],
+  error: unknown,
+  debug: boolean,
+): number {
+  const failure = describeFailure(error);
+  const line = escapeControls(failure.message);
+  const text = error instanceof UsageError
+    ? `${spec.name}: ${line}\n\n${spec.usage.trim()}\n`
+    : `p2m: ${line}\n`;
+  if (args.includes("--json")) {
+    const event = { event: "error", time: Date.now(), message: failure.message };
+    writeText(Deno.stdout, jsonLine(event) + "\n");
+  }
+  writeText(Deno.stderr, text);
+  if (debug) writeText(Deno.stderr, debugTrace(error) + "\n");
+  return failure.exitCode;
 }
 
 /** Prints help when asked; returns true if it did. */
@@ -250,7 +260,7 @@ export interface SendingFlags {
   digest: DigestAlgorithm;
   /** `--stall-timeout`, seconds (default 10). */
   stallSeconds: number;
-  /** `--limit-rate`, bytes per second (0: no limit). */
+  /** `--limit-rate`, bytes per second, at least 1 (0: the flag was not given, no limit). */
   limitRate: number;
 }
 
@@ -271,6 +281,30 @@ export function sendingFlags(values: {
   return {
     digest: values["no-verify"] ? "none" : digest,
     stallSeconds: secondsFlag(values["stall-timeout"], "stall-timeout", 10, { min: 0.1 }),
-    limitRate: sizeFlag(values["limit-rate"], "limit-rate", 0),
+    // 0 is the internal "no limit" (the flag left out); a rate that rounds
+    // to nothing is refused rather than silently meaning no limit.
+    limitRate: sizeFlag(values["limit-rate"], "limit-rate", 0, { min: 1 }),
+  };
+}
+
+/** What a receiver's shared flags mean, checked. */
+export interface ReceivingFlags {
+  /** `--out`, as given. */
+  out: string | undefined;
+  /** `--timeout`, seconds: at least 0.1 (0 would always fail). */
+  timeoutSeconds: number;
+  /** `--force`. */
+  force: boolean;
+}
+
+/** Parses the flags of {@linkcode RECEIVING_OPTIONS}, or throws UsageError. */
+export function receivingFlags(
+  values: { out?: string; timeout?: string; force?: boolean },
+  defaultTimeout: number,
+): ReceivingFlags {
+  return {
+    out: values.out,
+    timeoutSeconds: secondsFlag(values.timeout, "timeout", defaultTimeout),
+    force: values.force ?? false,
   };
 }

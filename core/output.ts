@@ -3,9 +3,12 @@
  *
  * Bytes go to a hidden temporary file in the target directory. Only after
  * the digest matches is it fsynced, given the sender's mode and linked or
- * renamed to its final name. A failed, aborted or interrupted transfer
- * removes the temporary file, so no half-written or unverified file is
- * ever seen under a final name.
+ * renamed to its final name, and then the directory is fsynced too, so
+ * that the name itself survives a power loss right after a reported
+ * success (as do the directories that `--out DIR/` made, through their
+ * parents): {@linkcode syncDirectory}. A failed, aborted or interrupted
+ * transfer removes the temporary file, so no half-written or unverified
+ * file is ever seen under a final name.
  *
  * A writer that dies by `kill -9` cannot clean up, so every temp file is
  * held under an exclusive `flock` while it is written. The kernel drops
@@ -60,15 +63,23 @@ export class OutputFile implements Disposable {
   /** The hidden temporary path that holds bytes until commit. */
   readonly tempPath: string;
   #file: Deno.FsFile | undefined;
+  #madeDirs: string[];
   #mode: number;
   #force: boolean;
   #written = 0;
   #done = false;
 
-  private constructor(path: string, tempPath: string, file: Deno.FsFile, options: OutputOptions) {
+  private constructor(
+    path: string,
+    tempPath: string,
+    file: Deno.FsFile,
+    options: OutputOptions,
+    madeDirs: string[],
+  ) {
     this.path = path;
     this.tempPath = tempPath;
     this.#file = file;
+    this.#madeDirs = madeDirs;
     this.#mode = options.mode & 0o777;
     this.#force = options.force ?? false;
     live.add(this);
@@ -77,16 +88,9 @@ export class OutputFile implements Disposable {
   /** Creates the temp file for a copy, or throws a P2mError saying why not. */
   static create(options: OutputOptions): OutputFile {
     const path = resolveOutputPath(options);
-    const slash = path.lastIndexOf("/");
-    const dir = slash < 0 ? "." : path.slice(0, slash) || "/";
-    const base = path.slice(slash + 1);
-    if (options.out === undefined || options.out.endsWith("/")) {
-      try {
-        Deno.mkdirSync(dir, { recursive: true });
-      } catch (error) {
-        throw new P2mError(`cannot create ${dir}: ${osReason(error)}`);
-      }
-    }
+    const dir = parentOf(path);
+    const base = path.slice(path.lastIndexOf("/") + 1);
+    const madeDirs = options.out === undefined || options.out.endsWith("/") ? makeDirs(dir) : [];
     if (!options.force && exists(path)) {
       throw new P2mError(`${path} already exists; use --force to replace it`);
     }
@@ -99,12 +103,14 @@ export class OutputFile implements Disposable {
       try {
         file = Deno.openSync(tempPath, { write: true, createNew: true, mode: 0o600 });
       } catch (error) {
-        throw new P2mError(`cannot write in ${dir}: ${osReason(error)}`);
+        throw new P2mError(`cannot write in ${dir}: ${osReason(error)}`, { cause: error });
       }
       file.lockSync(true);
       // A sweeper may have taken the lock between our create and our lock,
       // and removed the file: then it has no link left, so start again.
-      if (file.statSync().nlink !== 0) return new OutputFile(path, tempPath, file, options);
+      if (file.statSync().nlink !== 0) {
+        return new OutputFile(path, tempPath, file, options, madeDirs);
+      }
       file.close();
     }
   }
@@ -122,7 +128,9 @@ export class OutputFile implements Disposable {
       while (offset < bytes.length) offset += file.writeSync(bytes.subarray(offset));
     } catch (error) {
       this.abort();
-      throw new P2mError(`cannot write ${this.path}: ${osReason(error)}; copy discarded`);
+      throw new P2mError(`cannot write ${this.path}: ${osReason(error)}; copy discarded`, {
+        cause: error,
+      });
     }
     this.#written += bytes.length;
   }
@@ -151,11 +159,26 @@ export class OutputFile implements Disposable {
       const reason = error instanceof Deno.errors.AlreadyExists
         ? "it appeared while receiving; use --force to replace it"
         : osReason(error);
-      throw new P2mError(`cannot finish ${this.path}: ${reason}; copy discarded`);
+      throw new P2mError(`cannot finish ${this.path}: ${reason}; copy discarded`, {
+        cause: error,
+      });
     }
     this.#done = true;
     live.delete(this);
-    sweepStaleOutputs(this.path.slice(0, this.path.lastIndexOf("/")) || ".");
+    const dir = parentOf(this.path);
+    // The name is in place; make it, and any directory we made for it,
+    // durable. A failure here is reported, but the copy is not discarded:
+    // it is complete and verified, only its name may not survive a crash.
+    try {
+      for (const made of this.#madeDirs) syncDirectory(parentOf(made));
+      syncDirectory(dir);
+    } catch (error) {
+      throw new P2mError(
+        `${this.path} is complete, but its directory could not be synced: ${osReason(error)}`,
+        { cause: error },
+      );
+    }
+    sweepStaleOutputs(dir);
   }
 
   /** Discards the copy: closes and removes the temp file. Safe to call twice. */
@@ -186,6 +209,38 @@ export class OutputFile implements Disposable {
     if (this.#done || this.#file === undefined) throw new P2mError("output already closed");
     return this.#file;
   }
+}
+
+/**
+ * fsyncs a directory, so that the names just linked, renamed or removed in
+ * it reach the disk (Deno opens a directory read-only and fsyncs its fd).
+ */
+export function syncDirectory(dir: string): void {
+  using handle = Deno.openSync(dir, { read: true });
+  handle.syncSync();
+}
+
+/** Creates `dir` and its missing parents; returns those it made, outermost first. */
+function makeDirs(dir: string): string[] {
+  const missing: string[] = [];
+  for (let at = dir; !exists(at); at = parentOf(at)) {
+    missing.unshift(at);
+    if (at === "/" || at === ".") break;
+  }
+  try {
+    Deno.mkdirSync(dir, { recursive: true });
+  } catch (error) {
+    throw new P2mError(`cannot create ${dir}: ${osReason(error)}`, { cause: error });
+  }
+  return missing;
+}
+
+/** The directory part of a path ("." for a bare name). */
+function parentOf(path: string): string {
+  const trimmed = path.replace(/\/+$/, "");
+  const slash = trimmed.lastIndexOf("/");
+  if (slash < 0) return ".";
+  return trimmed.slice(0, slash) || "/";
 }
 
 const TEMP_NAME = /^\..*\.p2m-\d+-[0-9a-z]+\.part$/s;

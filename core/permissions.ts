@@ -39,3 +39,12 @@ export const SHM_PERMISSIONS = [
 export function programPath(file: "socket.ts" | "sharedmem.ts"): string {
   return new URL(`../${file}`, import.meta.url).pathname;
 }
+
+/**
+ * The command line that runs `program` as its users do: `deno run` with the
+ * program's exact permissions (what tests, demo and bench spawn).
+ */
+export function p2mArgv(program: "socket.ts" | "sharedmem.ts", args: string[]): string[] {
+  const permissions = program === "socket.ts" ? SOCKET_PERMISSIONS : SHM_PERMISSIONS;
+  return [Deno.execPath(), "run", ...permissions, programPath(program), ...args];
+}

@@ -8,9 +8,15 @@
  *   most four times a second, `done`, `error`, plus transport events).
  * - `--quiet`: nothing but errors, on stderr.
  *
+ * Every human line goes through {@linkcode escapeControls} here, so no
+ * caller can print a raw ESC, BEL or newline from a file name; a
+ * {@linkcode TextBlock} keeps its own line breaks. Every JSON line goes
+ * through {@linkcode jsonLine}, which also escapes what JSON.stringify
+ * leaves raw but line splitters break on (U+0085, U+2028, U+2029).
+ *
  * @module
  */
-import { formatBytes, formatDuration, formatRate } from "./format.ts";
+import { escapeControls, formatBytes, formatDuration, formatRate, TextBlock } from "./format.ts";
 
 /** How a process reports. */
 export type ReportMode = "human" | "json" | "quiet";
@@ -31,24 +37,28 @@ export class Reporter {
     this.#tty = this.mode === "human" && Deno.stderr.isTerminal();
   }
 
-  /** Prints a line for people (human mode only). */
-  info(text: string): void {
+  /**
+   * Prints a line for people (human mode only). A string is one line: any
+   * control character in it, line breaks too, is escaped. A TextBlock
+   * prints its lines, each escaped.
+   */
+  info(text: string | TextBlock): void {
     if (this.mode !== "human") return;
     this.#clearLine();
-    write(Deno.stdout, text + "\n");
+    writeText(Deno.stdout, humanText(text) + "\n");
   }
 
   /** Emits a JSON event (json mode only). */
   event(event: string, fields: Record<string, unknown> = {}): void {
     if (this.mode !== "json") return;
-    write(Deno.stdout, JSON.stringify({ event, time: Date.now(), ...fields }) + "\n");
+    writeText(Deno.stdout, jsonLine({ event, time: Date.now(), ...fields }) + "\n");
   }
 
   /** Reports a failure: one line on stderr, plus an `error` event in json mode. */
   error(message: string, fields: Record<string, unknown> = {}): void {
     this.#clearLine();
     this.event("error", { message, ...fields });
-    write(Deno.stderr, `p2m: ${message}\n`);
+    writeText(Deno.stderr, `p2m: ${escapeControls(message)}\n`);
   }
 
   /**
@@ -59,7 +69,7 @@ export class Reporter {
     if (this.mode === "quiet") return;
     this.#clearLine();
     this.event("warning", { message, ...fields });
-    write(Deno.stderr, `p2m: warning: ${message}\n`);
+    writeText(Deno.stderr, `p2m: warning: ${escapeControls(message)}\n`);
   }
 
   /** Starts a progress display for `total` bytes. */
@@ -70,7 +80,7 @@ export class Reporter {
   /** @internal Draws the live progress line on a terminal. */
   drawLine(text: string): void {
     if (!this.#tty) return;
-    write(Deno.stderr, `\r\x1b[2K${text}`);
+    writeText(Deno.stderr, `\r\x1b[2K${escapeControls(text)}`);
     this.#lineShown = true;
   }
 
@@ -81,7 +91,7 @@ export class Reporter {
 
   #clearLine(): void {
     if (!this.#lineShown) return;
-    write(Deno.stderr, "\r\x1b[2K");
+    writeText(Deno.stderr, "\r\x1b[2K");
     this.#lineShown = false;
   }
 }
@@ -134,7 +144,29 @@ export class Progress {
   }
 }
 
-function write(file: { writeSync(p: Uint8Array): number }, text: string): void {
+/** A human text as printed: each line escaped, only a block's own breaks kept. */
+export function humanText(text: string | TextBlock): string {
+  if (text instanceof TextBlock) return text.lines.map(escapeControls).join("\n");
+  return escapeControls(text);
+}
+
+const JSON_LINE_BREAKERS = /[\u007f-\u009f\u2028\u2029]/g;
+
+/**
+ * `JSON.stringify` for a JSON-lines stream: also escapes DEL, the C1
+ * controls (U+0080-U+009F, among them NEL, U+0085) and U+2028/U+2029 as
+ * `\uXXXX`, which JSON.stringify leaves raw, so that no line splitter and
+ * no terminal acts on them. The result parses to the same value.
+ */
+export function jsonLine(value: unknown): string {
+  return JSON.stringify(value).replace(
+    JSON_LINE_BREAKERS,
+    (ch) => `\\u${ch.charCodeAt(0).toString(16).padStart(4, "0")}`,
+  );
+}
+
+/** Writes all of `text`; a closed stdout (e.g. `| head`) is not a crash. */
+export function writeText(file: { writeSync(p: Uint8Array): number }, text: string): void {
   const bytes = encoder.encode(text);
   let offset = 0;
   try {

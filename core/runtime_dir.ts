@@ -8,6 +8,7 @@
  * @module
  */
 import { P2mError } from "./errors.ts";
+import { osReason } from "./source.ts";
 
 /** Returns the private runtime directory, creating it with mode 0700. */
 export function privateRuntimeDir(): string {
@@ -18,7 +19,7 @@ export function privateRuntimeDir(): string {
     Deno.mkdirSync(dir, { mode: 0o700 });
   } catch (error) {
     if (!(error instanceof Deno.errors.AlreadyExists)) {
-      throw new P2mError(`cannot create ${dir}: ${(error as Error).message}`);
+      throw new P2mError(`cannot create ${dir}: ${osReason(error)}`, { cause: error });
     }
   }
   const stat = Deno.lstatSync(dir);

@@ -22,6 +22,7 @@
  * @module
  */
 import { DIGEST_LENGTH, type DigestAlgorithm, digestCode, digestFromCode } from "./digest.ts";
+import { P2mError } from "./errors.ts";
 
 /** Wire format version this build speaks. */
 export const WIRE_VERSION = 1;
@@ -70,7 +71,7 @@ export interface FileTrailer {
 }
 
 /** Malformed or hostile data on the wire or in a segment. */
-export class WireError extends Error {
+export class WireError extends P2mError {
   /** Creates an error describing what was wrong with the data. */
   constructor(message: string) {
     super(message);

@@ -13,6 +13,7 @@
  * @module
  */
 import assert from "node:assert/strict";
+import { delay } from "../core/delay.ts";
 import { sweepStaleOutputs } from "../core/output.ts";
 import { listDir, makeFile, shmEntries, tempDir, uniqueName, waitFor } from "./helpers.ts";
 import { Party, type PartyExit } from "./party.ts";
@@ -101,45 +102,41 @@ class Run {
     return { XDG_RUNTIME_DIR: this.runtimeDir };
   }
 
+  /** A sender (shm) or server (socket) of this cell's file, printing JSON events. */
+  newSender(label: string, peers: number, extra: string[] = []): Party {
+    const [program, args] = this.cell.transport === "shm"
+      ? ["sharedmem.ts", ["sender", this.file, "--name", this.shmName, "--wait", "20"]] as const
+      : ["socket.ts", ["server", this.file, "--socket", this.socketPath]] as const;
+    return new Party(label, program, [...args, "--peers", String(peers), "--json", ...extra], {
+      env: this.env,
+    });
+  }
+
+  /** A receiver (shm) or client (socket) for this cell, printing JSON events. */
+  newReceiver(label: string, extra: string[] = [], cwd?: string): Party {
+    const [program, args] = this.cell.transport === "shm"
+      ? ["sharedmem.ts", ["receiver", "--name", this.shmName]] as const
+      : ["socket.ts", ["client", "--socket", this.socketPath]] as const;
+    return new Party(label, program, [...args, "--timeout", "20", "--json", ...extra], {
+      cwd,
+      env: this.env,
+    });
+  }
+
   startSender(peers = PEERS, options: { maxActive?: number } = {}): Party {
-    const common = ["--json", "--stall-timeout", String(STALL_S), "--limit-rate", String(RATE)];
+    const common = ["--stall-timeout", String(STALL_S), "--limit-rate", String(RATE)];
     this.sender = this.cell.transport === "shm"
-      ? new Party("sender", "sharedmem.ts", [
-        "sender",
-        this.file,
-        "--name",
-        this.shmName,
-        "--peers",
-        String(peers),
-        "--wait",
-        "20",
-        ...common,
-      ], { env: this.env })
-      : new Party("server", "socket.ts", [
-        "server",
-        this.file,
-        "--socket",
-        this.socketPath,
-        "--peers",
-        String(peers),
+      ? this.newSender("sender", peers, common)
+      : this.newSender("server", peers, [
         "--max-active",
         String(options.maxActive ?? peers),
         ...common,
-      ], { env: this.env });
+      ]);
     return this.sender;
   }
 
   startReceiver(): Party {
-    const i = this.receivers.length;
-    const args = this.cell.transport === "shm"
-      ? ["receiver", "--name", this.shmName, "--timeout", "20", "--json"]
-      : ["client", "--socket", this.socketPath, "--timeout", "20", "--json"];
-    const party = new Party(
-      `receiver ${i}`,
-      this.cell.transport === "shm" ? "sharedmem.ts" : "socket.ts",
-      args,
-      { cwd: this.out, env: this.env },
-    );
+    const party = this.newReceiver(`receiver ${this.receivers.length}`, [], this.out);
     this.receivers.push(party);
     return party;
   }
@@ -163,7 +160,7 @@ async function workersOf(server: Party): Promise<number[]> {
 }
 
 function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)));
+  return delay(Math.max(0, ms));
 }
 
 /** Waits until `party` reported at least `fraction` of the file. */
@@ -216,13 +213,7 @@ async function stage(run: Run): Promise<void> {
       await run.sender.waitEvent((e) => e.event === "attached" && e.count === PEERS - 1, 15_000)
         .catch(() => sleep(1500));
       await sleep(300);
-      if (role === "receiver") {
-        run.victimReceiver = 0;
-        await applyFault(run, run.receivers[0], fault);
-      } else {
-        run.target = "sender";
-        await applyFault(run, run.sender, fault);
-      }
+      await strike(run, 0); // shm has no worker role
       if (role !== "sender" || fault === "SIGSTOP") run.startReceiver();
       return;
     }
@@ -231,19 +222,8 @@ async function stage(run: Run): Promise<void> {
     for (let i = 0; i < PEERS; i++) run.startReceiver();
     const isQueued = (r: Party) => r.events.some((e) => e.event === "queued");
     await waitFor(() => run.receivers.some(isQueued), 15_000, "a queued peer");
-    const queued = run.receivers.findIndex(isQueued);
-    if (role === "receiver") {
-      run.victimReceiver = queued;
-      await applyFault(run, run.receivers[queued], fault);
-    } else if (role === "sender") {
-      run.target = "sender";
-      await applyFault(run, run.sender, fault);
-    } else {
-      // The earliest moment a worker exists: just spawned, peer not yet served.
-      const [pid] = await workersOf(run.sender);
-      run.target = `worker ${pid}`;
-      if (pid) await applyFault(run, pid, fault);
-    }
+    // For a worker: the earliest moment one exists, just spawned, peer not yet served.
+    await strike(run, run.receivers.findIndex(isQueued));
     return;
   }
 
@@ -254,9 +234,15 @@ async function stage(run: Run): Promise<void> {
   else if (moment === "99%") await aimAt(observed, 0.99);
   else await aimAt(observed, 1.0).then(() => sleep(20));
 
+  await strike(run, 0);
+}
+
+/** Applies the cell's fault to its role: receiver `victim`, the sender, or its first worker. */
+async function strike(run: Run, victim: number): Promise<void> {
+  const { role, fault } = run.cell;
   if (role === "receiver") {
-    run.victimReceiver = 0;
-    await applyFault(run, observed, fault);
+    run.victimReceiver = victim;
+    await applyFault(run, run.receivers[victim], fault);
   } else if (role === "sender") {
     run.target = "sender";
     await applyFault(run, run.sender, fault);
@@ -435,48 +421,12 @@ async function runCell(cell: Cell): Promise<Outcome> {
 
 /** After a kill -9 of the sender, the next one with the same name starts cleanly. */
 async function nextStartCleans(run: Run, problem: (text: string) => void): Promise<void> {
-  const sender = run.cell.transport === "shm"
-    ? new Party("next sender", "sharedmem.ts", [
-      "sender",
-      run.file,
-      "--name",
-      run.shmName,
-      "--peers",
-      "1",
-      "--wait",
-      "20",
-      "--json",
-    ], { env: run.env })
-    : new Party("next server", "socket.ts", [
-      "server",
-      run.file,
-      "--socket",
-      run.socketPath,
-      "--peers",
-      "1",
-      "--json",
-    ], { env: run.env });
-  const receiver = run.cell.transport === "shm"
-    ? new Party("next receiver", "sharedmem.ts", [
-      "receiver",
-      "--name",
-      run.shmName,
-      "--out",
-      `${run.dir}/next/`,
-      "--timeout",
-      "20",
-      "--json",
-    ], { env: run.env })
-    : new Party("next client", "socket.ts", [
-      "client",
-      "--socket",
-      run.socketPath,
-      "--out",
-      `${run.dir}/next/`,
-      "--timeout",
-      "20",
-      "--json",
-    ], { env: run.env });
+  const shm = run.cell.transport === "shm";
+  const sender = run.newSender(shm ? "next sender" : "next server", 1);
+  const receiver = run.newReceiver(shm ? "next receiver" : "next client", [
+    "--out",
+    `${run.dir}/next/`,
+  ]);
   const [s, r] = await Promise.all([sender.exited, receiver.exited]);
   if (s.code !== 0 || r.code !== 0) {
     problem(

@@ -5,7 +5,9 @@
  */
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
-import { programPath, SHM_PERMISSIONS, SOCKET_PERMISSIONS } from "../core/permissions.ts";
+import { delay } from "../core/delay.ts";
+import { p2mArgv } from "../core/permissions.ts";
+import { spawnPiped } from "../tools/runner.ts";
 
 /** A running p2m process started by a test. */
 export interface P2mProcess {
@@ -21,15 +23,7 @@ export function spawnP2m(
   args: string[],
   options: { cwd?: string; env?: Record<string, string> } = {},
 ): P2mProcess {
-  const permissions = program === "socket.ts" ? SOCKET_PERMISSIONS : SHM_PERMISSIONS;
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", ...permissions, programPath(program), ...args],
-    cwd: options.cwd,
-    env: { NO_COLOR: "1", ...options.env },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
+  const child = spawnPiped(p2mArgv(program, args), options);
   const output = child.output();
   return {
     child,
@@ -105,7 +99,7 @@ export async function waitFor(
     if (performance.now() > deadline) {
       throw new Error(`timed out after ${ms} ms waiting for ${what}`);
     }
-    await new Promise((r) => setTimeout(r, 20));
+    await delay(20);
   }
 }
 

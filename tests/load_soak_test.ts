@@ -36,6 +36,69 @@ function assertNoGrowth(what: string, samples: number[]): void {
   assert.ok(growth < 5, `${what} grew by ${growth} over ${samples.length - 10} transfers`);
 }
 
+/** A socket server of `file` on `dir`/p2m.sock, printing JSON events. */
+function socketServer(dir: string, file: string, env: Env, extra: string[] = []): Party {
+  return new Party("server", "socket.ts", [
+    "server",
+    file,
+    "--socket",
+    `${dir}/p2m.sock`,
+    ...extra,
+    "--json",
+  ], { env });
+}
+
+/** A socket client writing `out`, giving up after `timeout` s. */
+function socketClient(label: string, dir: string, out: string, timeout: number, env: Env): Party {
+  return new Party(label, "socket.ts", [
+    "client",
+    "--socket",
+    `${dir}/p2m.sock`,
+    "--out",
+    out,
+    "--timeout",
+    String(timeout),
+    "--quiet",
+  ], { env });
+}
+
+/** An shm receiver of segment `name` writing `out`, giving up after `timeout` s. */
+function shmReceiver(label: string, name: string, out: string, timeout: number): Party {
+  return new Party(label, "sharedmem.ts", [
+    "receiver",
+    "--name",
+    name,
+    "--out",
+    out,
+    "--timeout",
+    String(timeout),
+    "--quiet",
+  ]);
+}
+
+type Env = { XDG_RUNTIME_DIR: string };
+
+/**
+ * Runs `body` with a temp dir holding `payload.bin` of `size` bytes and a
+ * private runtime dir for the socket tests; removes it all afterwards.
+ */
+async function withPayload(
+  size: number,
+  seed: number,
+  body: (dir: string, file: string, env: Env) => Promise<void>,
+): Promise<void> {
+  const dir = await tempDir();
+  try {
+    const file = `${dir}/payload.bin`;
+    await makeFile(file, size, seed);
+    const env = { XDG_RUNTIME_DIR: `${dir}/run` };
+    await Deno.mkdir(env.XDG_RUNTIME_DIR, { mode: 0o700 });
+    await body(dir, file, env);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
 async function expectExit(party: Party, code: number): Promise<void> {
   const exit = await party.exited;
   assert.equal(exit.code, code, `${party.label} ended ${exit.code}:\n${party.stderr}`);
@@ -44,35 +107,18 @@ async function expectExit(party: Party, code: number): Promise<void> {
 Deno.test({
   name: `socket: ${MANY} peers at once all verify`,
   sanitizeResources: false,
-}, async () => {
-  const dir = await tempDir();
-  try {
-    const file = `${dir}/payload.bin`;
-    await makeFile(file, 2 * 2 ** 20 + 13, 3);
-    const env = { XDG_RUNTIME_DIR: `${dir}/run` };
-    await Deno.mkdir(env.XDG_RUNTIME_DIR, { mode: 0o700 });
-    const server = new Party("server", "socket.ts", [
-      "server",
-      file,
-      "--socket",
-      `${dir}/p2m.sock`,
+}, () =>
+  withPayload(2 * 2 ** 20 + 13, 3, async (dir, file, env) => {
+    const server = socketServer(dir, file, env, [
       "--peers",
       String(MANY),
       "--max-active",
       String(MANY),
-      "--json",
-    ], { env });
-    const clients = Array.from({ length: MANY }, (_, i) =>
-      new Party(`client ${i}`, "socket.ts", [
-        "client",
-        "--socket",
-        `${dir}/p2m.sock`,
-        "--out",
-        `${dir}/out-${i}/`,
-        "--timeout",
-        "60",
-        "--quiet",
-      ], { env }));
+    ]);
+    const clients = Array.from(
+      { length: MANY },
+      (_, i) => socketClient(`client ${i}`, dir, `${dir}/out-${i}/`, 60, env),
+    );
     await Promise.all(clients.map((c) => expectExit(c, 0)));
     for (let i = 0; i < MANY; i++) await assertSameFile(`${dir}/out-${i}/payload.bin`, file);
     await expectExit(server, 0);
@@ -81,42 +127,19 @@ Deno.test({
     assert.equal((summary.peers as unknown[]).length, MANY);
     assert.deepEqual(listDir(`${dir}/run/p2m`), []);
     assert.deepEqual(listDir(dir).filter((n) => n.endsWith(".sock")), []);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
+  }));
 
 Deno.test({
   name: `socket: ${SOAK} transfers in a row leak no fds, sockets or temp files`,
   sanitizeResources: false,
-}, async () => {
-  const dir = await tempDir();
-  try {
-    const file = `${dir}/payload.bin`;
-    await makeFile(file, 256 * 1024 + 1, 4);
-    const env = { XDG_RUNTIME_DIR: `${dir}/run` };
-    await Deno.mkdir(env.XDG_RUNTIME_DIR, { mode: 0o700 });
-    const server = new Party("server", "socket.ts", [
-      "server",
-      file,
-      "--socket",
-      `${dir}/p2m.sock`,
-      "--json",
-    ], { env });
+}, () =>
+  withPayload(256 * 1024 + 1, 4, async (dir, file, env) => {
+    const server = socketServer(dir, file, env);
     await Deno.mkdir(`${dir}/out`);
     const fds: number[] = [];
     const ownFds: number[] = [];
     for (let i = 0; i < SOAK; i++) {
-      const client = new Party(`client ${i}`, "socket.ts", [
-        "client",
-        "--socket",
-        `${dir}/p2m.sock`,
-        "--out",
-        `${dir}/out/copy-${i}`,
-        "--timeout",
-        "30",
-        "--quiet",
-      ], { env });
+      const client = socketClient(`client ${i}`, dir, `${dir}/out/copy-${i}`, 30, env);
       await expectExit(client, 0);
       // The server records the peer just after the client exits.
       await server.waitEvent((e) => e.event === "peer-done" && e.peer === i + 1, 10_000);
@@ -133,21 +156,15 @@ Deno.test({
     await expectExit(server, 143);
     assert.deepEqual(listDir(dir).filter((n) => n.endsWith(".sock")), []);
     assert.deepEqual(listDir(`${dir}/run/p2m`), []);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
+  }));
 
 Deno.test({
   name: `shm: ${MANY} receivers at once all verify, none falsely evicted`,
   sanitizeResources: false,
-}, async () => {
-  const dir = await tempDir();
-  const name = uniqueName("p2m-load");
-  try {
-    const file = `${dir}/payload.bin`;
-    // Several times the ring, so slow starters really gate the sender.
-    await makeFile(file, 6 * 2 ** 20 + 5, 5);
+}, () =>
+  // Several times the ring, so slow starters really gate the sender.
+  withPayload(6 * 2 ** 20 + 5, 5, async (dir, file) => {
+    const name = uniqueName("p2m-load");
     const sender = new Party("sender", "sharedmem.ts", [
       "sender",
       file,
@@ -165,17 +182,7 @@ Deno.test({
     ]);
     const receivers = Array.from(
       { length: MANY },
-      (_, i) =>
-        new Party(`receiver ${i}`, "sharedmem.ts", [
-          "receiver",
-          "--name",
-          name,
-          "--out",
-          `${dir}/out-${i}/`,
-          "--timeout",
-          "120",
-          "--quiet",
-        ]),
+      (_, i) => shmReceiver(`receiver ${i}`, name, `${dir}/out-${i}/`, 120),
     );
     await Promise.all(receivers.map((r) => expectExit(r, 0)));
     await expectExit(sender, 0);
@@ -186,20 +193,14 @@ Deno.test({
     assert.equal(peers.length, MANY);
     assert.deepEqual(peers.filter((p) => p.status !== "verified"), [], "false evictions");
     assert.deepEqual(await shmEntries(name), []);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
+  }));
 
 Deno.test({
   name: `shm: ${SOAK} transfers in a row leak no fds, segments or temp files`,
   sanitizeResources: false,
-}, async () => {
-  const dir = await tempDir();
-  const name = uniqueName("p2m-soak");
-  try {
-    const file = `${dir}/payload.bin`;
-    await makeFile(file, 256 * 1024 + 1, 6);
+}, () =>
+  withPayload(256 * 1024 + 1, 6, async (dir, file) => {
+    const name = uniqueName("p2m-soak");
     await Deno.mkdir(`${dir}/out`);
     const ownFds: number[] = [];
     for (let i = 0; i < SOAK; i++) {
@@ -212,16 +213,7 @@ Deno.test({
         "30",
         "--quiet",
       ]);
-      const receiver = new Party("receiver", "sharedmem.ts", [
-        "receiver",
-        "--name",
-        name,
-        "--out",
-        `${dir}/out/copy-${i}`,
-        "--timeout",
-        "30",
-        "--quiet",
-      ]);
+      const receiver = shmReceiver("receiver", name, `${dir}/out/copy-${i}`, 30);
       await Promise.all([expectExit(sender, 0), expectExit(receiver, 0)]);
       assert.deepEqual(await shmEntries(name), [], `segment left after transfer ${i}`);
       ownFds.push(await openFds(Deno.pid));
@@ -230,7 +222,4 @@ Deno.test({
     assert.deepEqual(await shmEntries(name), []);
     assert.equal(tree(`${dir}/out`).length, SOAK);
     assert.deepEqual(tree(`${dir}/out`).filter((n) => n.endsWith(".part")), []);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
+  }));

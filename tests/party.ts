@@ -5,10 +5,10 @@
  *
  * @module
  */
-import { programPath, SHM_PERMISSIONS, SOCKET_PERMISSIONS } from "../core/permissions.ts";
+import { p2mArgv } from "../core/permissions.ts";
+import { eachLine, type P2mEvent, parseEvent, spawnPiped } from "../tools/runner.ts";
 
-/** One JSON event printed by a p2m process. */
-export type P2mEvent = Record<string, unknown> & { event: string };
+export type { P2mEvent };
 
 /** How a party ended. */
 export interface PartyExit {
@@ -33,7 +33,6 @@ export class Party {
   #child: Deno.ChildProcess;
   #stderr = "";
   #plain = "";
-  #pending = "";
   #waiters = new Set<() => void>();
 
   /** Starts `program` with its real permissions; `args` should include `--json`. */
@@ -44,18 +43,10 @@ export class Party {
     options: { cwd?: string; env?: Record<string, string> } = {},
   ) {
     this.label = label;
-    const permissions = program === "socket.ts" ? SOCKET_PERMISSIONS : SHM_PERMISSIONS;
-    this.#child = new Deno.Command(Deno.execPath(), {
-      args: ["run", ...permissions, programPath(program), ...args],
-      cwd: options.cwd,
-      env: { NO_COLOR: "1", ...options.env },
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
+    this.#child = spawnPiped(p2mArgv(program, args), options);
     this.pid = this.#child.pid;
-    const stdout = this.#read(this.#child.stdout, (text) => this.#onStdout(text));
-    const stderr = this.#read(this.#child.stderr, (text) => this.#stderr += text);
+    const stdout = eachLine(this.#child.stdout, (line) => this.#onStdout(line));
+    const stderr = eachLine(this.#child.stderr, (line) => this.#stderr += line + "\n");
     this.exited = Promise.all([this.#child.status, stdout, stderr]).then(([status]) => {
       this.#notify();
       return { code: status.code, signal: status.signal, at: performance.now() };
@@ -92,14 +83,13 @@ export class Party {
       if (exited) return false;
       const left = deadline - performance.now();
       if (left <= 0) throw new Error(`${this.label}: no such event within ${ms} ms`);
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(done, Math.min(left, 50));
-        function done() {
-          clearTimeout(timer);
-          resolve();
-        }
-        this.#waiters.add(done);
-      });
+      // Woken by the next event or exit, or after 50 ms at the latest.
+      const wake = Promise.withResolvers<void>();
+      const timer = setTimeout(wake.resolve, Math.min(left, 50));
+      this.#waiters.add(wake.resolve);
+      await wake.promise;
+      clearTimeout(timer);
+      this.#waiters.delete(wake.resolve);
     }
   }
 
@@ -119,33 +109,15 @@ export class Party {
     await this.exited;
   }
 
-  #onStdout(text: string): void {
-    const lines = (this.#pending + text).split("\n");
-    this.#pending = lines.pop()!;
-    for (const line of lines) {
-      const event = parseEvent(line);
-      if (event) this.events.push(event);
-      else this.#plain += line + "\n";
-    }
+  #onStdout(line: string): void {
+    const event = parseEvent(line);
+    if (event) this.events.push(event);
+    else this.#plain += line + "\n";
     this.#notify();
   }
 
   #notify(): void {
     for (const waiter of this.#waiters) waiter();
     this.#waiters.clear();
-  }
-
-  async #read(stream: ReadableStream<Uint8Array>, sink: (text: string) => void): Promise<void> {
-    const decoder = new TextDecoder();
-    for await (const chunk of stream) sink(decoder.decode(chunk, { stream: true }));
-  }
-}
-
-function parseEvent(line: string): P2mEvent | undefined {
-  try {
-    const event = JSON.parse(line);
-    return event && typeof event.event === "string" ? event : undefined;
-  } catch {
-    return undefined;
   }
 }

@@ -16,12 +16,15 @@ import {
   formatBytes,
   gibPerSecond,
   intFlag,
+  jsonLine,
   maybeHelp,
   P2mError,
   parseCommand,
+  REPORT_OPTIONS,
   Reporter,
   runMain,
   sizeFlag,
+  TextBlock,
   UsageError,
 } from "../core/mod.ts";
 import {
@@ -33,17 +36,9 @@ import {
   type MethodInfo,
   textTable,
 } from "./bench_report.ts";
-import {
-  type Baseline,
-  buildCBaselines,
-  fileSystemType,
-  hasSocat,
-  onInterrupt,
-  runCopy,
-  type RunResult,
-  type Transport,
-  writeRandomFile,
-} from "./harness.ts";
+import { fileSystemType, runCopy, type RunResult, writeRandomFile } from "./harness.ts";
+import { type Baseline, buildCBaselines, hasSocat, type Transport } from "./plans.ts";
+import { onInterrupt } from "./runner.ts";
 
 const USAGE = `
 Usage: deno task bench [--quick] [--sizes LIST] [--peers LIST] [--methods LIST] [--runs N]
@@ -80,8 +75,7 @@ const spec = {
     runs: { type: "string" },
     "out-dir": { type: "string" },
     results: { type: "string" },
-    json: { type: "boolean" },
-    quiet: { type: "boolean" },
+    ...REPORT_OPTIONS,
   },
 } as const;
 
@@ -217,8 +211,10 @@ async function main(): Promise<number> {
   await Deno.writeTextFile(`${resultsDir}/bench.json`, JSON.stringify(report, null, 2) + "\n");
   await Deno.writeTextFile(`${resultsDir}/bench.md`, markdown(report));
   await Deno.writeTextFile(`${resultsDir}/bench.svg`, chart(report));
-  if (values.json) console.log(JSON.stringify(report));
-  reporter.info(`\n${textTable(report)}\n\nWrote ${resultsDir}/bench.{json,md,svg}`);
+  if (values.json) console.log(jsonLine(report));
+  reporter.info(
+    new TextBlock(["", ...textTable(report).lines, "", `Wrote ${resultsDir}/bench.{json,md,svg}`]),
+  );
   return cases.every((c) => c.errors.length === 0) ? 0 : 1;
 }
 

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { formatBytes, formatTable } from "../core/format.ts";
+import { formatBytes, formatTable, type TextBlock } from "../core/format.ts";
 import { lineChart, type Series } from "./svg_chart.ts";
 
 /** A method the benchmark measures. */
@@ -93,7 +93,7 @@ export function addRatios(cases: CaseResult[]): void {
 const C_REFERENCE: Record<string, string> = { shm: "c-ring", socket: "c-sendfile" };
 
 /** The results as an aligned text table for the terminal. */
-export function textTable(report: BenchReport): string {
+export function textTable(report: BenchReport): TextBlock {
   return formatTable(HEADERS, report.cases.map(cells));
 }
 

@@ -16,21 +16,17 @@ import {
   maybeHelp,
   P2mError,
   parseCommand,
+  REPORT_OPTIONS,
   Reporter,
   runMain,
   secondsFlag,
   sizeFlag,
+  TextBlock,
   UsageError,
 } from "../core/mod.ts";
-import {
-  type Expected,
-  fileDigest,
-  onInterrupt,
-  runCopy,
-  type Transport,
-  TRANSPORTS,
-  writeRandomFile,
-} from "./harness.ts";
+import { type Expected, fileDigest, runCopy, writeRandomFile } from "./harness.ts";
+import { type Transport, TRANSPORTS } from "./plans.ts";
+import { onInterrupt } from "./runner.ts";
 
 const USAGE = `
 Usage: deno task demo [--file F | --size BYTES] [--peers N] [--transport shm|socket|both]
@@ -62,8 +58,7 @@ const spec = {
     peers: { type: "string" },
     transport: { type: "string" },
     timeout: { type: "string" },
-    json: { type: "boolean" },
-    quiet: { type: "boolean" },
+    ...REPORT_OPTIONS,
   },
 } as const;
 
@@ -129,7 +124,7 @@ async function main(): Promise<number> {
       reporter.event("result", { ...row });
       for (const error of result.errors) reporter.error(`${transport}: ${error}`);
     }
-    reporter.info("\n" + table(rows));
+    reporter.info(new TextBlock(["", ...table(rows).lines]));
     const ok = rows.every((row) => row.verified === row.peers && row.errors.length === 0);
     reporter.event("summary", { ok, rows });
     if (!ok) reporter.error("some copies failed; see above");
@@ -149,8 +144,8 @@ async function source(
     const file = `${work}/sample-${formatBytes(size).replace(/[ .]/g, "")}.bin`;
     return { file, expected: await writeRandomFile(file, size) };
   }
-  const file = await Deno.realPath(path).catch(() => {
-    throw new P2mError(`cannot open ${path}: no such file or directory`);
+  const file = await Deno.realPath(path).catch((error) => {
+    throw new P2mError(`cannot open ${path}: no such file or directory`, { cause: error });
   });
   const stat = await Deno.stat(file);
   if (!stat.isFile) throw new P2mError(`cannot send ${path}: not a regular file`);
@@ -163,7 +158,7 @@ function transportFlag(value: string | undefined): readonly Transport[] {
   throw new UsageError(`--transport must be shm, socket or both, not '${value}'`);
 }
 
-function table(rows: Row[]): string {
+function table(rows: Row[]): TextBlock {
   return formatTable(
     ["transport", "peers", "size", "seconds", "aggregate", "verified"],
     rows.map((row) => [

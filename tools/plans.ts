@@ -1,0 +1,198 @@
+/**
+ * What each copy method runs: the per-method command lines of a demo or
+ * bench run (p2m's two transports, and the baselines cp, tee, socat and the
+ * C programs in `tools/baselines/`). The harness runs them
+ * (tools/harness.ts) through the process runner (tools/runner.ts).
+ *
+ * @module
+ */
+import { p2mArgv } from "../core/permissions.ts";
+import { isExecutable } from "./runner.ts";
+
+/** The two p2m transports. */
+export const TRANSPORTS = ["shm", "socket"] as const;
+/** A p2m transport. */
+export type Transport = typeof TRANSPORTS[number];
+/**
+ * The baselines: tools a user would otherwise reach for (cp, tee, socat),
+ * and the C programs in `tools/baselines/` that set the bar for each
+ * transport: a tuned shared-memory ring and a fork-per-client sendfile server.
+ */
+export const BASELINES = ["cp", "tee", "socat", "c-ring", "c-sendfile"] as const;
+/** A baseline tool. */
+export type Baseline = typeof BASELINES[number];
+
+/** Paths of the compiled C baseline programs. */
+export interface CBaselines {
+  /** `shm_ring send|receive …` */
+  ring: string;
+  /** `sendfile_server serve|fetch …` */
+  sendfile: string;
+}
+
+/**
+ * Compiles the C baselines into `dir` with the system C compiler, or
+ * returns undefined (and the bench skips them) when there is none.
+ */
+export async function buildCBaselines(dir: string): Promise<CBaselines | undefined> {
+  const source = (name: string) => new URL(`./baselines/${name}.c`, import.meta.url).pathname;
+  const built: CBaselines = { ring: `${dir}/shm_ring`, sendfile: `${dir}/sendfile_server` };
+  for (const [name, out] of [["shm_ring", built.ring], ["sendfile_server", built.sendfile]]) {
+    const cc = await new Deno.Command("cc", {
+      args: ["-O2", "-pthread", "-o", out, source(name)],
+      stdout: "null",
+      stderr: "null",
+    }).output().catch(() => undefined);
+    if (!cc?.success) return undefined;
+  }
+  return built;
+}
+
+/** What a plan needs to know about its run. */
+export interface PlanOptions {
+  /** The transport or baseline tool. */
+  method: Transport | Baseline;
+  /** For transports: verify the digest (false passes `--no-verify`). */
+  verify?: boolean;
+  /** The file to copy. */
+  file: string;
+  /** How many receivers. */
+  peers: number;
+  /** A private directory for socket files. */
+  workDir: string;
+  /** Unique per run: names the socket file and the shared-memory segment. */
+  tag: string;
+  /** The run's bound, in seconds: p2m's own waits are given as much. */
+  timeoutSeconds: number;
+  /** Receivers print `--json` events (for progress) instead of nothing. */
+  events: boolean;
+  /** The C baselines, compiled by {@linkcode buildCBaselines} (c-ring, c-sendfile only). */
+  cBaselines?: CBaselines;
+}
+
+/** Whether `socat` is installed (the socat baseline is skipped otherwise). */
+export function hasSocat(): boolean {
+  return ["/usr/bin/socat", "/usr/local/bin/socat", "/bin/socat"].some(isExecutable);
+}
+
+/** Commands for one run: an optional sender and one command per receiver. */
+export interface Plan {
+  sender?: string[];
+  receivers: string[][];
+  /** The sender serves forever (socat): stop it once every receiver is done. */
+  serves?: boolean;
+}
+
+/** The commands that copy `options.file` into each of `peerDirs`. */
+export function planRun(options: PlanOptions, peerDirs: string[]): Plan {
+  const { file, peers } = options;
+  const name = file.slice(file.lastIndexOf("/") + 1);
+  const socket = `${options.workDir}/${options.tag}.sock`;
+  const json = options.events ? "--json" : "--quiet";
+  const noVerify = options.verify === false ? ["--no-verify"] : [];
+  const deno = p2mArgv;
+  // Generous, as the machine may be busy; the run's own timeout is the bound.
+  const wait = String(Math.ceil(options.timeoutSeconds));
+  switch (options.method) {
+    case "shm": {
+      const shmName = `p2m-${options.tag}`;
+      return {
+        sender: deno("sharedmem.ts", [
+          "sender",
+          file,
+          "--name",
+          shmName,
+          "--peers",
+          String(peers),
+          "--wait",
+          wait,
+          ...noVerify,
+          "--quiet",
+        ]),
+        receivers: peerDirs.map((dir) =>
+          deno("sharedmem.ts", [
+            "receiver",
+            "--name",
+            shmName,
+            "--out",
+            `${dir}/`,
+            "--timeout",
+            wait,
+            json,
+          ])
+        ),
+      };
+    }
+    case "socket":
+      return {
+        sender: deno("socket.ts", [
+          "server",
+          file,
+          "--socket",
+          socket,
+          "--peers",
+          String(peers),
+          ...noVerify,
+          "--quiet",
+        ]),
+        receivers: peerDirs.map((dir) =>
+          deno("socket.ts", [
+            "client",
+            "--socket",
+            socket,
+            "--out",
+            `${dir}/`,
+            "--timeout",
+            wait,
+            json,
+          ])
+        ),
+      };
+    case "cp":
+      return { receivers: peerDirs.map((dir) => ["cp", "--", file, `${dir}/${name}`]) };
+    case "tee":
+      // One tee writes every copy; sh only sets up the redirections, then execs it.
+      return {
+        sender: [
+          "sh",
+          "-c",
+          'exec tee -- "$@" <"$0" >/dev/null',
+          file,
+          ...peerDirs.map((dir) => `${dir}/${name}`),
+        ],
+        receivers: [],
+      };
+    case "c-ring": {
+      const ring = requireC(options).ring;
+      const shmName = `/p2m-c-${options.tag}`;
+      return {
+        sender: [ring, "send", file, shmName, String(peers)],
+        receivers: peerDirs.map((dir) => [ring, "receive", shmName, `${dir}/${name}`]),
+      };
+    }
+    case "c-sendfile": {
+      const server = requireC(options).sendfile;
+      return {
+        sender: [server, "serve", file, socket, String(peers)],
+        receivers: peerDirs.map((dir) => [server, "fetch", socket, `${dir}/${name}`]),
+      };
+    }
+    case "socat":
+      // socat's fork mode: each connection gets a child that opens the file.
+      return {
+        sender: ["socat", "-U", `UNIX-LISTEN:${socket},fork,mode=600`, `OPEN:${file},rdonly`],
+        receivers: peerDirs.map((dir) => [
+          "socat",
+          "-u",
+          `UNIX-CONNECT:${socket},retry=1000,interval=0.01`,
+          `CREATE:${dir}/${name}`,
+        ]),
+        serves: true,
+      };
+  }
+}
+
+function requireC(options: PlanOptions): CBaselines {
+  if (!options.cBaselines) throw new Error(`${options.method} needs the compiled C baselines`);
+  return options.cBaselines;
+}
