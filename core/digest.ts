@@ -2,11 +2,12 @@
  * Streaming digests carried by every transfer.
  *
  * - `xxh3-128`: XXH3 with 128-bit output through the reference library
- *   (`libxxhash.so.0`, {@link ../ffi/xxhash.ts}), about 16 GiB/s, hashing
- *   mapped slots and receive buffers in place. Without the library (or
- *   without `--allow-ffi`) the same algorithm runs in hash-wasm's
- *   WebAssembly (about 5 GiB/s, identical digests) after a one-line notice.
- *   Digests print in xxHash's canonical form, as `xxhsum -H2` does.
+ *   (`libxxhash.so.0`, {@link ../ffi/xxhash.ts}, measurements there),
+ *   hashing mapped slots and receive buffers in place: as fast as memory
+ *   delivers the bytes, about twice hash-wasm's xxh64. Without the library
+ *   (or without `--allow-ffi`) the same algorithm runs in hash-wasm's
+ *   WebAssembly (about 0.7× its xxh64, identical digests) after a one-line
+ *   notice. Digests print in xxHash's canonical form, as `xxhsum -H2` does.
  * - `xxh64` (hash-wasm, about 7 GiB/s): {@linkcode DEFAULT_DIGEST} until
  *   the tests and usage texts that name it move to `xxh3-128`; it stays
  *   understood on the wire and selectable with `--digest`.
