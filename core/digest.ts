@@ -1,16 +1,32 @@
 /**
  * Streaming digests carried by every transfer.
  *
- * xxh64 (hash-wasm, about 7 GiB/s here) is the default: it catches
- * corruption in transit at memory speed. sha256 (node:crypto, about
- * 1.5 GiB/s) is there for users who want a cryptographic hash, and `none`
- * turns verification off for benchmarks.
+ * - `xxh3-128`: XXH3 with 128-bit output through the reference library
+ *   (`libxxhash.so.0`, {@link ../ffi/xxhash.ts}, measurements there),
+ *   hashing mapped slots and receive buffers in place: as fast as memory
+ *   delivers the bytes, about twice hash-wasm's xxh64. Without the library
+ *   (or without `--allow-ffi`) the same algorithm runs in hash-wasm's
+ *   WebAssembly (about 0.7× its xxh64, identical digests) after a one-line
+ *   notice. Digests print in xxHash's canonical form, as `xxhsum -H2` does.
+ * - `xxh64` (hash-wasm, about 7 GiB/s): {@linkcode DEFAULT_DIGEST} until
+ *   the tests and usage texts that name it move to `xxh3-128`; it stays
+ *   understood on the wire and selectable with `--digest`.
+ * - `sha256` (node:crypto, about 1.5 GiB/s), for users who want a
+ *   cryptographic hash.
+ * - `none` turns verification off for benchmarks.
+ *
+ * WebAssembly is only compiled by a process that asks for a wasm digest,
+ * and then from hash-wasm's files directly, without the npm loader.
  *
  * @module
  */
+import { Xxh3Hasher, XxhashUnavailable } from "../ffi/xxhash.ts";
 
-/** The digest algorithms p2m understands, in wire-code order. */
-export const DIGEST_ALGORITHMS = ["none", "xxh64", "sha256"] as const;
+/**
+ * The digest algorithms p2m understands, in wire-code order (new ones are
+ * appended, so the codes of the others never change).
+ */
+export const DIGEST_ALGORITHMS = ["none", "xxh64", "sha256", "xxh3-128"] as const;
 /** A digest algorithm name. */
 export type DigestAlgorithm = typeof DIGEST_ALGORITHMS[number];
 /** The default digest algorithm. */
@@ -21,6 +37,7 @@ export const DIGEST_LENGTH: Readonly<Record<DigestAlgorithm, number>> = {
   none: 0,
   xxh64: 8,
   sha256: 32,
+  "xxh3-128": 16,
 };
 
 /** An incremental hash over a byte stream. */
@@ -48,25 +65,28 @@ export function digestFromCode(code: number): DigestAlgorithm | undefined {
   return DIGEST_ALGORITHMS[code];
 }
 
+/** How {@linkcode createDigest} may compute a digest. */
+export interface DigestOptions {
+  /**
+   * Use the native library when it is there (default true). `false` forces
+   * the WebAssembly build of the same algorithm, which gives the same digest
+   * (the tests compare the two).
+   */
+  native?: boolean;
+}
+
 /** Creates a fresh streaming digest. */
-export async function createDigest(algorithm: DigestAlgorithm): Promise<Digest> {
+export async function createDigest(
+  algorithm: DigestAlgorithm,
+  options: DigestOptions = {},
+): Promise<Digest> {
   switch (algorithm) {
     case "none":
       return { algorithm, update() {}, digest: () => new Uint8Array(0) };
-    case "xxh64": {
-      const direct = await directXxh64();
-      if (direct) return direct;
-      // Loaded on first use: processes that only frame or relay digests
-      // (e.g. the socket worker) start faster and smaller without them.
-      const { createXXHash64 } = await import("hash-wasm");
-      const hasher = await createXXHash64();
-      hasher.init();
-      return {
-        algorithm,
-        update: (bytes) => void hasher.update(bytes),
-        digest: () => hasher.digest("binary"),
-      };
-    }
+    case "xxh3-128":
+      return (options.native !== false && nativeXxh3()) || await wasmDigest(algorithm);
+    case "xxh64":
+      return await wasmDigest(algorithm);
     case "sha256": {
       const { createHash } = await import("node:crypto");
       const hasher = createHash("sha256");
@@ -79,22 +99,75 @@ export async function createDigest(algorithm: DigestAlgorithm): Promise<Digest> 
   }
 }
 
+/** Whether this process already said that the native digest is missing. */
+let fallbackNoticed = false;
+
+/**
+ * XXH3-128 through libxxhash, or undefined (after a one-line notice on
+ * stderr, once per process) when the library cannot be used.
+ */
+function nativeXxh3(): Digest | undefined {
+  let hasher: Xxh3Hasher;
+  try {
+    hasher = new Xxh3Hasher(128);
+  } catch (error) {
+    if (!(error instanceof XxhashUnavailable)) throw error;
+    if (!fallbackNoticed) {
+      fallbackNoticed = true;
+      console.error(`p2m: notice: ${error.message}; xxh3-128 runs in WebAssembly (same digests)`);
+    }
+    return undefined;
+  }
+  return {
+    algorithm: "xxh3-128",
+    update: (bytes) => hasher.update(bytes),
+    digest() {
+      const raw = hasher.digest();
+      hasher.close();
+      return raw;
+    },
+  };
+}
+
+/** The algorithms computed by hash-wasm. */
+type WasmAlgorithm = "xxh64" | "xxh3-128";
+/** Each one's build inside hash-wasm's package: file stem and module name. */
+const WASM_BUILDS: Readonly<Record<WasmAlgorithm, string>> = {
+  xxh64: "xxhash64",
+  "xxh3-128": "xxhash128",
+};
+
+/** hash-wasm's streaming digest: the direct load if its file is found, else the package. */
+async function wasmDigest(algorithm: WasmAlgorithm): Promise<Digest> {
+  const direct = await directHashWasm(algorithm);
+  if (direct) return direct;
+  // Loaded on first use: processes that only frame or relay digests
+  // (e.g. the socket worker) start faster and smaller without them.
+  const { createXXHash64, createXXHash128 } = await import("hash-wasm");
+  const hasher = await (algorithm === "xxh64" ? createXXHash64() : createXXHash128());
+  hasher.init();
+  return {
+    algorithm,
+    update: (bytes) => void hasher.update(bytes),
+    digest: () => hasher.digest("binary"),
+  };
+}
+
 /** hash-wasm's version, as pinned in deno.json (only used to find its files). */
 const HASH_WASM_VERSION = "4.13.0";
-/** The xxh64 build inside hash-wasm's package. */
-const XXH64_FILE = "hash-wasm/dist/xxhash64.umd.min.js";
 
-/** Where hash-wasm's files may be: a local node_modules, or Deno's own npm cache. */
-function xxh64Sources(): (string | URL)[] {
-  const sources: (string | URL)[] = [new URL(`../node_modules/${XXH64_FILE}`, import.meta.url)];
+/** Where a hash-wasm build may be: a local node_modules, or Deno's own npm cache. */
+function hashWasmSources(build: string): (string | URL)[] {
+  const file = `dist/${build}.umd.min.js`;
+  const sources: (string | URL)[] = [
+    new URL(`../node_modules/hash-wasm/${file}`, import.meta.url),
+  ];
   try {
     const home = Deno.env.get("HOME");
     const cache = Deno.env.get("DENO_DIR") ??
       (Deno.env.get("XDG_CACHE_HOME") ?? (home ? `${home}/.cache` : undefined))?.concat("/deno");
     if (cache) {
-      sources.push(
-        `${cache}/npm/registry.npmjs.org/hash-wasm/${HASH_WASM_VERSION}/dist/xxhash64.umd.min.js`,
-      );
+      sources.push(`${cache}/npm/registry.npmjs.org/hash-wasm/${HASH_WASM_VERSION}/${file}`);
     }
   } catch { /* no env access: the local copy or the package import */ }
   return sources;
@@ -110,38 +183,45 @@ interface HashWasmExports {
   Hash_Final(padding: number): void;
 }
 
-let xxh64Module: Promise<WebAssembly.Module | undefined> | undefined;
+/** Compiled hash-wasm modules, one per build, compiled on first use. */
+const wasmModules = new Map<string, Promise<WebAssembly.Module | undefined>>();
 
 /**
- * hash-wasm's own xxh64 WebAssembly, instantiated without going through
- * the npm loader: the first `npm:` import starts Deno's Node compatibility
- * layer, about 70 ms of CPU per process, which every receiver paid before
- * it could join. Same module, same digests; undefined (and the caller uses
- * the package as usual) if the file is found neither in node_modules nor in
- * Deno's npm cache.
+ * hash-wasm's own WebAssembly for `algorithm`, instantiated without going
+ * through the npm loader: the first `npm:` import starts Deno's Node
+ * compatibility layer, about 70 ms of CPU per process, which every receiver
+ * paid before it could join. Same module, same digests; undefined (and the
+ * caller uses the package as usual) if the file is found neither in
+ * node_modules nor in Deno's npm cache.
  */
-async function directXxh64(): Promise<Digest | undefined> {
-  xxh64Module ??= (async () => {
-    for (const source of xxh64Sources()) {
-      try {
-        const text = await Deno.readTextFile(source);
-        const match = /name:"xxhash64",data:"([A-Za-z0-9+/=]+)"/.exec(text);
-        if (!match) continue;
-        const binary = Uint8Array.from(atob(match[1]), (c) => c.charCodeAt(0));
-        return await WebAssembly.compile(binary);
-      } catch { /* not there: try the next place */ }
-    }
-    return undefined;
-  })();
-  const module = await xxh64Module;
+async function directHashWasm(algorithm: WasmAlgorithm): Promise<Digest | undefined> {
+  const build = WASM_BUILDS[algorithm];
+  let compiled = wasmModules.get(build);
+  if (!compiled) {
+    compiled = (async () => {
+      for (const source of hashWasmSources(build)) {
+        try {
+          const text = await Deno.readTextFile(source);
+          const match = new RegExp(`name:"${build}",data:"([A-Za-z0-9+/=]+)"`).exec(text);
+          if (!match) continue;
+          const binary = Uint8Array.from(atob(match[1]), (c) => c.charCodeAt(0));
+          return await WebAssembly.compile(binary);
+        } catch { /* not there: try the next place */ }
+      }
+      return undefined;
+    })();
+    wasmModules.set(build, compiled);
+  }
+  const module = await compiled;
   if (!module) return undefined;
   const instance = await WebAssembly.instantiate(module, {});
   const wasm = instance.exports as unknown as HashWasmExports;
   const buffer = new Uint8Array(wasm.memory.buffer, wasm.Hash_GetBuffer(), WASM_BUFFER);
   buffer.fill(0, 0, 8); // seed 0 (low, high)
   wasm.Hash_Init(0);
+  const length = DIGEST_LENGTH[algorithm];
   return {
-    algorithm: "xxh64",
+    algorithm,
     update(bytes) {
       for (let at = 0; at < bytes.length; at += WASM_BUFFER) {
         const part = bytes.subarray(at, at + WASM_BUFFER);
@@ -151,7 +231,7 @@ async function directXxh64(): Promise<Digest | undefined> {
     },
     digest() {
       wasm.Hash_Final(0);
-      return buffer.slice(0, 8);
+      return buffer.slice(0, length);
     },
   };
 }

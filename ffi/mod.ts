@@ -8,6 +8,7 @@
  * - {@link ./unix_socket.ts}: nonblocking AF_UNIX sockets and sendfile(2).
  * - {@link ./read_only_file.ts}: the file to send: read, pread, fstat, read leases.
  * - {@link ./stat.ts}: fstat(2) with nanosecond times.
+ * - {@link ./xxhash.ts}: libxxhash's streaming XXH3, hashing views in place.
  *
  * @module
  */
@@ -18,3 +19,4 @@ export * from "./stat.ts";
 export * from "./semaphore.ts";
 export * from "./shared_memory.ts";
 export * from "./unix_socket.ts";
+export * from "./xxhash.ts";

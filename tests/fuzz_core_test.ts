@@ -97,7 +97,7 @@ Deno.test("fuzz: trailers round-trip and garbage is rejected", () => {
       fc.uint8Array({ maxLength: 48 }),
       fc.constantFrom(TrailerStatus.Complete, TrailerStatus.SourceChanged),
       (algorithm, noise, status) => {
-        const length = { none: 0, xxh64: 8, sha256: 32 }[algorithm];
+        const length = { none: 0, xxh64: 8, sha256: 32, "xxh3-128": 16 }[algorithm];
         const digest = new Uint8Array(length).map((_, i) => noise[i] ?? i);
         const trailer = { status, digest };
         assert.deepEqual(decodeTrailer(encodeTrailer(trailer), algorithm), trailer);
