@@ -89,6 +89,8 @@ const SYMBOLS = {
    * Variadic in C; declared with its third argument as a pointer (SysV ABI).
    */
   ioctl: { parameters: ["i32", "u64", "buffer"], result: "i32" },
+  /** int flock(int fd, int operation); */
+  flock: { parameters: ["i32", "i32"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 let library: Deno.DynamicLibrary<typeof SYMBOLS> | undefined;
@@ -227,6 +229,14 @@ export const EPIPE = 32;
 export const ECONNREFUSED = 111;
 /** ioctl(2) request: bytes sent on a socket and not yet read by the peer (SIOCOUTQ). */
 export const SIOCOUTQ = 0x5411;
+/** flock(2) operation: exclusive lock. */
+export const LOCK_EX = 2;
+/** flock(2) operation: do not wait (EWOULDBLOCK, which is EAGAIN). */
+export const LOCK_NB = 4;
+/** flock(2) operation: unlock. */
+export const LOCK_UN = 8;
+/** errno: bad address (a mapped page past the end of its object, passed to a syscall). */
+export const EFAULT = 14;
 
 const encoder = new TextEncoder();
 
