@@ -229,6 +229,8 @@ export const EPIPE = 32;
 export const ECONNREFUSED = 111;
 /** ioctl(2) request: bytes sent on a socket and not yet read by the peer (SIOCOUTQ). */
 export const SIOCOUTQ = 0x5411;
+/** flock(2) operation: shared lock. */
+export const LOCK_SH = 1;
 /** flock(2) operation: exclusive lock. */
 export const LOCK_EX = 2;
 /** flock(2) operation: do not wait (EWOULDBLOCK, which is EAGAIN). */

@@ -10,14 +10,15 @@
  * Locks on bytes past the end of the object are allowed, so they take no
  * space and are independent of the segment's contents.
  *
- * Cleaning: whoever unlinks a name it did not just create (a reaper after
- * its sender died, a new sender replacing a stale segment, a receiver
- * removing one) first takes the "cleaner token", a flock(2) LOCK_EX on the
- * object itself ({@linkcode SharedMemory.tryLockCleaner}), and only then
- * checks liveness and that the name still refers to this inode
- * ({@linkcode SharedMemory.stillNamed}). flock(2) locks never interact with
- * the OFD byte locks above. util-linux `flock(1)` takes the same lock from
- * a shell.
+ * Cleaning: the creator holds a flock(2) LOCK_SH on the object for its life
+ * ({@linkcode SharedMemory.tryHoldShared}); whoever unlinks a name it did
+ * not create (a reaper after its sender died, a new sender replacing a
+ * stale segment, a receiver removing one) first takes the "cleaner token",
+ * LOCK_EX on the object ({@linkcode SharedMemory.tryLockCleaner}), which no
+ * one gets while a creator lives, and only then checks that the name still
+ * refers to this inode ({@linkcode SharedMemory.stillNamed}). flock(2)
+ * locks never interact with the OFD byte locks above. util-linux `flock(1)`
+ * takes the same locks from a shell.
  *
  * Ownership: a handle made with `create(name, mode, { owner: true })` owns
  * the name (as iceoryx2's `has_ownership`): closing it unlinks the name if
@@ -39,6 +40,7 @@ import {
   libc,
   LOCK_EX,
   LOCK_NB,
+  LOCK_SH,
   LOCK_UN,
   MAP_FAILED,
   MAP_POPULATE,
@@ -162,7 +164,19 @@ export class SharedMemory implements Disposable {
     throw new LibcError("flock", code, this.name);
   }
 
-  /** Drops the cleaner token. */
+  /**
+   * Takes a flock LOCK_SH on the object without waiting (the creator, for
+   * its whole life: no cleaner gets the token meanwhile); false if a
+   * cleaner holds the token.
+   */
+  tryHoldShared(): boolean {
+    if (libc().flock(this.#checkFd(), LOCK_SH | LOCK_NB) === 0) return true;
+    const code = errno();
+    if (code === EAGAIN) return false;
+    throw new LibcError("flock", code, this.name);
+  }
+
+  /** Drops this fd's flock (the cleaner token, or a creator's shared hold). */
   unlockCleaner(): void {
     if (libc().flock(this.#checkFd(), LOCK_UN) !== 0) fail("flock", this.name);
   }

@@ -99,8 +99,8 @@ export async function runSender(options: SenderOptions, reporter: Reporter): Pro
   const geo = geometry(options.chunk, options.slots);
   // Disposed in reverse: the segment's owner unlinks the name, then the
   // reaper's pipe closes (it finds nothing). A kill -9 leaves the reaper.
-  using reaper = Reaper.start(options.name);
-  using memory = await createOrReplace(options.name, reporter, (ino) => reaper.watch(ino));
+  using _reaper = Reaper.start(options.name);
+  using memory = await createOrReplace(options.name, reporter);
   let segment: Segment | undefined;
   using _abortHook = {
     [Symbol.dispose]: onAbort(() => {

@@ -3,24 +3,25 @@
  * remove-stale for anyone who proved a segment's sender dead, and the
  * reaper that removes a killed sender's segment when nobody else comes.
  *
- * The cleaner protocol (iceoryx2's stale-resource cleanup, with a flock(2)
+ * The cleaner protocol (iceoryx2's stale-resource cleanup, with flock(2)
  * as the "cleaner token"):
- * - A cleaner opens the name, takes the token (flock LOCK_EX on the object
- *   itself), checks that no sender holds the liveness lock (OFD byte 0) and
- *   that the name still refers to the inode it holds open, and only then
- *   unlinks. While it holds the object open the inode cannot be reused, and
- *   while it holds the token no other cleaner can unlink that inode's name,
- *   so no new segment can appear under the name between check and unlink.
- * - A creator takes the token right after its O_EXCL create, then its
- *   liveness lock, then checks that the name is still its own (a cleaner
- *   may have removed the new, unlocked object in between) and retries if
- *   not. So a cleaner never removes a live sender's segment.
- * - The reaper is `sh`, started by the sender and blocked on a read of its
- *   stdin pipe, which carries only the inode. EOF means the sender
- *   exited or died; it then runs the same cleaner steps with util-linux
- *   `flock(1)` and `stat(1)` (the sender's death stands in for the liveness
- *   check). After a normal exit the sender has unlinked its name already and
- *   the reaper finds nothing of its own.
+ * - A creator, right after its O_EXCL create, takes a flock LOCK_SH on the
+ *   new object and holds it for its whole life, then its liveness lock (OFD
+ *   byte 0), then checks that the name is still its own (a cleaner may have
+ *   removed the new object in between) and retries if not.
+ * - A cleaner opens the name and takes the token, flock LOCK_EX on the
+ *   object, without waiting: it cannot get it while the creator lives. It
+ *   then checks that no sender holds the liveness lock and that the name
+ *   still refers to the inode it holds open, and only then unlinks. While it
+ *   holds the object open the inode cannot be reused, and while it holds the
+ *   token no other cleaner can unlink that name, so no new segment can
+ *   appear under the name between its check and its unlink.
+ * - The reaper is `sh`, started by the sender before it creates anything,
+ *   blocked on a read of its stdin pipe, which nobody writes. EOF means the
+ *   sender exited or died, and with it its LOCK_SH; the reaper then runs the
+ *   cleaner steps with util-linux `flock(1)` and `stat(1)`. After a normal
+ *   exit the sender has unlinked its name already, and a newer sender's
+ *   segment is held by that sender, so the reaper removes nothing else.
  *
  * @module
  */
@@ -29,7 +30,7 @@ import { SharedMemory } from "../ffi/mod.ts";
 import { readSenderPid } from "./layout.ts";
 import { SENDER_LOCK_BYTE } from "./segment.ts";
 
-/** How long a creator waits for the cleaner token on its own new object (ms). */
+/** How long a creator waits for its hold on its own new object (ms). */
 const TOKEN_WAIT_MS = 5_000;
 
 /**
@@ -53,17 +54,12 @@ export function removeIfStale(memory: SharedMemory): boolean {
  * Creates the segment `name` with O_EXCL, owned by the returned handle (it
  * unlinks the name on close) and holding the sender's liveness lock. A
  * name held by a live sender is refused; a stale one is removed and
- * replaced. `watch` learns the new inode at once (the reaper).
+ * replaced.
  */
-export async function createOrReplace(
-  name: string,
-  reporter: Reporter,
-  watch: (ino: bigint) => Promise<void>,
-): Promise<SharedMemory> {
+export async function createOrReplace(name: string, reporter: Reporter): Promise<SharedMemory> {
   for (let attempt = 0; attempt < 50; attempt++) {
     const created = SharedMemory.create(name, 0o600, { owner: true });
     if (created) {
-      await watch(created.stat().ino);
       if (await lockCreated(created)) return created;
       created.releaseOwnership(); // a cleaner removed it before we locked it
       created.close();
@@ -92,41 +88,37 @@ export async function createOrReplace(
   throw new P2mError(`cannot create shared memory ${name}: it keeps being replaced`);
 }
 
-/** Token, liveness lock, name check, token released: true if the new object is ours. */
+/** The creator's hold (kept for life), liveness lock, name check: true if the new object is ours. */
 async function lockCreated(created: SharedMemory): Promise<boolean> {
   const deadline = performance.now() + TOKEN_WAIT_MS;
-  while (!created.tryLockCleaner()) {
+  while (!created.tryHoldShared()) {
     if (performance.now() > deadline) return false;
-    await delay(1);
+    await delay(1); // a cleaner is looking at it: it may remove it
   }
-  try {
-    return created.tryLock(SENDER_LOCK_BYTE) && created.stillNamed();
-  } finally {
-    created.unlockCleaner();
-  }
+  return created.tryLock(SENDER_LOCK_BYTE) && created.stillNamed();
 }
 
 /**
  * The reaper script. $1 is the segment name (checked by the CLI: letters,
- * digits, '.', '_', '-'); the last stdin line before EOF is the inode to
- * guard (a creator that had to retry sends a new one).
+ * digits, '.', '_', '-'). It ignores terminal signals (the sender handles
+ * those and cleans up itself) and waits for EOF on stdin. `flock -n -x`
+ * fails while any live creator holds its LOCK_SH; a short wait covers
+ * another cleaner's brief token.
  */
 const REAPER_SCRIPT = `
 trap '' INT TERM HUP QUIT
-ino=
-while read line; do ino=$line; done
-[ -n "$ino" ] || exit 0
+while read _; do :; done
 [ -e "/dev/shm/$1" ] || exit 0
 exec 3<"/dev/shm/$1" || exit 0
-flock -w 5 3 || exit 0
-[ "$(stat -Lc %i /dev/fd/3)" = "$ino" ] && [ "$(stat -c %i "/dev/shm/$1")" = "$ino" ] &&
-  rm -f "/dev/shm/$1"
+flock -x -w 1 3 || exit 0
+[ "$(stat -Lc %i /dev/fd/3)" = "$(stat -c %i "/dev/shm/$1")" ] && rm -f "/dev/shm/$1"
 `;
 
 /**
- * A `sh` that removes the sender's segment once the sender is gone, if the
- * name still refers to the sender's inode. Costs about a millisecond to
- * start; needs `--allow-run=sh`.
+ * A `sh` that removes the sender's segment once the sender is gone, if no
+ * live sender holds the object under the name. Started before the segment
+ * exists, so a kill -9 at any moment leaves nothing. Costs about a
+ * millisecond to start; needs `--allow-run=sh`.
  */
 export class Reaper implements Disposable {
   #writer: WritableStreamDefaultWriter<Uint8Array>;
@@ -146,11 +138,6 @@ export class Reaper implements Disposable {
     }).spawn();
     child.unref();
     return new Reaper(child);
-  }
-
-  /** Tells the reaper which inode is the sender's segment. */
-  async watch(ino: bigint): Promise<void> {
-    await this.#writer.write(new TextEncoder().encode(`${ino}\n`));
   }
 
   /** Closes its pipe: the reaper looks once (finding nothing after a clean exit) and ends. */
