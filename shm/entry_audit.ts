@@ -95,6 +95,10 @@ export class EntryAudit {
     if (seen && seen.pid !== words.pid) {
       return `${who}'s pid changed from ${seen.pid} to ${words.pid}`;
     }
+    const senderOnly = words.state === ReceiverState.Dead || words.state === ReceiverState.Stalled;
+    if (senderOnly && seen?.senderWrote !== words.state) {
+      return `${who} says ${text(words.state)}, which only the sender writes`;
+    }
     if (words.state !== before) {
       const allowed = before === ReceiverState.Free
         ? words.state === ReceiverState.Attached || RECEIVER_VERDICTS.includes(words.state)
@@ -102,10 +106,6 @@ export class EntryAudit {
       if (!allowed) return `${who} went from ${text(before)} to ${text(words.state)}`;
     }
     if (!seen && words.pid <= 0) return `${who} says ${text(words.state)} but names no pid`;
-    const senderOnly = words.state === ReceiverState.Dead || words.state === ReceiverState.Stalled;
-    if (senderOnly && seen?.senderWrote !== words.state) {
-      return `${who} says ${text(words.state)}, which only the sender writes`;
-    }
     if (words.state === ReceiverState.Verified && words.state !== before) {
       if (!view.digestPublished || words.cursor !== view.total) {
         const at = Math.min(view.fileSize, words.cursor * view.chunkSize);
