@@ -72,6 +72,7 @@ export class Semaphore {
    * writes for a process-shared semaphore (checked before every use).
    */
   check(): void {
+    this.#ptr(); // a RangeError once unmapped, before any read
     const words = new Int32Array(this.#memory.buffer, this.#offset, SEM_T_SIZE / 4);
     const value = Atomics.load(words, 0) >>> 0;
     const waiters = Atomics.load(words, SEM_WAITERS_WORD) >>> 0;
