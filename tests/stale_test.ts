@@ -6,6 +6,7 @@
  * timeout. Real processes, real /dev/shm.
  */
 import assert from "node:assert/strict";
+import { delay } from "../core/delay.ts";
 import { SharedMemory } from "../ffi/mod.ts";
 import { geometry, writeHeader } from "../shm/layout.ts";
 import { makeFile, shmEntries, tempDir, uniqueName, waitFor } from "./helpers.ts";
@@ -49,7 +50,7 @@ Deno.test("stale: kill -9 of a sender waiting for receivers: its ring is gone wi
     await makeFile(file, 100_000);
     const send = sender(file, name, ["--peers", "2", "--quiet", "--chunk", "1M", "--slots", "16"]);
     await waitForSegment(name);
-    await new Promise((r) => setTimeout(r, 300)); // well into its wait for receivers
+    await delay(300); // well into its wait for receivers
     send.child.kill("SIGKILL");
     const result = await send.done();
     assert.equal(result.signal, "SIGKILL");
