@@ -366,3 +366,16 @@ export function readSenderPid(memory: SharedMemory): number | undefined {
     return undefined;
   }
 }
+
+/**
+ * Whether a segment without a live sender may be a p2m sender's leftover:
+ * empty (killed before it was sized), magic still 0 (before the header) or
+ * a p2m magic. Anything else is someone else's object and is never removed.
+ * `header` maps at least the first 4 bytes, or is empty.
+ */
+export function mayBeP2mLeftover(header: ArrayBuffer | undefined): boolean {
+  if (header === undefined || header.byteLength === 0) return true;
+  if (header.byteLength < 4) return false;
+  const magic = Atomics.load(new Int32Array(header, 0, 1), HeaderField.magic) >>> 0;
+  return magic === 0 || magic === SEGMENT_MAGIC;
+}

@@ -25,7 +25,9 @@ import {
 import { SharedMemory } from "../ffi/mod.ts";
 import {
   AbortReason,
+  HEADER_AREA,
   MAX_RING,
+  mayBeP2mLeftover,
   PEER_STATE_TEXT,
   readHeader,
   ReceiverState,
@@ -98,7 +100,11 @@ async function findSegment(
         }
         if (!memory.isLocked(SENDER_LOCK_BYTE)) {
           // No sender: a dead one's leftover, or one being created (whose
-          // creator holds the cleaner token, so removeIfStale leaves it).
+          // creator holds its flock, so removeIfStale leaves it).
+          const header = st.size > 0 ? memory.map(Math.min(st.size, HEADER_AREA)) : undefined;
+          if (!mayBeP2mLeftover(header)) {
+            throw new P2mError(`shared memory ${options.name} is not a p2m segment (bad magic)`);
+          }
           if (removeIfStale(memory)) stale = true;
         } else if (st.size > 0) {
           const buffer = memory.map(st.size);

@@ -112,3 +112,21 @@ for (const shape of ["empty", "no-magic", "full"] as const) {
     });
   });
 }
+
+Deno.test("stale: a receiver never removes someone else's object (no sender lock, not p2m's magic)", async () => {
+  await withDir(async (dir) => {
+    const name = uniqueName("p2m-s");
+    const foreign = SharedMemory.create(name)!;
+    try {
+      foreign.truncate(8192);
+      new Uint8Array(foreign.map(8192)).set(new TextEncoder().encode("NOTP2M"));
+      const result = await receiver(name, `${dir}/out`, ["--quiet", "--timeout", "2"]).done();
+      assert.equal(result.code, 1);
+      assert.match(result.stderr, /is not a p2m segment \(bad magic\)/);
+      assert.equal((await shmEntries(name)).length, 1, "left in place");
+    } finally {
+      SharedMemory.unlink(name);
+      foreign.close();
+    }
+  });
+});
