@@ -7,6 +7,14 @@
  * deno task shm receiver --name build-42 --out /srv/cache/
  * ```
  *
+ * Data path: shm/sender.ts `SenderRun.transfer` reads each chunk into a ring
+ * slot and publishes it; shm/receiver.ts `receive` writes each published
+ * slot to the output and publishes its cursor. Every shared word (cursors,
+ * states, flags, the one wait `park()`) lives in shm/segment.ts; the layout
+ * and its validator in shm/layout.ts; who may unlink the segment (owner,
+ * stale cleaner, the reaper that outlives a killed sender) in shm/stale.ts.
+ * The sender needs `--allow-run=sh` for that reaper.
+ *
  * @module
  */
 import {

@@ -26,10 +26,14 @@ export const SOCKET_PERMISSIONS = [
   "--allow-sys=uid",
 ] as const;
 
-/** Flags for sharedmem.ts: files, libc through FFI, env, uid. */
+/**
+ * Flags for sharedmem.ts: files, `sh` (the sender's reaper, which removes its
+ * segment if it is killed; see shm/stale.ts), libc through FFI, env, uid.
+ */
 export const SHM_PERMISSIONS = [
   "--allow-read",
   "--allow-write",
+  "--allow-run=sh",
   "--allow-ffi",
   "--allow-env",
   "--allow-sys=uid",

@@ -96,6 +96,8 @@ const SYMBOLS = {
   renameat2: { parameters: ["i32", "buffer", "i32", "buffer", "u32"], result: "i32" },
   /** int syncfs(int fd); */
   syncfs: { parameters: ["i32"], result: "i32" },
+  /** int flock(int fd, int operation); */
+  flock: { parameters: ["i32", "i32"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 let library: Deno.DynamicLibrary<typeof SYMBOLS> | undefined;
@@ -242,6 +244,16 @@ export const RENAME_NOREPLACE = 1;
 export const RENAME_EXCHANGE = 2;
 /** open(2) flag: fail unless the path is a directory. */
 export const O_DIRECTORY = 0o200000;
+/** flock(2) operation: shared lock. */
+export const LOCK_SH = 1;
+/** flock(2) operation: exclusive lock. */
+export const LOCK_EX = 2;
+/** flock(2) operation: do not wait (EWOULDBLOCK, which is EAGAIN). */
+export const LOCK_NB = 4;
+/** flock(2) operation: unlock. */
+export const LOCK_UN = 8;
+/** errno: bad address (a mapped page past the end of its object, passed to a syscall). */
+export const EFAULT = 14;
 
 const encoder = new TextEncoder();
 

@@ -10,18 +10,38 @@
  * Locks on bytes past the end of the object are allowed, so they take no
  * space and are independent of the segment's contents.
  *
+ * Cleaning: the creator holds a flock(2) LOCK_SH on the object for its life
+ * ({@linkcode SharedMemory.tryHoldShared}); whoever unlinks a name it did
+ * not create (a reaper after its sender died, a new sender replacing a
+ * stale segment, a receiver removing one) first takes the "cleaner token",
+ * LOCK_EX on the object ({@linkcode SharedMemory.tryLockCleaner}), which no
+ * one gets while a creator lives, and only then checks that the name still
+ * refers to this inode ({@linkcode SharedMemory.stillNamed}). flock(2)
+ * locks never interact with the OFD byte locks above. util-linux `flock(1)`
+ * takes the same locks from a shell.
+ *
+ * Ownership: a handle made with `create(name, mode, { owner: true })` owns
+ * the name (as iceoryx2's `has_ownership`): closing it unlinks the name if
+ * it still refers to this object.
+ *
  * @module
  */
 import { errno, fail, LibcError } from "./errors.ts";
 import {
   cString,
+  EAGAIN,
   EEXIST,
+  ENOENT,
   F_OFD_GETLK,
   F_OFD_SETLK,
   F_UNLCK,
   F_WRLCK,
   FLOCK_SIZE,
   libc,
+  LOCK_EX,
+  LOCK_NB,
+  LOCK_SH,
+  LOCK_UN,
   MAP_FAILED,
   MAP_POPULATE,
   MAP_SHARED,
@@ -53,17 +73,26 @@ export class SharedMemory implements Disposable {
   #ptr: Deno.PointerValue = null;
   #length = 0;
   #buffer: ArrayBuffer | undefined;
+  #owner: boolean;
+  #ino: bigint | undefined;
 
-  private constructor(name: string, fd: number) {
+  private constructor(name: string, fd: number, owner: boolean) {
     this.name = name;
     this.#fd = fd;
+    this.#owner = owner;
+    if (owner) this.#ino = this.stat().ino;
   }
 
   /**
    * Creates a new object with O_CREAT|O_EXCL and `mode` (0600 by default).
    * Returns undefined if the name is taken; throws LibcError otherwise.
+   * With `owner`, closing the handle unlinks the name (if still its own).
    */
-  static create(name: string, mode = 0o600): SharedMemory | undefined {
+  static create(
+    name: string,
+    mode = 0o600,
+    { owner = false }: { owner?: boolean } = {},
+  ): SharedMemory | undefined {
     const path = shmPath(name);
     const fd = libc().shm_open(cString(path), O_RDWR | O_CREAT | O_EXCL, mode);
     if (fd < 0) {
@@ -71,7 +100,7 @@ export class SharedMemory implements Disposable {
       if (code === EEXIST) return undefined;
       throw new LibcError("shm_open", code, path);
     }
-    return new SharedMemory(path, fd);
+    return new SharedMemory(path, fd, owner);
   }
 
   /** Opens an existing object read-write; undefined if there is none. */
@@ -80,10 +109,10 @@ export class SharedMemory implements Disposable {
     const fd = libc().shm_open(cString(path), O_RDWR, 0);
     if (fd < 0) {
       const code = errno();
-      if (code === 2 /* ENOENT */) return undefined;
+      if (code === ENOENT) return undefined;
       throw new LibcError("shm_open", code, path);
     }
-    return new SharedMemory(path, fd);
+    return new SharedMemory(path, fd, false);
   }
 
   /** Removes a name; returns false if it did not exist. */
@@ -91,8 +120,65 @@ export class SharedMemory implements Disposable {
     const path = shmPath(name);
     if (libc().shm_unlink(cString(path)) === 0) return true;
     const code = errno();
-    if (code === 2 /* ENOENT */) return false;
+    if (code === ENOENT) return false;
     throw new LibcError("shm_unlink", code, path);
+  }
+
+  /** Whether this handle owns the name (unlinks it on close). */
+  get owner(): boolean {
+    return this.#owner;
+  }
+
+  /** Gives up ownership: closing no longer unlinks the name. */
+  releaseOwnership(): void {
+    this.#owner = false;
+  }
+
+  /**
+   * Whether the name still refers to this object (same inode). While this
+   * handle is open the inode cannot be reused, so a match is exact.
+   */
+  stillNamed(): boolean {
+    const current = SharedMemory.open(this.name);
+    if (!current) return false;
+    try {
+      return current.stat().ino === (this.#ino ?? this.stat().ino);
+    } finally {
+      current.close();
+    }
+  }
+
+  /** Unlinks the name if it still refers to this object; true if it did. */
+  unlinkIfOwn(): boolean {
+    return this.stillNamed() && SharedMemory.unlink(this.name);
+  }
+
+  /**
+   * Takes the cleaner token (flock LOCK_EX on the object) without waiting;
+   * false if another cleaner or creator holds it.
+   */
+  tryLockCleaner(): boolean {
+    if (libc().flock(this.#checkFd(), LOCK_EX | LOCK_NB) === 0) return true;
+    const code = errno();
+    if (code === EAGAIN) return false;
+    throw new LibcError("flock", code, this.name);
+  }
+
+  /**
+   * Takes a flock LOCK_SH on the object without waiting (the creator, for
+   * its whole life: no cleaner gets the token meanwhile); false if a
+   * cleaner holds the token.
+   */
+  tryHoldShared(): boolean {
+    if (libc().flock(this.#checkFd(), LOCK_SH | LOCK_NB) === 0) return true;
+    const code = errno();
+    if (code === EAGAIN) return false;
+    throw new LibcError("flock", code, this.name);
+  }
+
+  /** Drops this fd's flock (the cleaner token, or a creator's shared hold). */
+  unlockCleaner(): void {
+    if (libc().flock(this.#checkFd(), LOCK_UN) !== 0) fail("flock", this.name);
   }
 
   /** Sets the object's size. */
@@ -177,8 +263,18 @@ export class SharedMemory implements Disposable {
     return new DataView(lock.buffer).getInt16(0, true) !== F_UNLCK;
   }
 
-  /** Unmaps and closes the fd (which drops this process's locks). Safe to call twice. */
+  /**
+   * Unmaps and closes the fd (which drops this process's locks); an owner
+   * first unlinks its name if the name still refers to this object. Safe to
+   * call twice.
+   */
   close(): void {
+    if (this.#owner && this.#fd >= 0) {
+      this.#owner = false;
+      try {
+        this.unlinkIfOwn();
+      } catch { /* the name is gone or unreachable: nothing of ours to remove */ }
+    }
     if (this.#buffer) {
       // The ArrayBuffer outlives munmap; callers must drop their views first.
       libc().munmap(this.#ptr, BigInt(this.#length));

@@ -32,6 +32,7 @@
  */
 import { DIGEST_LENGTH, type DigestAlgorithm, digestFromCode } from "../core/digest.ts";
 import { WireError } from "../core/wire.ts";
+import type { SharedMemory } from "../ffi/mod.ts";
 
 /** "P2MS" as a little-endian u32. */
 export const SEGMENT_MAGIC = 0x534d3250;
@@ -66,8 +67,8 @@ export const MAX_RING = 4 * 1024 ** 3;
 /** Largest file, in chunks (the counters are i32). */
 export const MAX_CHUNKS = 2 ** 31 - 1;
 
-/** Header fields, as Int32Array indices. */
-export const H = {
+/** Header fields, as Int32Array indices (accessed only through shm/segment.ts). */
+export const HeaderField = {
   magic: 0,
   version: 1,
   state: 2,
@@ -95,7 +96,7 @@ export const SEGMENT_SIZE_OFFSET = 80;
 export const FILE_SIZE_OFFSET = 88;
 
 /** Receiver entry fields, as Int32Array indices relative to the entry. */
-export const E = { state: 0, waiting: 1, pid: 2, cursor: 3, committing: 4 } as const;
+export const EntryField = { state: 0, waiting: 1, pid: 2, cursor: 3, committing: 4 } as const;
 /**
  * Least time a receiver that says it is committing (fsync of a large copy
  * on a slow disk) gets before it counts as stalled.
@@ -103,7 +104,7 @@ export const E = { state: 0, waiting: 1, pid: 2, cursor: 3, committing: 4 } as c
 export const COMMIT_GRACE_MS = 60_000;
 
 /** Transfer states stored in the header. */
-export const State = {
+export const TransferState = {
   /** Waiting for receivers to attach. */
   Waiting: 1,
   /** Chunks are being published. */
@@ -126,10 +127,12 @@ export const AbortReason = {
   SourceChanged: 2,
   /** The sender failed (e.g. a read error, too few receivers). */
   Failed: 3,
+  /** The sender found the segment corrupt (overwritten by another process). */
+  Corrupt: 4,
 } as const;
 
 /** Receiver entry states. */
-export const Peer = {
+export const ReceiverState = {
   /** Unused entry. */
   Free: 0,
   /** Attached and consuming. */
@@ -148,13 +151,13 @@ export const Peer = {
 
 /** Text for a receiver entry state, for summaries. */
 export const PEER_STATE_TEXT: Readonly<Record<number, string>> = {
-  [Peer.Free]: "free",
-  [Peer.Attached]: "attached",
-  [Peer.Verified]: "verified",
-  [Peer.Failed]: "failed",
-  [Peer.Dead]: "died",
-  [Peer.Stalled]: "stalled",
-  [Peer.Left]: "left",
+  [ReceiverState.Free]: "free",
+  [ReceiverState.Attached]: "attached",
+  [ReceiverState.Verified]: "verified",
+  [ReceiverState.Failed]: "failed",
+  [ReceiverState.Dead]: "died",
+  [ReceiverState.Stalled]: "stalled",
+  [ReceiverState.Left]: "left",
 };
 
 /** The shape of a segment, fixed by the sender. */
@@ -222,10 +225,10 @@ export function readHeader(buffer: ArrayBuffer, realSize: number): SegmentInfo |
   }
   const i32 = new Int32Array(buffer, 0, HEADER_AREA / 4);
   const f64 = new Float64Array(buffer, 0, HEADER_AREA / 8);
-  const magic = Atomics.load(i32, H.magic) >>> 0;
+  const magic = Atomics.load(i32, HeaderField.magic) >>> 0;
   if (magic === 0) return undefined;
   if (magic !== SEGMENT_MAGIC) throw new WireError("not a p2m segment (bad magic)");
-  const version = i32[H.version];
+  const version = i32[HeaderField.version];
   if (version !== SEGMENT_VERSION) {
     throw new WireError(`unsupported segment version ${version} (this build speaks 1)`);
   }
@@ -233,11 +236,11 @@ export function readHeader(buffer: ArrayBuffer, realSize: number): SegmentInfo |
   if (segmentSize !== realSize) {
     throw new WireError(`header says ${segmentSize} bytes but the segment has ${realSize}`);
   }
-  const chunkSize = i32[H.chunkSize];
-  const slotCount = i32[H.slotCount];
-  const tableEntries = i32[H.tableEntries];
-  const tableOffset = i32[H.tableOffset];
-  const slotsOffset = i32[H.slotsOffset];
+  const chunkSize = i32[HeaderField.chunkSize];
+  const slotCount = i32[HeaderField.slotCount];
+  const tableEntries = i32[HeaderField.tableEntries];
+  const tableOffset = i32[HeaderField.tableOffset];
+  const slotsOffset = i32[HeaderField.slotsOffset];
   if (chunkSize < MIN_CHUNK || chunkSize > MAX_CHUNK || chunkSize % MIN_CHUNK !== 0) {
     throw new WireError(`bad chunk size ${chunkSize}`);
   }
@@ -245,7 +248,9 @@ export function readHeader(buffer: ArrayBuffer, realSize: number): SegmentInfo |
   if (tableEntries < 1 || tableEntries > MAX_RECEIVERS) {
     throw new WireError(`bad receiver table size ${tableEntries}`);
   }
-  if (i32[H.senderSemOffset] !== SENDER_SEM_OFFSET) throw new WireError("bad semaphore offset");
+  if (i32[HeaderField.senderSemOffset] !== SENDER_SEM_OFFSET) {
+    throw new WireError("bad semaphore offset");
+  }
   if (tableOffset < HEADER_AREA || tableOffset % 64 !== 0) {
     throw new WireError(`bad receiver table offset ${tableOffset}`);
   }
@@ -260,22 +265,28 @@ export function readHeader(buffer: ArrayBuffer, realSize: number): SegmentInfo |
   }
   const fileSize = f64[FILE_SIZE_OFFSET / 8];
   if (!Number.isSafeInteger(fileSize) || fileSize < 0) throw new WireError(`bad file size`);
-  const totalChunks = i32[H.totalChunks];
+  const totalChunks = i32[HeaderField.totalChunks];
   if (totalChunks !== chunksFor(fileSize, chunkSize)) {
     throw new WireError(`chunk count ${totalChunks} does not match the file size`);
   }
-  const digest = digestFromCode(i32[H.digestCode]);
-  if (digest === undefined) throw new WireError(`unknown digest code ${i32[H.digestCode]}`);
-  if (i32[H.digestLength] !== DIGEST_LENGTH[digest]) throw new WireError("bad digest length");
-  const mode = i32[H.mode];
+  const digest = digestFromCode(i32[HeaderField.digestCode]);
+  if (digest === undefined) {
+    throw new WireError(`unknown digest code ${i32[HeaderField.digestCode]}`);
+  }
+  if (i32[HeaderField.digestLength] !== DIGEST_LENGTH[digest]) {
+    throw new WireError("bad digest length");
+  }
+  const mode = i32[HeaderField.mode];
   if (mode < 0 || mode > 0o7777) throw new WireError(`bad file mode ${mode}`);
-  const nameLength = i32[H.nameLength];
+  const nameLength = i32[HeaderField.nameLength];
   if (nameLength < 0 || nameLength > NAME_AREA) {
     throw new WireError(`name length ${nameLength} exceeds ${NAME_AREA}`);
   }
-  const state = Atomics.load(i32, H.state);
-  if (state < State.Waiting || state > State.Aborted) throw new WireError(`bad state ${state}`);
-  const peers = i32[H.peers];
+  const state = Atomics.load(i32, HeaderField.state);
+  if (state < TransferState.Waiting || state > TransferState.Aborted) {
+    throw new WireError(`bad state ${state}`);
+  }
+  const peers = i32[HeaderField.peers];
   if (peers < 0 || peers > tableEntries) throw new WireError(`bad peer count ${peers}`);
   const name = decoder.decode(new Uint8Array(buffer, NAME_OFFSET, nameLength));
   return {
@@ -324,23 +335,47 @@ export function writeHeader(buffer: ArrayBuffer, fields: HeaderFields): void {
   const name = encoder.encode(fields.name);
   if (name.length > NAME_AREA) throw new RangeError("name too long for the segment");
   new Uint8Array(buffer, NAME_OFFSET, NAME_AREA).set(name);
-  i32[H.version] = SEGMENT_VERSION;
-  i32[H.state] = State.Waiting;
-  i32[H.abortReason] = AbortReason.None;
-  i32[H.chunkSize] = fields.chunkSize;
-  i32[H.slotCount] = fields.slotCount;
-  i32[H.tableEntries] = fields.tableEntries;
-  i32[H.tableOffset] = fields.tableOffset;
-  i32[H.slotsOffset] = fields.slotsOffset;
-  i32[H.senderSemOffset] = SENDER_SEM_OFFSET;
-  i32[H.peers] = fields.peers;
-  i32[H.digestCode] = fields.digestCode;
-  i32[H.digestLength] = fields.digestLength;
-  i32[H.mode] = fields.mode & 0o7777;
-  i32[H.nameLength] = name.length;
-  i32[H.senderPid] = fields.pid;
-  i32[H.totalChunks] = chunksFor(fields.fileSize, fields.chunkSize);
+  i32[HeaderField.version] = SEGMENT_VERSION;
+  i32[HeaderField.state] = TransferState.Waiting;
+  i32[HeaderField.abortReason] = AbortReason.None;
+  i32[HeaderField.chunkSize] = fields.chunkSize;
+  i32[HeaderField.slotCount] = fields.slotCount;
+  i32[HeaderField.tableEntries] = fields.tableEntries;
+  i32[HeaderField.tableOffset] = fields.tableOffset;
+  i32[HeaderField.slotsOffset] = fields.slotsOffset;
+  i32[HeaderField.senderSemOffset] = SENDER_SEM_OFFSET;
+  i32[HeaderField.peers] = fields.peers;
+  i32[HeaderField.digestCode] = fields.digestCode;
+  i32[HeaderField.digestLength] = fields.digestLength;
+  i32[HeaderField.mode] = fields.mode & 0o7777;
+  i32[HeaderField.nameLength] = name.length;
+  i32[HeaderField.senderPid] = fields.pid;
+  i32[HeaderField.totalChunks] = chunksFor(fields.fileSize, fields.chunkSize);
   f64[SEGMENT_SIZE_OFFSET / 8] = fields.segmentSize;
   f64[FILE_SIZE_OFFSET / 8] = fields.fileSize;
-  Atomics.store(i32, H.magic, SEGMENT_MAGIC | 0);
+  Atomics.store(i32, HeaderField.magic, SEGMENT_MAGIC | 0);
+}
+
+/** The sender pid a segment's header names (for messages only), if it has a header. */
+export function readSenderPid(memory: SharedMemory): number | undefined {
+  try {
+    if (memory.stat().size < HEADER_AREA) return undefined;
+    const i32 = new Int32Array(memory.map(HEADER_AREA));
+    return i32[HeaderField.senderPid] > 0 ? i32[HeaderField.senderPid] : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Whether a segment without a live sender may be a p2m sender's leftover:
+ * empty (killed before it was sized), magic still 0 (before the header) or
+ * a p2m magic. Anything else is someone else's object and is never removed.
+ * `header` maps at least the first 4 bytes, or is empty.
+ */
+export function mayBeP2mLeftover(header: ArrayBuffer | undefined): boolean {
+  if (header === undefined || header.byteLength === 0) return true;
+  if (header.byteLength < 4) return false;
+  const magic = Atomics.load(new Int32Array(header, 0, 1), HeaderField.magic) >>> 0;
+  return magic === 0 || magic === SEGMENT_MAGIC;
 }

@@ -2,10 +2,15 @@
  * The shared-memory receiver: finds and validates the segment, claims a
  * table entry, drains the ring into its output file and reports a verdict.
  *
+ * Data path: the loop in {@linkcode receive} writes each published slot
+ * to the output file and hashes it in place, then publishes its cursor.
+ * Every shared word goes through {@link ./segment.ts}.
+ *
  * @module
  */
 import {
   createDigest,
+  delay,
   DIGEST_LENGTH,
   digestsEqual,
   formatBytes,
@@ -20,16 +25,17 @@ import {
 import { SharedMemory } from "../ffi/mod.ts";
 import {
   AbortReason,
-  DIGEST_OFFSET,
-  E,
-  H,
+  HEADER_AREA,
   MAX_RING,
-  Peer,
+  mayBeP2mLeftover,
+  PEER_STATE_TEXT,
   readHeader,
+  ReceiverState,
   type SegmentInfo,
-  State,
+  TransferState,
 } from "./layout.ts";
-import { peerLockByte, Segment, SENDER_LOCK_BYTE, sleep } from "./segment.ts";
+import { receiverLockByte, Segment, SENDER_LOCK_BYTE } from "./segment.ts";
+import { removeIfStale } from "./stale.ts";
 
 /** What the receiver is asked to do. */
 export interface ReceiverOptions {
@@ -45,8 +51,6 @@ export interface ReceiverOptions {
 
 /** How often the sender's liveness and signals are looked at (ms). */
 const HOUSEKEEPING_MS = 200;
-/** Longest single semaphore wait (ms). */
-const WAIT_SLICE_MS = 100;
 /**
  * How often to look for the segment while waiting for a sender (ms). A look
  * is one shm_open; receivers usually start with their sender, so a long
@@ -57,17 +61,15 @@ const POLL_MS = 5;
 /** Runs a receiver to the end; returns the exit code. */
 export async function runReceiver(options: ReceiverOptions, reporter: Reporter): Promise<number> {
   const { segment, info } = await findSegment(options);
-  try {
-    return await receive(segment, info, options, reporter);
-  } finally {
-    segment.close();
-  }
+  using _segment = segment;
+  return await receive(segment, info, options, reporter);
 }
 
 /**
  * Waits up to the timeout for a live sender's segment and validates it.
- * A hostile or corrupt segment is refused at once; a stale one (its
- * sender died) is waited past, since the next sender replaces it.
+ * A hostile or corrupt segment is refused at once; a stale one (no sender
+ * holds its liveness lock) is removed, whatever its header says, and the
+ * wait goes on for the next sender.
  */
 async function findSegment(
   options: ReceiverOptions,
@@ -96,7 +98,15 @@ async function findSegment(
         if (st.size > MAX_RING + 2 * 1024 * 1024) {
           throw new P2mError(`shared memory ${options.name} is not a p2m segment: too large`);
         }
-        if (st.size > 0) {
+        if (!memory.isLocked(SENDER_LOCK_BYTE)) {
+          // No sender: a dead one's leftover, or one being created (whose
+          // creator holds its flock, so removeIfStale leaves it).
+          const header = st.size > 0 ? memory.map(Math.min(st.size, HEADER_AREA)) : undefined;
+          if (!mayBeP2mLeftover(header)) {
+            throw new P2mError(`shared memory ${options.name} is not a p2m segment (bad magic)`);
+          }
+          if (removeIfStale(memory)) stale = true;
+        } else if (st.size > 0) {
           const buffer = memory.map(st.size);
           let info: SegmentInfo | undefined;
           try {
@@ -105,14 +115,12 @@ async function findSegment(
             if (!(error instanceof WireError)) throw error;
             throw new P2mError(
               `shared memory ${options.name} is not a usable p2m segment: ${error.message}`,
+              { cause: error },
             );
           }
           if (info) {
-            if (memory.isLocked(SENDER_LOCK_BYTE)) {
-              keep = true;
-              return { segment: new Segment(memory, buffer, info), info };
-            }
-            stale = true;
+            keep = true;
+            return { segment: new Segment(memory, buffer, info), info };
           }
         }
       } finally {
@@ -122,11 +130,11 @@ async function findSegment(
     if (performance.now() > deadline) {
       throw new P2mError(
         stale
-          ? `only a stale segment ${options.name} (its sender died) within ${options.timeoutSeconds} s`
+          ? `only a stale segment ${options.name} (its sender died; removed) within ${options.timeoutSeconds} s`
           : `no sender on ${options.name} within ${options.timeoutSeconds} s`,
       );
     }
-    await sleep(POLL_MS);
+    await delay(POLL_MS);
   }
 }
 
@@ -136,9 +144,9 @@ async function receive(
   options: ReceiverOptions,
   reporter: Reporter,
 ): Promise<number> {
-  const early = seg.load(H.state);
-  if (early === State.Aborted) throw new P2mError(abortMessage(seg));
-  if (early === State.Closed) {
+  const early = seg.transferState();
+  if (early === TransferState.Aborted) throw new P2mError(abortMessage(seg));
+  if (early === TransferState.Closed) {
     throw new P2mError(`the transfer on ${options.name} has already finished`);
   }
   const output = OutputFile.create({
@@ -150,24 +158,28 @@ async function receive(
   using _output = output;
   // Ready everything before joining: the sender streams once all have joined.
   const digest = await createDigest(info.digest);
-  const index = Atomics.add(seg.i32, H.nextEntry, 1);
+  const index = seg.claimEntry();
   if (index >= info.tableEntries) {
     throw new P2mError(
       `the transfer on ${options.name} already has ${info.tableEntries} receivers`,
     );
   }
-  if (!seg.memory.tryLock(peerLockByte(index))) {
+  if (!seg.memory.tryLock(receiverLockByte(index))) {
     throw new P2mError(`receiver slot #${index} of ${options.name} is locked by another process`);
   }
-  Atomics.store(seg.i32, seg.entryField(index, E.pid), Deno.pid);
-  Atomics.store(seg.i32, seg.entryField(index, E.state), Peer.Attached);
+  seg.setEntryPid(index, Deno.pid);
+  seg.setEntryState(index, ReceiverState.Attached);
   seg.wakeSender();
   // Interrupted or refused: "left"; any other failure: "failed", which
   // the sender's summary counts against the transfer.
   const leaveAs = (state: number) => {
-    if (seg.memory.mapped && seg.movePeer(index, Peer.Attached, state)) seg.wakeSender();
+    try {
+      if (seg.memory.mapped && seg.moveEntry(index, ReceiverState.Attached, state)) {
+        seg.wakeSender();
+      }
+    } catch { /* a corrupt or truncated segment: the sender notices our exit */ }
   };
-  const stopAbortHook = onAbort(() => leaveAs(Peer.Left));
+  using _abortHook = { [Symbol.dispose]: onAbort(() => leaveAs(ReceiverState.Left)) };
   let refused = false;
   try {
     // Read the shared state only after our entry is visible. From then on
@@ -175,12 +187,12 @@ async function receive(
     // be overwritten; if fewer than K chunks were published when we looked,
     // the gate check for chunk K comes after our entry, and we are served
     // from the start. A file that fits in the ring is never overwritten.
-    const state = seg.load(H.state);
-    if (state === State.Closed) {
+    const state = seg.transferState();
+    if (state === TransferState.Closed) {
       refused = true;
       throw new P2mError(`the transfer on ${options.name} has already finished`);
     }
-    if (info.totalChunks > info.slotCount && seg.load(H.published) >= info.slotCount) {
+    if (info.totalChunks > info.slotCount && seg.published() >= info.slotCount) {
       refused = true;
       throw new P2mError(
         `the transfer on ${options.name} has already started and the file ` +
@@ -199,30 +211,35 @@ async function receive(
     });
     const started = performance.now();
     const progress = reporter.progress("receiving", info.fileSize);
-    const checker = new Checker(seg, index, options.name);
+    const checker = new Checker(seg, index);
     const chunk = info.chunkSize;
-    const waiting = seg.entryField(index, E.waiting);
-    const cursorField = seg.entryField(index, E.cursor);
-    const sem = seg.peerSem(index);
     const wakeSpace = Math.max(1, Math.floor(info.slotCount / 4));
     let cursor = 0;
     for (;;) {
-      const published = seg.load(H.published);
+      const published = seg.published();
       if (published > info.totalChunks || published < cursor) {
-        throw new P2mError(`shared memory ${options.name} is corrupt (bad published count)`);
+        throw seg.corrupt(
+          `the header says ${published} chunks published (of ${info.totalChunks}; ` +
+            `this receiver has ${cursor})`,
+        );
       }
       if (cursor < published) {
         while (cursor < published) {
           const length = Math.min(chunk, info.fileSize - cursor * chunk);
           const view = seg.slot(cursor, length);
-          output.write(view);
+          try {
+            output.write(view);
+          } catch (error) {
+            seg.checkSize(); // EFAULT from a truncated segment: say so
+            throw error;
+          }
           digest.update(view);
           cursor++;
-          Atomics.store(seg.i32, cursorField, cursor);
+          seg.setCursor(index, cursor);
           // Wake a waiting sender once a quarter of the ring is free (or we
           // are done), not for every slot: a wake-up costs ~60 µs here.
           if (
-            seg.load(H.senderWaiting) === 1 &&
+            seg.senderWaiting() &&
             (cursor === published ||
               info.slotCount - (published - seg.minCursor(published)) >= wakeSpace)
           ) seg.wakeSender();
@@ -231,50 +248,47 @@ async function receive(
         await checker.check();
         continue;
       }
-      const state = seg.load(H.state);
-      if (cursor === info.totalChunks && state >= State.Final) break;
-      // Caught up: say so, re-check, and only then wait.
-      Atomics.store(seg.i32, waiting, 1);
-      if (seg.load(H.published) === cursor && seg.load(H.state) === state) {
-        sem.wait(WAIT_SLICE_MS);
-      }
-      Atomics.store(seg.i32, waiting, 0);
+      const state = seg.transferState();
+      if (cursor === info.totalChunks && state >= TransferState.Final) break;
+      // Caught up: park until the sender publishes more or changes state.
+      seg.park(index, () => seg.published() === cursor && seg.transferState() === state);
       await checker.check();
     }
     await checker.check(true);
-    const expected = seg.bytes.slice(DIGEST_OFFSET, DIGEST_OFFSET + DIGEST_LENGTH[info.digest]);
+    const expected = seg.digest(DIGEST_LENGTH[info.digest]);
+    if (expected.length > 0 && expected.every((byte) => byte === 0)) {
+      throw seg.corrupt("the header says final but holds no digest");
+    }
     const actual = digest.digest();
     if (!digestsEqual(expected, actual)) {
       output.abort();
-      seg.movePeer(index, Peer.Attached, Peer.Failed);
-      seg.wakeSender();
+      leaveAs(ReceiverState.Failed);
       throw new VerifyError(toHex(expected), toHex(actual));
     }
     try {
       // fsync may take a while for a large copy on a slow disk: say so,
       // so that the sender does not take it for a stall.
-      Atomics.store(seg.i32, seg.entryField(index, E.committing), 1);
+      seg.setCommitting(index);
       output.commit();
     } catch (error) {
-      seg.movePeer(index, Peer.Attached, Peer.Failed);
-      seg.wakeSender();
+      leaveAs(ReceiverState.Failed);
       throw error;
     }
     const seconds = (performance.now() - started) / 1000;
-    if (!seg.movePeer(index, Peer.Attached, Peer.Verified)) {
+    if (!seg.moveEntry(index, ReceiverState.Attached, ReceiverState.Verified)) {
       // Evicted at the last moment: the sender counts us out, so do we. But
       // with --force the copy has already replaced the user's old file, and
       // removing it would lose both: keep the verified copy and say so.
+      const why = checker.entryChanged();
       if (options.force) {
         throw new P2mError(
-          `${checker.evictionMessage()}; the copy had already verified and replaced ` +
-            `${output.path}, so it is kept`,
+          `${why.message}; the copy had already verified and replaced ${output.path}, so it is kept`,
         );
       }
       try {
         Deno.removeSync(output.path);
       } catch { /* gone */ }
-      throw new P2mError(checker.evictionMessage());
+      throw why;
     }
     seg.wakeSender();
     const verified = info.digest !== "none";
@@ -292,11 +306,9 @@ async function receive(
     );
     return 0;
   } catch (error) {
-    leaveAs(refused ? Peer.Left : Peer.Failed);
-    if (error instanceof SenderDied) removeStaleSegment(seg, options.name);
+    leaveAs(refused ? ReceiverState.Left : ReceiverState.Failed);
+    if (error instanceof SenderDied) removeIfStale(seg.memory);
     throw error;
-  } finally {
-    stopAbortHook();
   }
 }
 
@@ -308,47 +320,28 @@ class SenderDied extends P2mError {
   }
 }
 
-/**
- * Unlinks the segment of a sender that died, so that a crash leaves nothing
- * in /dev/shm once its receivers are gone. Taking the dead sender's lock
- * first means only one party does it (a new sender judging it stale does
- * the same), and the inode check makes sure the name still means this
- * segment and not a new sender's.
- */
-function removeStaleSegment(seg: Segment, name: string): void {
-  try {
-    if (!seg.memory.tryLock(SENDER_LOCK_BYTE)) return;
-    const ino = seg.memory.stat().ino;
-    const current = SharedMemory.open(name);
-    const same = current?.stat().ino === ino;
-    current?.close();
-    if (same) SharedMemory.unlink(name);
-    seg.memory.unlock(SENDER_LOCK_BYTE);
-  } catch { /* best effort: the next sender replaces a stale segment anyway */ }
-}
-
 function abortMessage(seg: Segment): string {
-  switch (seg.load(H.abortReason)) {
+  switch (seg.abortReason()) {
     case AbortReason.Interrupted:
       return "the sender was interrupted; transfer aborted, copy discarded";
     case AbortReason.SourceChanged:
       return "the source file changed while it was sent; copy discarded";
+    case AbortReason.Corrupt:
+      return `the sender found shared memory ${seg.segmentName} corrupt; transfer aborted, copy discarded`;
     default:
       return "the sender failed; transfer aborted, copy discarded";
   }
 }
 
-/** Watches the sender's liveness, the abort flag and our own entry. */
+/** Watches the segment's size, the abort flag, our own entry and the sender's liveness. */
 class Checker {
   #seg: Segment;
   #index: number;
-  #name: string;
   #next = 0;
 
-  constructor(seg: Segment, index: number, name: string) {
+  constructor(seg: Segment, index: number) {
     this.#seg = seg;
     this.#index = index;
-    this.#name = name;
   }
 
   async check(force = false): Promise<void> {
@@ -357,17 +350,30 @@ class Checker {
     if (!force && now < this.#next) return;
     this.#next = now + HOUSEKEEPING_MS;
     const seg = this.#seg;
-    if (seg.load(H.state) === State.Aborted) throw new P2mError(abortMessage(seg));
-    if (seg.peerState(this.#index) !== Peer.Attached) throw new P2mError(this.evictionMessage());
-    if (!seg.memory.isLocked(SENDER_LOCK_BYTE)) throw new SenderDied(this.#name);
-    await sleep(0);
+    seg.checkSize();
+    if (seg.transferState() === TransferState.Aborted) throw new P2mError(abortMessage(seg));
+    if (seg.entryState(this.#index) !== ReceiverState.Attached) throw this.entryChanged();
+    if (!seg.memory.isLocked(SENDER_LOCK_BYTE)) throw new SenderDied(seg.segmentName);
+    await delay(0);
   }
 
-  evictionMessage(): string {
-    const state = this.#seg.peerState(this.#index);
-    if (state === Peer.Stalled) {
-      return "evicted by the sender: this receiver stalled past the stall timeout; copy discarded";
+  /**
+   * Why our entry is no longer Attached: an eviction for a stall (the one
+   * state the sender may write while we live), else a corrupt segment,
+   * since only this receiver writes its verdicts and the sender marks dead
+   * only a receiver whose lock is gone.
+   */
+  entryChanged(): P2mError {
+    const state = this.#seg.entryState(this.#index);
+    if (state === ReceiverState.Stalled) {
+      return new P2mError(
+        "evicted by the sender: this receiver stalled past the stall timeout; copy discarded",
+      );
     }
-    return "evicted by the sender; copy discarded";
+    const text = PEER_STATE_TEXT[state] ?? `state ${state}`;
+    return this.#seg.corrupt(
+      `receiver #${this.#index}'s entry says ${text}, which this live receiver did not write; ` +
+        `copy discarded`,
+    );
   }
 }

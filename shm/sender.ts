@@ -2,10 +2,18 @@
  * The shared-memory sender: creates the segment, waits for receivers,
  * streams the file through the ring and reports each receiver's verdict.
  *
+ * Data path: {@linkcode SenderRun.transfer} reads each chunk from the
+ * {@linkcode Source} straight into its ring slot, hashes it there and
+ * publishes it. Every shared word goes through {@link ./segment.ts}; the
+ * name is owned by the {@linkcode SharedMemory} from {@link ./stale.ts},
+ * whose reaper removes it if this process is killed. Receivers' verdicts
+ * are checked against the sender's own observations ({@link ./entry_audit.ts}).
+ *
  * @module
  */
 import {
   createDigest,
+  delay,
   DIGEST_LENGTH,
   type DigestAlgorithm,
   digestCode,
@@ -19,23 +27,21 @@ import {
   Source,
   toHex,
 } from "../core/mod.ts";
-import { SharedMemory } from "../ffi/mod.ts";
+import { CorruptSemaphoreError } from "../ffi/mod.ts";
+import { EntryAudit, type SenderView } from "./entry_audit.ts";
 import {
   AbortReason,
   chunksFor,
   COMMIT_GRACE_MS,
-  DIGEST_OFFSET,
-  E,
   geometry,
-  H,
-  HEADER_AREA,
   MAX_CHUNKS,
-  Peer,
   PEER_STATE_TEXT,
-  State,
+  ReceiverState,
+  TransferState,
   writeHeader,
 } from "./layout.ts";
-import { peerLockByte, Segment, SENDER_LOCK_BYTE, sleep } from "./segment.ts";
+import { receiverLockByte, Segment, SegmentCorruptError, SENDER } from "./segment.ts";
+import { createOrReplace, Reaper } from "./stale.ts";
 
 /** What the sender is asked to do. */
 export interface SenderOptions {
@@ -79,8 +85,6 @@ export interface PeerSummary {
 
 /** How often liveness, stalls and signals are looked at (ms). */
 const HOUSEKEEPING_MS = 200;
-/** Longest single semaphore wait (ms). */
-const WAIT_SLICE_MS = 100;
 
 /** Runs a sender to the end; returns the exit code. */
 export async function runSender(options: SenderOptions, reporter: Reporter): Promise<number> {
@@ -93,20 +97,17 @@ export async function runSender(options: SenderOptions, reporter: Reporter): Pro
     throw new P2mError(`file too large for --chunk ${options.chunk}; use a larger chunk`);
   }
   const geo = geometry(options.chunk, options.slots);
-  const memory = createSegment(options.name, reporter);
-  let unlinked = false;
-  const unlink = () => {
-    if (unlinked) return;
-    unlinked = true;
-    try {
-      SharedMemory.unlink(options.name);
-    } catch { /* already gone */ }
-  };
+  // Disposed in reverse: the segment's owner unlinks the name, then the
+  // reaper's pipe closes (it finds nothing). A kill -9 leaves the reaper.
+  using _reaper = Reaper.start(options.name);
+  using memory = await createOrReplace(options.name, reporter);
   let segment: Segment | undefined;
-  const stopAbortHook = onAbort(() => {
-    if (segment) abortTransfer(segment, AbortReason.Interrupted);
-    unlink();
-  });
+  using _abortHook = {
+    [Symbol.dispose]: onAbort(() => {
+      if (segment) abortTransfer(segment, AbortReason.Interrupted);
+      memory.close();
+    }),
+  };
   try {
     memory.truncate(geo.segmentSize);
     try {
@@ -115,12 +116,12 @@ export async function runSender(options: SenderOptions, reporter: Reporter): Pro
       throw new P2mError(
         `cannot reserve ${formatBytes(geo.segmentSize)} of shared memory for ${options.name}: ` +
           `${(error as Error).message}; use a smaller ring (--slots, --chunk)`,
+        { cause: error },
       );
     }
     const buffer = memory.map(geo.segmentSize);
     segment = new Segment(memory, buffer, geo);
-    segment.senderSem.init(0);
-    for (let i = 0; i < geo.tableEntries; i++) segment.peerSem(i).init(0);
+    segment.initSemaphores();
     writeHeader(buffer, {
       ...geo,
       fileSize: info.size,
@@ -146,78 +147,32 @@ export async function runSender(options: SenderOptions, reporter: Reporter): Pro
           formatBytes(geo.chunkSize)
         }; waiting for ${options.peers} receiver(s)`,
     );
-    const run = new SenderRun(segment, options, reporter, totalChunks, info.size);
-    const code = await run.transfer(source);
-    return code;
+    return await new SenderRun(segment, options, reporter, totalChunks, source).transfer();
   } catch (error) {
-    if (segment) abortTransfer(segment, AbortReason.Failed);
+    if (segment) {
+      const corrupt = error instanceof SegmentCorruptError ||
+        error instanceof CorruptSemaphoreError;
+      abortTransfer(segment, corrupt ? AbortReason.Corrupt : AbortReason.Failed);
+    }
     throw error;
-  } finally {
-    stopAbortHook();
-    unlink();
-    segment?.close();
-    memory.close();
   }
-}
-
-/** Marks the transfer aborted and wakes everyone so they notice at once. */
-function abortTransfer(segment: Segment, reason: number): void {
-  if (!segment.memory.mapped) return;
-  const state = segment.load(H.state);
-  if (state === State.Closed || state === State.Aborted) return;
-  segment.store(H.abortReason, reason);
-  segment.store(H.state, State.Aborted);
-  for (let i = 0; i < segment.entriesUsed(); i++) segment.peerSem(i).post();
 }
 
 /**
- * Creates the segment with O_EXCL and takes the sender's liveness lock.
- * A name held by a live sender is refused; a stale one (its sender's lock
- * is gone) is unlinked and replaced.
+ * Marks the transfer aborted and wakes everyone so they notice at once.
+ * Best effort: a truncated segment is left alone (touching it is a SIGBUS),
+ * and a scribbled semaphore is not posted.
  */
-function createSegment(name: string, reporter: Reporter): SharedMemory {
-  for (let attempt = 0; attempt < 5; attempt++) {
-    const created = SharedMemory.create(name, 0o600);
-    if (created) {
-      if (created.tryLock(SENDER_LOCK_BYTE)) return created;
-      created.close(); // someone judged it stale and took it: try again
-      continue;
-    }
-    const old = SharedMemory.open(name);
-    if (!old) continue;
-    try {
-      if (!old.tryLock(SENDER_LOCK_BYTE)) {
-        const pid = senderPid(old);
-        throw new P2mError(
-          `a live sender${pid ? ` (pid ${pid})` : ""} is using shared memory ${name}; ` +
-            `refusing to replace it (choose another --name)`,
-        );
-      }
-      // We hold the dead sender's lock, so no other new sender judges it
-      // stale at the same time; make sure the name still means this object.
-      const ino = old.stat().ino;
-      const again = SharedMemory.open(name);
-      const same = again?.stat().ino === ino;
-      again?.close();
-      if (!same) continue;
-      SharedMemory.unlink(name);
-      reporter.info(`shm ${name}: removed a stale segment left by a sender that died`);
-      reporter.event("stale-removed", { name });
-    } finally {
-      old.close();
-    }
-  }
-  throw new P2mError(`cannot create shared memory ${name}: it keeps being replaced`);
-}
-
-function senderPid(memory: SharedMemory): number | undefined {
+function abortTransfer(segment: Segment, reason: number): void {
+  if (!segment.memory.mapped) return;
   try {
-    if (memory.stat().size < HEADER_AREA) return undefined;
-    const i32 = new Int32Array(memory.map(HEADER_AREA));
-    return i32[H.senderPid] > 0 ? i32[H.senderPid] : undefined;
-  } catch {
-    return undefined;
-  }
+    segment.checkSize();
+    const state = segment.transferState();
+    if (state === TransferState.Closed || state === TransferState.Aborted) return;
+    segment.setAbortReason(reason);
+    segment.setTransferState(TransferState.Aborted);
+    segment.forEachEntry((i) => segment.alertReceiver(i));
+  } catch { /* corrupt: receivers notice our exit instead */ }
 }
 
 interface Track {
@@ -225,7 +180,6 @@ interface Track {
   lastMove: number;
   start: number;
   end?: number;
-  reported: boolean;
 }
 
 class SenderRun {
@@ -234,93 +188,111 @@ class SenderRun {
   #reporter: Reporter;
   #total: number;
   #size: number;
+  #source: Source;
   #published = 0;
+  /** The transfer state this process last wrote; the header must still say it. */
+  #state: number = TransferState.Waiting;
   #tracks: Track[] = [];
+  #audit = new EntryAudit();
   #nextHousekeeping = 0;
   #streamStart = 0;
   #wakeLag: number;
-  #source: Source | undefined;
 
   constructor(
     segment: Segment,
     options: SenderOptions,
     reporter: Reporter,
     total: number,
-    size: number,
+    source: Source,
   ) {
     this.#seg = segment;
     this.#options = options;
     this.#reporter = reporter;
     this.#total = total;
-    this.#size = size;
+    this.#size = source.info.size;
+    this.#source = source;
     // A waiting receiver is woken once a quarter of the ring is ready for
     // it, so a wake-up (~60 µs here) is paid per batch, not per chunk.
     this.#wakeLag = Math.max(1, Math.floor(segment.geometry.slotCount / 4));
   }
 
-  async transfer(source: Source): Promise<number> {
-    const info = source.info;
-    this.#source = source;
+  async transfer(): Promise<number> {
+    const source = this.#source;
     const digest = await createDigest(this.#options.digest);
     await this.#waitForPeers();
     const seg = this.#seg;
     this.#streamStart = performance.now();
-    seg.store(H.state, State.Streaming);
-    this.#reporter.event("streaming", { peers: this.#attached() });
+    this.#setState(TransferState.Streaming);
+    this.#reporter.event("streaming", { peers: this.#count(ReceiverState.Attached) });
     const rate = new RateLimit(this.#options.limitRate);
     const progress = this.#reporter.progress("sending", this.#size);
     const slots = seg.geometry.slotCount;
     const chunk = seg.geometry.chunkSize;
+    const ringFull = () => this.#published - seg.minCursor(this.#published) >= slots;
     while (this.#published < this.#total) {
       // The slowest live receiver gates the ring.
-      while (this.#published - this.#minCursor() >= slots) {
-        seg.store(H.senderWaiting, 1);
-        if (this.#published - this.#minCursor() < slots) {
-          seg.store(H.senderWaiting, 0);
-          break;
-        }
+      while (ringFull()) {
         this.#wakeAll();
-        seg.senderSem.wait(WAIT_SLICE_MS);
-        seg.store(H.senderWaiting, 0);
+        seg.park(SENDER, ringFull);
         await this.#housekeeping();
       }
       const n = this.#published;
       const length = Math.min(chunk, this.#size - n * chunk);
       const view = seg.slot(n, length);
-      for (let got = 0; got < length;) {
-        const read = source.read(view.subarray(got));
-        if (read === 0) {
-          abortTransfer(seg, AbortReason.SourceChanged);
-          throw new P2mError(`${info.path} shrank while it was sent; transfer aborted`);
-        }
-        got += read;
-      }
+      this.#fill(view);
       digest.update(view);
       this.#published = n + 1;
-      seg.store(H.published, this.#published);
+      seg.setPublished(this.#published);
       const last = this.#published === this.#total;
-      for (let i = 0; i < seg.entriesUsed(); i++) {
-        if (seg.peerState(i) !== Peer.Attached) continue;
-        if (last || this.#published - seg.cursor(i) >= this.#wakeLag) seg.wakePeer(i);
-      }
+      seg.forEachEntry((i, state) => {
+        if (state !== ReceiverState.Attached) return;
+        if (last || this.#published - seg.cursor(i) >= this.#wakeLag) seg.wakeReceiver(i);
+      });
       progress.update(this.#published * chunk > this.#size ? this.#size : this.#published * chunk);
       if (rate.enabled) await rate.pace(length);
       await this.#housekeeping();
     }
     const changed = source.changed();
-    if (changed) {
-      abortTransfer(seg, AbortReason.SourceChanged);
-      throw new P2mError(`${info.path} changed while it was sent (${changed}); transfer aborted`);
-    }
+    if (changed) this.#sourceChanged(changed);
     const raw = digest.digest();
-    seg.bytes.set(raw, DIGEST_OFFSET);
-    seg.store(H.state, State.Final);
+    seg.setDigest(raw);
+    this.#setState(TransferState.Final);
     this.#wakeAll();
     await this.#waitForVerdicts();
     // No new receiver may join now; one that joined meanwhile is served too.
-    seg.store(H.state, State.Closed);
+    this.#setState(TransferState.Closed);
     await this.#waitForVerdicts();
     return this.#summarise(toHex(raw));
+  }
+
+  /** Reads the next chunk into its slot; a short file or a truncated segment fails clearly. */
+  #fill(view: Uint8Array): void {
+    for (let got = 0; got < view.length;) {
+      let read: number;
+      try {
+        read = this.#source.read(view.subarray(got));
+      } catch (error) {
+        this.#seg.checkSize(); // EFAULT into a truncated segment: say so
+        throw error;
+      }
+      if (read === 0) {
+        abortTransfer(this.#seg, AbortReason.SourceChanged);
+        throw new P2mError(`${this.#source.info.path} shrank while it was sent; transfer aborted`);
+      }
+      got += read;
+    }
+  }
+
+  #sourceChanged(why: string): never {
+    abortTransfer(this.#seg, AbortReason.SourceChanged);
+    throw new P2mError(
+      `${this.#source.info.path} changed while it was sent (${why}); transfer aborted`,
+    );
+  }
+
+  #setState(state: number): void {
+    this.#state = state;
+    this.#seg.setTransferState(state);
   }
 
   /**
@@ -329,64 +301,80 @@ class SenderRun {
    * summary reports it, rather than the healthy ones waiting for a stranger.
    */
   async #waitForPeers(): Promise<void> {
-    const seg = this.#seg;
     const deadline = performance.now() + this.#options.waitSeconds * 1000;
+    const joined = () => this.#count((state) => state !== ReceiverState.Free);
     let seen = 0;
     for (;;) {
-      this.#evictDead();
-      const joined = this.#joined();
-      if (joined !== seen) {
-        seen = joined;
-        this.#reporter.event("attached", { count: joined, live: this.#attached() });
+      await this.#housekeeping(true);
+      const count = joined();
+      if (count !== seen) {
+        seen = count;
+        this.#reporter.event("attached", {
+          count,
+          live: this.#count(ReceiverState.Attached),
+        });
       }
-      if (joined >= this.#options.peers) return;
+      if (count >= this.#options.peers) return;
       if (performance.now() > deadline) {
-        abortTransfer(seg, AbortReason.Failed);
+        abortTransfer(this.#seg, AbortReason.Failed);
         throw new P2mError(
-          `only ${joined} of ${this.#options.peers} receiver(s) attached to ${this.#options.name} ` +
+          `only ${count} of ${this.#options.peers} receiver(s) attached to ${this.#options.name} ` +
             `within ${this.#options.waitSeconds} s`,
         );
       }
       // A joining receiver posts us, so streaming starts without a poll delay.
-      seg.store(H.senderWaiting, 1);
-      if (this.#joined() === joined) seg.senderSem.wait(WAIT_SLICE_MS);
-      seg.store(H.senderWaiting, 0);
-      await sleep(0);
+      this.#seg.park(
+        SENDER,
+        () => this.#seg.countEntries((s) => s !== ReceiverState.Free) === count,
+      );
     }
-  }
-
-  #joined(): number {
-    let n = 0;
-    for (let i = 0; i < this.#seg.entriesUsed(); i++) {
-      if (this.#seg.peerState(i) !== Peer.Free) n++;
-    }
-    return n;
   }
 
   async #waitForVerdicts(): Promise<void> {
-    const seg = this.#seg;
-    while (this.#attached() > 0) {
-      seg.store(H.senderWaiting, 1);
-      if (this.#attached() > 0) seg.senderSem.wait(WAIT_SLICE_MS);
-      seg.store(H.senderWaiting, 0);
+    const attached = () => this.#count(ReceiverState.Attached) > 0;
+    while (attached()) {
+      this.#seg.park(SENDER, attached);
       await this.#housekeeping();
     }
   }
 
-  #attached(): number {
-    let n = 0;
-    for (let i = 0; i < this.#seg.entriesUsed(); i++) {
-      if (this.#seg.peerState(i) === Peer.Attached) n++;
-    }
-    return n;
+  /**
+   * Entries in use whose audited state is `state` (or passes it). Every
+   * state the sender acts on is read through {@linkcode #audited}.
+   */
+  #count(state: number | ((state: number) => boolean)): number {
+    const test = typeof state === "number" ? (s: number) => s === state : state;
+    let count = 0;
+    this.#audited((_, s) => {
+      if (test(s)) count++;
+    });
+    return count;
   }
 
-  #minCursor(): number {
-    return this.#seg.minCursor(this.#published);
+  /** The scan over entries, each checked against what the sender saw before. */
+  #audited(visit: (index: number, state: number) => void): void {
+    const seg = this.#seg;
+    const view: SenderView = {
+      published: this.#published,
+      total: this.#total,
+      digestPublished: this.#state >= TransferState.Final,
+      chunkSize: seg.geometry.chunkSize,
+      fileSize: this.#size,
+    };
+    seg.forEachEntry((i, state) => {
+      const words = { state, cursor: seg.cursor(i), pid: seg.entryPid(i) };
+      const cause = this.#audit.observe(i, words, view);
+      if (cause) throw seg.corrupt(cause);
+      visit(i, state);
+    });
+  }
+
+  #pid(i: number): number {
+    return this.#audit.pid(i) || this.#seg.entryPid(i);
   }
 
   #wakeAll(): void {
-    for (let i = 0; i < this.#seg.entriesUsed(); i++) this.#seg.wakePeer(i);
+    this.#seg.forEachEntry((i) => this.#seg.wakeReceiver(i));
   }
 
   #track(i: number, now: number): Track {
@@ -394,64 +382,73 @@ class SenderRun {
       lastCursor: this.#seg.cursor(i),
       lastMove: now,
       start: this.#streamStart || now,
-      reported: false,
     };
   }
 
-  /** Evicts receivers whose process died (their OFD lock is gone). */
-  #evictDead(): void {
+  /** Moves entry `i` from Attached to `state` (died, stalled) if it still is attached. */
+  #evict(i: number, state: number, now: number): boolean {
+    if (!this.#seg.moveEntry(i, ReceiverState.Attached, state)) return false;
+    this.#audit.senderMoved(i, state);
+    this.#track(i, now).end = now;
+    this.#seg.alertReceiver(i);
+    return true;
+  }
+
+  /** The header words only the sender writes must still say what it wrote. */
+  #checkOwnHeader(): void {
     const seg = this.#seg;
-    const now = performance.now();
-    for (let i = 0; i < seg.entriesUsed(); i++) {
-      const track = this.#track(i, now);
-      if (seg.peerState(i) !== Peer.Attached) continue;
-      if (seg.memory.isLocked(peerLockByte(i))) continue;
-      if (seg.movePeer(i, Peer.Attached, Peer.Dead)) {
-        track.end = now;
-        this.#reporter.error(`receiver #${i} (pid ${this.#pid(i)}) died; evicted`, { peer: i });
-      }
+    const state = seg.transferState();
+    const published = seg.published();
+    if (state !== this.#state || published !== this.#published) {
+      throw seg.corrupt(
+        `the header says state ${state} with ${published} chunks published; ` +
+          `the sender wrote state ${this.#state} with ${this.#published}`,
+      );
     }
   }
 
-  /** Liveness, stalls, signals: every HOUSEKEEPING_MS. */
-  async #housekeeping(): Promise<void> {
+  /** Liveness, stalls, corruption, the source and signals: every HOUSEKEEPING_MS. */
+  async #housekeeping(force = false): Promise<void> {
     const now = performance.now();
     // Yielding to the event loop (for signal handlers) costs a timer tick,
     // up to milliseconds: do it with the checks, not after every wake-up.
-    if (now < this.#nextHousekeeping) return;
+    if (!force && now < this.#nextHousekeeping) return;
     this.#nextHousekeeping = now + HOUSEKEEPING_MS;
-    this.#evictDead();
     const seg = this.#seg;
+    seg.checkSize();
+    this.#checkOwnHeader();
     // A writer that breaks our lease waits for us: notice it now, not at the end.
-    const changed = seg.load(H.state) === State.Streaming ? this.#source?.changed() : undefined;
-    if (changed) {
-      abortTransfer(seg, AbortReason.SourceChanged);
-      throw new P2mError(
-        `${this.#source!.info.path} changed while it was sent (${changed}); transfer aborted`,
-      );
+    if (this.#state < TransferState.Final) {
+      const changed = this.#source.changed();
+      if (changed) this.#sourceChanged(changed);
     }
     const stallMs = this.#options.stallSeconds * 1000;
-    for (let i = 0; i < seg.entriesUsed(); i++) {
+    const final = this.#state >= TransferState.Final;
+    this.#audited((i, state) => {
       const track = this.#track(i, now);
-      const state = seg.peerState(i);
-      if (state !== Peer.Attached) {
+      if (state !== ReceiverState.Attached) {
         track.end ??= now;
-        continue;
+        return;
       }
+      if (!seg.memory.isLocked(receiverLockByte(i))) {
+        if (this.#evict(i, ReceiverState.Dead, now)) {
+          this.#reporter.error(`receiver #${i} (pid ${this.#pid(i)}) died; evicted`, {
+            peer: i,
+          });
+        }
+        return;
+      }
+      if (this.#streamStart === 0) return; // no stall before streaming
       const cursor = seg.cursor(i);
-      const final = seg.load(H.state) >= State.Final;
       // A receiver that has everything published is not stalled (unless
       // the data is all out and it still owes a verdict).
       if (cursor !== track.lastCursor || (cursor >= this.#published && !final)) {
         track.lastCursor = cursor;
         track.lastMove = now;
-        continue;
+        return;
       }
-      const committing = Atomics.load(seg.i32, seg.entryField(i, E.committing)) === 1;
-      const limit = committing ? Math.max(stallMs, COMMIT_GRACE_MS) : stallMs;
-      if (now - track.lastMove > limit && seg.movePeer(i, Peer.Attached, Peer.Stalled)) {
-        track.end = now;
-        seg.peerSem(i).post();
+      const limit = seg.committing(i) ? Math.max(stallMs, COMMIT_GRACE_MS) : stallMs;
+      if (now - track.lastMove > limit && this.#evict(i, ReceiverState.Stalled, now)) {
         this.#reporter.error(
           `receiver #${i} (pid ${
             this.#pid(i)
@@ -459,21 +456,16 @@ class SenderRun {
           { peer: i },
         );
       }
-    }
-    await sleep(0);
-  }
-
-  #pid(i: number): number {
-    return Atomics.load(this.#seg.i32, this.#seg.entryField(i, E.pid));
+    });
+    await delay(0);
   }
 
   #summarise(digestHex: string): number {
     const seg = this.#seg;
     const now = performance.now();
     const peers: PeerSummary[] = [];
-    for (let i = 0; i < seg.entriesUsed(); i++) {
-      const state = seg.peerState(i);
-      if (state === Peer.Free) continue;
+    this.#audited((i, state) => {
+      if (state === ReceiverState.Free) return;
       const track = this.#track(i, now);
       // Seconds of streaming: a receiver that waited for the others starts
       // its clock when streaming did.
@@ -484,12 +476,12 @@ class SenderRun {
         peer: i,
         pid: this.#pid(i),
         status: PEER_STATE_TEXT[state] ?? String(state),
-        verified: state === Peer.Verified,
+        verified: state === ReceiverState.Verified,
         bytes,
         seconds,
         gibPerSecond: gibPerSecond(bytes, seconds),
       });
-    }
+    });
     const verified = peers.filter((p) => p.verified).length;
     const failed = peers.filter((p) => !p.verified && p.status !== "left").length;
     const ok = verified >= this.#options.peers && failed === 0;

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { SharedMemory } from "../ffi/mod.ts";
-import { geometry, H, writeHeader } from "../shm/layout.ts";
+import { geometry, HeaderField, writeHeader } from "../shm/layout.ts";
 import {
   listDir,
   makeFile,
@@ -221,23 +221,35 @@ function hostileSegment(
 
 Deno.test("shm fault: hostile segments are refused with a clear message", async () => {
   const cases: [string, (i32: Int32Array, f64: Float64Array) => void, RegExp, number?][] = [
-    ["bad magic", (i32) => void (i32[H.magic] = 0x12345678), /bad magic/],
-    ["wrong version", (i32) => void (i32[H.version] = 99), /unsupported segment version 99/],
-    ["zero slots", (i32) => void (i32[H.slotCount] = 0), /bad slot count 0/],
+    ["bad magic", (i32) => void (i32[HeaderField.magic] = 0x12345678), /bad magic/],
+    [
+      "wrong version",
+      (i32) => void (i32[HeaderField.version] = 99),
+      /unsupported segment version 99/,
+    ],
+    ["zero slots", (i32) => void (i32[HeaderField.slotCount] = 0), /bad slot count 0/],
     [
       "ring past the end",
-      (i32) => void (i32[H.slotCount] = 1000),
+      (i32) => void (i32[HeaderField.slotCount] = 1000),
       /does not end at the segment's end/,
     ],
-    ["table past the ring", (i32) => void (i32[H.slotsOffset] = 4096), /bad ring offset/],
+    ["table past the ring", (i32) => void (i32[HeaderField.slotsOffset] = 4096), /bad ring offset/],
     [
       "size mismatch",
       (_i32, f64) => void (f64[10] = 2 ** 40),
       /header says .* bytes but the segment has/,
     ],
-    ["huge name length", (i32) => void (i32[H.nameLength] = 1 << 30), /name length .* exceeds/],
-    ["absurd chunk", (i32) => void (i32[H.chunkSize] = 4097), /bad chunk size 4097/],
-    ["chunk count lie", (i32) => void (i32[H.totalChunks] = 1), /chunk count 1 does not match/],
+    [
+      "huge name length",
+      (i32) => void (i32[HeaderField.nameLength] = 1 << 30),
+      /name length .* exceeds/,
+    ],
+    ["absurd chunk", (i32) => void (i32[HeaderField.chunkSize] = 4097), /bad chunk size 4097/],
+    [
+      "chunk count lie",
+      (i32) => void (i32[HeaderField.totalChunks] = 1),
+      /chunk count 1 does not match/,
+    ],
     ["tiny segment", () => {}, /smaller than a header/, 100],
   ];
   await withDir(async (dir) => {
@@ -298,11 +310,21 @@ Deno.test("shm fault: a sender replaces a stale segment whose sender died", asyn
   await withDir(async (dir) => {
     const name = uniqueName("p2m-f");
     const stale = hostileSegment(name, () => {});
+    const staleIno = stale.stat().ino;
     stale.close(); // drops the "dead sender's" lock; the segment stays
     assert.equal((await shmEntries(name)).length, 1);
     const file = `${dir}/data.bin`;
     await makeFile(file, 10_000);
     const send = sender(file, name, []);
+    // A receiver also removes a stale segment: start it once the sender has.
+    await waitFor(
+      () => {
+        using current = SharedMemory.open(name);
+        return current !== undefined && current.stat().ino !== staleIno;
+      },
+      10_000,
+      "the sender's new segment",
+    );
     const got = await receiver(name, `${dir}/out`, ["--quiet"]).done();
     assert.equal(got.code, 0, got.stderr);
     const sent = await send.done();

@@ -5,6 +5,7 @@
  * @module
  */
 import assert from "node:assert/strict";
+import { delay } from "../core/delay.ts";
 import { listDir, type P2mProcess, shmEntries, spawnP2m } from "./helpers.ts";
 
 /** Starts `sharedmem.ts sender FILE --name NAME ...`. */
@@ -43,7 +44,7 @@ export async function waitForPart(dir: string, bytes: number, ms = 15_000): Prom
   const deadline = performance.now() + ms;
   while (partBytes(dir) < bytes) {
     if (performance.now() > deadline) throw new Error(`no ${bytes} bytes in ${dir} after ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 10));
+    await delay(10);
   }
 }
 
@@ -62,7 +63,7 @@ export async function waitForSegment(name: string, ms = 10_000): Promise<void> {
   const deadline = performance.now() + ms;
   while ((await shmEntries(name)).length === 0) {
     if (performance.now() > deadline) throw new Error(`segment ${name} never appeared`);
-    await new Promise((r) => setTimeout(r, 20));
+    await delay(20);
   }
 }
 

@@ -10,8 +10,8 @@ import {
   chunksFor,
   ENTRY_SIZE,
   geometry,
-  H,
   HEADER_AREA,
+  HeaderField,
   NAME_AREA,
   NAME_OFFSET,
   readHeader,
@@ -75,7 +75,7 @@ Deno.test("shm layout: a header not yet written (magic 0) is 'not ready', not an
 });
 
 Deno.test("shm layout: any mutated header field is validated or rejected with WireError", () => {
-  const fields = Object.values(H);
+  const fields = Object.values(HeaderField);
   fc.assert(
     fc.property(
       fc.array(
@@ -112,7 +112,7 @@ Deno.test("shm layout: random header bytes never pass unchecked", () => {
         const buffer = validSegment();
         const view = new Uint8Array(buffer);
         view.set(bytes.subarray(0, NAME_OFFSET + 64));
-        if (withMagic) new Int32Array(buffer)[H.magic] = SEGMENT_MAGIC | 0;
+        if (withMagic) new Int32Array(buffer)[HeaderField.magic] = SEGMENT_MAGIC | 0;
         const info = readOrReject(buffer, buffer.byteLength);
         if (info) assertInside(info, buffer.byteLength);
       },

@@ -1,0 +1,132 @@
+/**
+ * A dead sender's segment does not outlive it by more than a few seconds,
+ * whoever comes next or nobody (shm/stale.ts): the sender's reaper removes
+ * it after a kill -9 at any moment, and a receiver that finds a stale
+ * segment removes it, whatever its header says, instead of waiting out its
+ * timeout. Real processes, real /dev/shm.
+ */
+import assert from "node:assert/strict";
+import { delay } from "../core/delay.ts";
+import { SharedMemory } from "../ffi/mod.ts";
+import { geometry, writeHeader } from "../shm/layout.ts";
+import { makeFile, shmEntries, tempDir, uniqueName, waitFor } from "./helpers.ts";
+import {
+  assertNoSegment,
+  assertSameBytes,
+  receiver,
+  sender,
+  waitForSegment,
+} from "./shm_helpers.ts";
+
+async function withDir(body: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await tempDir("p2m-stale-");
+  try {
+    await body(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+/** Waits up to `ms` for /dev/shm to hold nothing named `name`. */
+async function segmentGoneWithin(name: string, ms: number, what: string): Promise<void> {
+  await waitFor(async () => (await shmEntries(name)).length === 0, ms, what);
+}
+
+/** The next sender with the same name serves a receiver. */
+async function nameIsReusable(dir: string, file: string, name: string): Promise<void> {
+  const next = sender(file, name, ["--quiet"]);
+  const got = await receiver(name, `${dir}/next`, ["--quiet"]).done();
+  assert.equal(got.code, 0, got.stderr);
+  const sent = await next.done();
+  assert.equal(sent.code, 0, sent.stderr);
+  await assertSameBytes(`${dir}/next/data.bin`, file);
+  await assertNoSegment(name);
+}
+
+Deno.test("stale: kill -9 of a sender waiting for receivers: its ring is gone within 3 s, nobody else involved", async () => {
+  await withDir(async (dir) => {
+    const name = uniqueName("p2m-s");
+    const file = `${dir}/data.bin`;
+    await makeFile(file, 100_000);
+    const send = sender(file, name, ["--peers", "2", "--quiet", "--chunk", "1M", "--slots", "16"]);
+    await waitForSegment(name);
+    await delay(300); // well into its wait for receivers
+    send.child.kill("SIGKILL");
+    const result = await send.done();
+    assert.equal(result.signal, "SIGKILL");
+    await segmentGoneWithin(name, 3000, "the reaper to remove the killed sender's ring");
+    await nameIsReusable(dir, file, name);
+  });
+});
+
+Deno.test("stale: kill -9 of a sender right after it created the segment (before the header): gone within 3 s", async () => {
+  await withDir(async (dir) => {
+    const name = uniqueName("p2m-s");
+    const file = `${dir}/data.bin`;
+    await makeFile(file, 100_000);
+    // A large ring: reserving it takes a while, so the kill lands early.
+    const send = sender(file, name, ["--quiet", "--chunk", "64M", "--slots", "4"]);
+    await waitForSegment(name, 10_000);
+    send.child.kill("SIGKILL");
+    await send.done();
+    await segmentGoneWithin(name, 3000, "the reaper to remove a segment killed before its header");
+    await nameIsReusable(dir, file, name);
+  });
+});
+
+/** A segment nobody holds the sender lock of: created and left, in one of three shapes. */
+function leaveStale(name: string, shape: "empty" | "no-magic" | "full"): void {
+  const memory = SharedMemory.create(name)!;
+  const geo = geometry(4096, 2);
+  if (shape !== "empty") memory.truncate(geo.segmentSize);
+  if (shape === "full") {
+    writeHeader(memory.map(geo.segmentSize), {
+      ...geo,
+      fileSize: 5000,
+      mode: 0o644,
+      name: "old.bin",
+      digestCode: 1,
+      digestLength: 8,
+      peers: 1,
+      pid: 1,
+    });
+  }
+  memory.close(); // its "sender" is gone: no liveness lock
+}
+
+for (const shape of ["empty", "no-magic", "full"] as const) {
+  Deno.test(`stale: a receiver removes a stale segment (${shape}) at once instead of waiting out its timeout`, async () => {
+    await withDir(async (dir) => {
+      const name = uniqueName("p2m-s");
+      leaveStale(name, shape);
+      assert.equal((await shmEntries(name)).length, 1);
+      const waiting = receiver(name, `${dir}/out`, ["--quiet", "--timeout", "3"]);
+      try {
+        await segmentGoneWithin(name, 2000, `the receiver to remove the ${shape} stale segment`);
+      } finally {
+        const result = await waiting.done();
+        assert.equal(result.code, 1);
+        assert.match(result.stderr, /only a stale segment .* \(its sender died; removed\)/);
+      }
+      await assertNoSegment(name);
+    });
+  });
+}
+
+Deno.test("stale: a receiver never removes someone else's object (no sender lock, not p2m's magic)", async () => {
+  await withDir(async (dir) => {
+    const name = uniqueName("p2m-s");
+    const foreign = SharedMemory.create(name)!;
+    try {
+      foreign.truncate(8192);
+      new Uint8Array(foreign.map(8192)).set(new TextEncoder().encode("NOTP2M"));
+      const result = await receiver(name, `${dir}/out`, ["--quiet", "--timeout", "2"]).done();
+      assert.equal(result.code, 1);
+      assert.match(result.stderr, /is not a p2m segment \(bad magic\)/);
+      assert.equal((await shmEntries(name)).length, 1, "left in place");
+    } finally {
+      SharedMemory.unlink(name);
+      foreign.close();
+    }
+  });
+});
