@@ -12,6 +12,7 @@
  */
 import { createDigest, DEFAULT_DIGEST, type Digest, digestsEqual, toHex } from "../core/digest.ts";
 import { onSignal } from "../core/cli.ts";
+import { delay } from "../core/delay.ts";
 import { describeError, P2mError, VerifyError } from "../core/errors.ts";
 import { formatBytes, formatRate } from "../core/format.ts";
 import { OutputFile } from "../core/output.ts";
@@ -29,15 +30,16 @@ import {
 } from "../core/wire.ts";
 import {
   type ConnectMessage,
-  DATA_CHUNK,
   encodeMessage,
   LineReader,
   parseServerMessage,
   PROTOCOL_VERSION,
+  ProtocolError,
   socketPathProblem,
   writeAll,
 } from "./protocol.ts";
-import { LibcError, UnixSocket } from "../ffi/mod.ts";
+import { receiveRaw } from "./raw.ts";
+import { EAGAIN, ECONNREFUSED, ENOENT, LibcError, UnixSocket } from "../ffi/mod.ts";
 import { DataChannel, SEND_BUFFER } from "./data_channel.ts";
 
 /** Bytes per read(2) on the data socket: one reused buffer. */
@@ -59,11 +61,6 @@ export interface ClientOptions {
   reporter: Reporter;
 }
 
-/** Name used for a raw download when `--out` names no file. */
-export const RAW_NAME = "p2m-raw-download";
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
 /** Connects to `path`, retrying while nobody listens, until `deadline`. */
 async function connectRetry(path: string, deadline: number): Promise<Deno.UnixConn> {
   while (true) {
@@ -76,7 +73,7 @@ async function connectRetry(path: string, deadline: number): Promise<Deno.UnixCo
       if (performance.now() >= deadline) {
         throw new P2mError(`no server on ${path} (waited for it, see --timeout)`);
       }
-      await sleep(25);
+      await delay(25);
     }
   }
 }
@@ -89,30 +86,6 @@ export async function runClient(o: ClientOptions): Promise<number> {
   const conn = await connectRetry(o.socket, deadline);
   using _conn = conn;
   return o.raw ? await receiveRaw(conn, o) : await receiveFramed(conn, o, deadline);
-}
-
-async function receiveRaw(conn: Deno.UnixConn, o: ClientOptions): Promise<number> {
-  const r = o.reporter;
-  using output = OutputFile.create({ out: o.out, name: RAW_NAME, mode: 0o644, force: o.force });
-  r.event("start", { name: RAW_NAME, size: null, raw: true });
-  const progress = r.progress("receiving (raw)", 0);
-  const buf = new Uint8Array(DATA_CHUNK);
-  let got = 0;
-  while (true) {
-    const n = await conn.read(buf);
-    if (n === null) break;
-    output.write(buf.subarray(0, n));
-    got += n;
-    progress.update(got);
-  }
-  output.commit();
-  const seconds = progress.elapsed;
-  r.event("done", { bytes: got, path: output.path, verified: false, raw: true, seconds });
-  r.info(
-    `saved ${output.path}: ${formatBytes(got)} in ${seconds.toFixed(3)} s ` +
-      `(raw mode: NOT verified, and a cut-off stream cannot be told from a complete one)`,
-  );
-  return 0;
 }
 
 async function receiveFramed(conn: Deno.UnixConn, o: ClientOptions, deadline: number) {
@@ -130,10 +103,16 @@ async function receiveFramed(conn: Deno.UnixConn, o: ClientOptions, deadline: nu
   const usual = createDigest(DEFAULT_DIGEST);
   usual.catch(() => {}); // awaited (or dropped) once the header names one
   const control = new LineReader(conn);
-  const connect = await waitForTurn(control, conn, o, deadline);
+  // A worker that gave up waiting for us (we were stopped, say) is gone: the
+  // server then puts us back in line and sends a new `connect`, or an error.
+  let connect: ConnectMessage;
+  let data: UnixSocket | undefined;
+  do {
+    connect = await waitForTurn(control, conn, o, deadline);
+    data = await connectWorker(connect.path);
+  } while (data === undefined);
 
   // From here on the control channel carries `commit` or bad news: watch it.
-  let data: UnixSocket | undefined;
   let lost: string | undefined;
   let commit = false;
   let settle = () => {};
@@ -171,11 +150,6 @@ async function receiveFramed(conn: Deno.UnixConn, o: ClientOptions, deadline: nu
   let received = 0;
   let verdictSent = false;
   try {
-    try {
-      data = UnixSocket.connect(connect.path);
-    } catch (error) {
-      throw new P2mError(`cannot connect to the server's worker: ${describeError(error)}`);
-    }
     data.setBufferSize("receive", SEND_BUFFER);
     // A server that stops sending (stopped, wedged) fails the copy after --timeout.
     const stallMs = Math.max(1000, o.timeoutSeconds * 1000);
@@ -227,6 +201,9 @@ async function receiveFramed(conn: Deno.UnixConn, o: ClientOptions, deadline: nu
   } catch (error) {
     output?.abort();
     onSignal(undefined);
+    // The server says why on the control channel; give its word a moment to
+    // arrive, as it names the cause better than a closed data socket does.
+    if (!lost && !(error instanceof VerifyError)) await waitSettled(settled, 1);
     let failure = error;
     if (lost && !(error instanceof VerifyError)) failure = new P2mError(lost);
     else if (error instanceof LibcError) {
@@ -251,6 +228,32 @@ async function receiveFramed(conn: Deno.UnixConn, o: ClientOptions, deadline: nu
       conn.close();
     } catch { /* closed */ }
     await watcher;
+  }
+}
+
+/** How long a full backlog on the worker's socket is retried (ms). */
+const WORKER_BACKLOG_MS = 1000;
+
+/**
+ * Connects to the worker's one-time socket; undefined if it is gone (its
+ * worker gave up on us). A full backlog (a flood of other callers) is
+ * retried briefly: the worker hears them all at once and drops the silent.
+ */
+async function connectWorker(path: string): Promise<UnixSocket | undefined> {
+  const until = performance.now() + WORKER_BACKLOG_MS;
+  while (true) {
+    try {
+      return UnixSocket.connect(path);
+    } catch (error) {
+      const errno = error instanceof LibcError ? error.errno : 0;
+      if (errno === ENOENT || errno === ECONNREFUSED) return undefined;
+      if (errno !== EAGAIN || performance.now() > until) {
+        throw new P2mError(`cannot connect to the server's worker: ${describeError(error)}`, {
+          cause: error,
+        });
+      }
+      await delay(10);
+    }
   }
 }
 
@@ -284,26 +287,32 @@ async function waitForTurn(
       line = await control.readLine();
     } catch (error) {
       if (!answered && performance.now() >= deadline) {
-        throw new P2mError(`server on ${o.socket} did not answer within --timeout`);
+        throw new P2mError(`server on ${o.socket} did not answer within --timeout`, {
+          cause: error,
+        });
       }
-      throw new P2mError(
-        `server did not speak the p2m protocol (is it running with --raw?): ${
-          describeError(error)
-        }`,
-      );
+      if (!(error instanceof ProtocolError)) {
+        // A reset or a broken pipe: the server died (or was killed) mid-handshake.
+        throw new P2mError(
+          `server went away during the handshake (${osReason(error)}); was it stopped or killed?`,
+          { cause: error },
+        );
+      }
+      throw notProtocol(error);
     } finally {
       clearTimeout(timer);
     }
-    if (line === null) throw new P2mError("server closed the connection before sending the file");
+    if (line === null) {
+      throw new P2mError(
+        "server closed the connection during the handshake, before sending the file; " +
+          "was it stopped or killed?",
+      );
+    }
     let msg;
     try {
       msg = parseServerMessage(line);
     } catch (error) {
-      throw new P2mError(
-        `server did not speak the p2m protocol (is it running with --raw?): ${
-          describeError(error)
-        }`,
-      );
+      throw notProtocol(error);
     }
     if (msg.type === "connect") return msg;
     if (msg.type === "error") throw new P2mError(`server refused: ${msg.message}`);
@@ -313,6 +322,14 @@ async function waitForTurn(
     r.event("queued", { position: msg.position });
     r.info(`queued: position ${msg.position}`);
   }
+}
+
+/** What is said of bytes on the control channel that are not p2m's protocol. */
+function notProtocol(error: unknown): P2mError {
+  return new P2mError(
+    `server did not speak the p2m protocol (is it running with --raw?): ${describeError(error)}`,
+    { cause: error },
+  );
 }
 
 /** Reads header, bytes and trailer; checks everything; returns digest info. */
@@ -328,7 +345,10 @@ async function receiveStream(
   try {
     await data.readFull(fixed, "header");
   } catch (error) {
-    throw new P2mError(`server sent no header: ${describeError(error)}`);
+    throw new P2mError(
+      `the server's worker closed the data connection before the header: ${describeError(error)}`,
+      { cause: error },
+    );
   }
   const headerBytes = new Uint8Array(headerLength(fixed));
   headerBytes.set(fixed);

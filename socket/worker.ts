@@ -19,56 +19,57 @@
  * @module
  */
 import { onAbort, runCleanups } from "../core/cli.ts";
-import { type DigestAlgorithm, isDigestAlgorithm } from "../core/digest.ts";
+import { delay } from "../core/delay.ts";
 import { describeError, P2mError } from "../core/errors.ts";
-import { isSourceInfo, Source, type SourceInfo } from "../core/source.ts";
+import { Source } from "../core/source.ts";
 import { encodeHeader, encodeTrailer, TrailerStatus } from "../core/wire.ts";
 import { RateLimit } from "../core/rate_limit.ts";
 import { LibcError, POLLIN, POLLOUT, UnixSocket, unlinkPath } from "../ffi/mod.ts";
 import { DataChannel, SEND_BUFFER } from "./data_channel.ts";
 import { chunkSize, constantTimeEqual, LineReader, oneLine, TOKEN_HEX_LENGTH } from "./protocol.ts";
+import { StallClock } from "./stall_clock.ts";
+import {
+  encodeReport,
+  parseConfig,
+  parseParentMessage,
+  type WorkerConfig,
+  type WorkerReport,
+} from "./worker_protocol.ts";
 
 /** Bytes per sendfile(2) call without a rate limit; the socket takes what fits. */
 const SENDFILE_PIECE = 64 * 1024 * 1024;
 
-/** What the parent tells a worker on its stdin. */
-export interface WorkerConfig {
-  /** The source as the parent opened and hashed it. */
-  source: SourceInfo;
-  /** Digest algorithm of the header. */
-  digest: DigestAlgorithm;
-  /**
-   * Hex digest the parent computed (empty for `none`), or null while the
-   * parent is still hashing: it then sends a {@linkcode DIGEST_LINE} line.
-   */
-  digestHex: string | null;
-  /** The one-time token the peer must present. */
-  token: string;
-  /** Where to listen for the peer. */
-  socketPath: string;
-  /** Seconds the peer may take to connect, or to take the next chunk. */
-  stallSeconds: number;
-  /** Bytes per second; 0 for no limit. */
-  limitRate: number;
+/**
+ * Most ms the peer may take, once it was sent `connect`, to connect and
+ * present its token (counted only while this worker runs, see
+ * socket/stall_clock.ts). Short, so that a peer that only said hello does
+ * not hold a worker slot; the parent gives such a peer one more turn.
+ */
+export const PEER_CONNECT_MS = 2000;
+/**
+ * Most ms one connection to the one-time socket may take to send its
+ * token. Several connections are heard at once, so a silent one cannot
+ * delay the real peer; it is dropped after this.
+ */
+export const TOKEN_MS = 1000;
+/** Most connections waiting to send a token at once; the oldest is dropped. */
+const MAX_PENDING = 64;
+/** How often the worker looks for a change to its source (ms). */
+const SOURCE_CHECK_MS = 200;
+
+/** The peer did not connect and present its token in time. */
+class MissedError extends P2mError {
+  constructor(readonly seconds: number) {
+    super(`peer did not connect within ${seconds} s to its worker`);
+    this.name = "MissedError";
+  }
 }
-
-/** The line the parent writes to a worker's stdin after sending `connect`. */
-export const NOTIFIED = "notified";
-/** Starts the stdin line `digest <hex>` that brings a digest computed late. */
-export const DIGEST_LINE = "digest";
-const HEX = /^([0-9a-f]{2})*$/;
-
-/** A worker's report on stdout. */
-export type WorkerReport =
-  | { type: "ready" }
-  | { type: "done"; bytes: number; seconds: number }
-  | { type: "error"; message: string };
 
 const encoder = new TextEncoder();
 
 function report(message: WorkerReport): void {
   try {
-    Deno.stdout.writeSync(encoder.encode(JSON.stringify(message) + "\n"));
+    Deno.stdout.writeSync(encodeReport(message));
   } catch { /* parent gone */ }
 }
 
@@ -76,27 +77,15 @@ function fromHex(hex: string): Uint8Array {
   return Uint8Array.from(hex.match(/../g) ?? [], (h) => parseInt(h, 16));
 }
 
-function parseConfig(line: string | null): WorkerConfig {
-  if (line === null) throw new P2mError("worker got no configuration on stdin");
-  const c = JSON.parse(line) as WorkerConfig;
-  if (
-    !isSourceInfo(c?.source) ||
-    typeof c.digest !== "string" || !isDigestAlgorithm(c.digest) ||
-    (c.digestHex !== null && (typeof c.digestHex !== "string" || !HEX.test(c.digestHex))) ||
-    typeof c.token !== "string" || c.token.length !== TOKEN_HEX_LENGTH ||
-    typeof c.socketPath !== "string" || typeof c.stallSeconds !== "number" ||
-    typeof c.limitRate !== "number"
-  ) {
-    throw new P2mError("worker got a bad configuration");
-  }
-  return c;
-}
-
 /** Runs the worker role; returns the exit code. */
 export async function workerMain(): Promise<number> {
   try {
     return await serveOne();
   } catch (error) {
+    if (error instanceof MissedError) {
+      report({ type: "missed", seconds: error.seconds });
+      return 1;
+    }
     const message = error instanceof P2mError ? error.message : String(error);
     report({ type: "error", message: oneLine(message) });
     throw error;
@@ -108,18 +97,17 @@ async function serveOne(): Promise<number> {
   const config = parseConfig(await stdin.readLine());
   // The parent says `notified` once it told the peer where to connect.
   // Parent death closes our stdin: abort at once (cleanups unlink the socket).
-  let setDigest: (hex: string) => void = () => {};
+  const lateDigest = Promise.withResolvers<string>();
   const digestHex = config.digestHex !== null
     ? Promise.resolve(config.digestHex)
-    : new Promise<string>((resolve) => setDigest = resolve);
-  let notify = () => {};
-  const notified = new Promise<void>((resolve) => notify = resolve);
+    : lateDigest.promise;
+  let notified = false;
   void (async () => {
     try {
       for (let line; (line = await stdin.readLine()) !== null;) {
-        if (line === NOTIFIED) notify();
-        const [word, hex] = line.split(" ");
-        if (word === DIGEST_LINE && hex !== undefined && HEX.test(hex)) setDigest(hex);
+        const message = parseParentMessage(line);
+        if (message?.type === "notified") notified = true;
+        if (message?.type === "digest") lateDigest.resolve(message.hex);
       }
     } catch { /* treat as EOF */ }
     runCleanups(); // unlinks our one-time socket: Deno.exit runs no cleanups
@@ -136,6 +124,45 @@ async function serveOne(): Promise<number> {
   using file = Source.open(source.path);
   const before = file.differsFrom(source);
   if (before) throw new P2mError(`source ${source.path} changed before sending: ${before}`);
+  // Our lease too must let a writer go at once: look for a change often,
+  // and fail the transfer the moment there is one.
+  let sourceChange: P2mError | undefined;
+  let channel: DataChannel | undefined;
+  const watch = setInterval(() => {
+    const changed = file.changed();
+    if (!changed || sourceChange) return;
+    sourceChange = new P2mError(`source ${source.path} changed while it was sent: ${changed}`);
+    channel?.abort(sourceChange);
+  }, SOURCE_CHECK_MS);
+  Deno.unrefTimer(watch);
+  try {
+    return await stream(config, file, {
+      notified: () => notified,
+      digestHex,
+      sourceChange: () => sourceChange,
+      setChannel: (opened) => channel = opened,
+    });
+  } finally {
+    clearInterval(watch);
+  }
+}
+
+/** What {@linkcode stream} learns from the parent and the source watch. */
+interface StreamHooks {
+  /** Whether the parent said it sent the peer `connect`. */
+  notified: () => boolean;
+  /** The digest for the trailer (the parent may still be hashing). */
+  digestHex: Promise<string>;
+  /** Why the source changed, once it did. */
+  sourceChange: () => P2mError | undefined;
+  /** Hands over the data channel, so a source change can abort it. */
+  setChannel: (channel: DataChannel) => void;
+}
+
+/** Listens, accepts the peer and streams the file to it. */
+async function stream(config: WorkerConfig, file: Source, hooks: StreamHooks): Promise<number> {
+  const { sourceChange, setChannel, digestHex, notified } = hooks;
+  const { source } = config;
   const raw = file.file;
 
   const stallMs = config.stallSeconds * 1000;
@@ -153,12 +180,12 @@ async function serveOne(): Promise<number> {
   const unregister = onAbort(closeListener);
   let conn: UnixSocket;
   try {
-    let deadline = Infinity;
-    void notified.then(() => deadline = performance.now() + stallMs);
     report({ type: "ready" });
-    // The connect deadline starts once the peer was told where to go, so a
-    // parent that is merely slow or stopped does not fail its peer.
-    conn = await acceptPeer(listener, config.token, () => deadline, stallMs);
+    conn = await acceptPeer(listener, config.token, {
+      notified,
+      connectMs: Math.min(stallMs, PEER_CONNECT_MS),
+      failure: sourceChange,
+    });
   } finally {
     closeListener();
     unregister();
@@ -172,6 +199,9 @@ async function serveOne(): Promise<number> {
     stallMs,
     () => new P2mError(`peer stalled: no progress for ${config.stallSeconds} s; transfer aborted`),
   );
+  setChannel(channel);
+  const changedNow = sourceChange();
+  if (changedNow) channel.abort(changedNow);
   try {
     await channel.writeAll(
       encodeHeader({
@@ -197,7 +227,7 @@ async function serveOne(): Promise<number> {
       sent += n;
       channel.progress();
       if (limit.enabled) await limit.pace(n);
-      else await channel.breathe();
+      await channel.breathe(); // also throws at once if the source changed
     }
     // sendfile(2) may have queued the file's pages, not copies: the bytes are
     // only fixed once the peer has read them, so check the source after that.
@@ -231,39 +261,81 @@ async function serveOne(): Promise<number> {
   }
 }
 
+/** What {@linkcode acceptPeer} waits for and gives up on. */
+interface AcceptRules {
+  /** Whether the parent said it sent the peer `connect`: the deadline starts then. */
+  notified: () => boolean;
+  /** Ms the peer then has to connect and present its token. */
+  connectMs: number;
+  /** A reason to stop at once (the source changed). */
+  failure: () => P2mError | undefined;
+}
+
+/** A connection to the one-time socket that has not sent its whole token yet. */
+interface Caller {
+  conn: UnixSocket;
+  since: number;
+  token: Uint8Array;
+  got: number;
+}
+
 /**
- * Accepts connections until one presents the right token, or throws once
- * `deadline()` (a performance.now() time) passes.
+ * Hears every connection to the one-time socket at once, each for at most
+ * {@linkcode TOKEN_MS}, and returns the first that presents the right
+ * token; a silent or wrong caller is dropped without delaying anyone. Throws
+ * a {@linkcode MissedError} once the peer, told where to connect, has taken
+ * `connectMs` of this worker's running time (a parent that is merely slow
+ * or stopped does not fail its peer: the clock starts at `notified`).
  */
 async function acceptPeer(
   listener: UnixSocket,
   token: string,
-  deadline: () => number,
-  stallMs: number,
+  rules: AcceptRules,
 ): Promise<UnixSocket> {
-  const buf = new Uint8Array(TOKEN_HEX_LENGTH + 1);
-  const expired = () => performance.now() > deadline();
-  const late = () => new P2mError(`peer did not connect within ${stallMs / 1000} s`);
-  while (true) {
-    if (expired()) throw late();
-    const ready = listener.poll(POLLIN, 10);
-    const conn = ready & POLLIN ? listener.accept() : null;
-    if (conn === null) {
-      await new Promise((resolve) => setTimeout(resolve, 0));
-      continue;
+  const callers: Caller[] = [];
+  const drop = (caller: Caller) => {
+    callers.splice(callers.indexOf(caller), 1);
+    caller.conn.close();
+  };
+  let clock: StallClock | undefined;
+  try {
+    while (true) {
+      const failure = rules.failure();
+      if (failure) throw failure;
+      if (!clock && rules.notified()) clock = new StallClock(rules.connectMs, 200);
+      if (clock?.tick()) throw new MissedError(rules.connectMs / 1000);
+      for (let conn; (conn = listener.accept()) !== null;) {
+        if (callers.length >= MAX_PENDING) drop(callers[0]);
+        callers.push({
+          conn,
+          since: performance.now(),
+          token: new Uint8Array(TOKEN_HEX_LENGTH + 1),
+          got: 0,
+        });
+      }
+      for (const caller of [...callers]) {
+        let n: number | null;
+        try {
+          n = caller.conn.read(caller.token.subarray(caller.got));
+        } catch {
+          drop(caller); // reset by a caller that gave up
+          continue;
+        }
+        if (n === 0) drop(caller);
+        else if (n !== null) {
+          caller.got += n;
+          if (caller.got < caller.token.length) continue;
+          if (constantTimeEqual(new TextDecoder().decode(caller.token), token + "\n")) {
+            callers.splice(callers.indexOf(caller), 1);
+            return caller.conn;
+          }
+          drop(caller); // a wrong token
+        } else if (performance.now() - caller.since > TOKEN_MS) drop(caller);
+      }
+      listener.poll(POLLIN, 10); // ends early when a caller arrives
+      await delay(0);
     }
-    // The token must arrive before the connect deadline too.
-    const remaining = Math.max(0, deadline() - performance.now());
-    const channel = new DataChannel(
-      conn,
-      Math.min(stallMs, remaining),
-      () => new P2mError("no token in time"),
-    );
-    try {
-      await channel.readFull(buf, "token");
-      const text = new TextDecoder().decode(buf);
-      if (constantTimeEqual(text, token + "\n")) return conn;
-    } catch { /* a wrong or broken caller: keep waiting for the peer */ }
-    conn.close();
+  } finally {
+    for (const caller of callers) caller.conn.close();
   }
 }
