@@ -406,34 +406,41 @@ class Server {
     peer.workerSeconds = undefined;
     const { digest, stallSeconds, limitRate } = this.#options;
     const digestHex = this.#digestHex; // null: the digest follows once hashed
-    worker.configure(
-      { source: this.#info, digest, digestHex, token, stallSeconds, limitRate },
-      digestHex === null ? this.#digest : undefined,
-    );
-    const exit = await worker.run((report) => {
+    const config = { source: this.#info, digest, digestHex, token, stallSeconds, limitRate };
+    const late = digestHex === null ? this.#digest : undefined;
+    const end = await worker.configure(config, late, (report) => {
       if (report.type === "ready") {
         void peer.send({ type: "connect", path: worker.socketPath, token })
           .then(() => worker.notified());
       } else if (report.type === "done") {
         peer.workerSeconds = report.seconds;
         // The peer has every byte; a peer that stops now must not hold a slot.
-        const stall = this.#options.stallSeconds;
-        peer.expectVerdict(stall, () => {
-          this.#finish(peer, false, 0, `peer sent no verdict within ${stall} s of the last byte`);
-        });
+        if (!peer.committing) {
+          peer.expectVerdict(stallSeconds, () => {
+            this.#finish(
+              peer,
+              false,
+              0,
+              `peer sent no verdict within ${stallSeconds} s of the last byte`,
+            );
+          });
+        }
       }
     });
-    if (exit.report?.type === "done") return; // every byte reached the peer: its verdict decides
-    if (exit.report?.type === "missed" && peer.phase === "active" && peer.turns < PEER_TURNS) {
-      return this.#requeue(peer);
+    if (end.report?.type === "done") return; // every byte reached the peer: its verdict decides
+    if (end.reusable) {
+      // Its peer never came: the live worker serves the next peer in line.
+      peer.worker = undefined; // no longer this peer's to kill
+      if (this.#stopping) worker.discard();
+      else this.#workers.giveBack(worker);
+      if (peer.phase === "active" && peer.turns < PEER_TURNS) return this.#requeue(peer);
     }
-    this.#finish(peer, false, 0, exit.failure);
+    this.#finish(peer, false, 0, end.failure);
   }
 
   /** A peer that missed its worker loses its slot and goes to the back of the line. */
   #requeue(peer: PeerSession): void {
     peer.phase = "queued";
-    peer.worker = undefined;
     peer.turnOver.resolve();
     const position = this.#queue.offer(peer);
     this.#reporter.event("requeued", { peer: peer.id, position });

@@ -30,7 +30,6 @@ import { chunkSize, constantTimeEqual, LineReader, oneLine, TOKEN_HEX_LENGTH } f
 import { StallClock } from "./stall_clock.ts";
 import {
   encodeReport,
-  parseConfig,
   parseParentMessage,
   type WorkerConfig,
   type WorkerReport,
@@ -77,37 +76,37 @@ function fromHex(hex: string): Uint8Array {
   return Uint8Array.from(hex.match(/../g) ?? [], (h) => parseInt(h, 16));
 }
 
-/** Runs the worker role; returns the exit code. */
-export async function workerMain(): Promise<number> {
-  try {
-    return await serveOne();
-  } catch (error) {
-    if (error instanceof MissedError) {
-      report({ type: "missed", seconds: error.seconds });
-      return 1;
-    }
-    const message = error instanceof P2mError ? error.message : String(error);
-    report({ type: "error", message: oneLine(message) });
-    throw error;
-  }
-}
+/**
+ * The worker's stdin as a sequence of sessions: each `configure` line
+ * starts one; `notified` and a late `digest` belong to the current one.
+ * stdin EOF means the parent died: abort at once (cleanups unlink the socket).
+ */
+class ParentInbox {
+  #configs: WorkerConfig[] = [];
+  #configWaiter = Promise.withResolvers<void>();
+  #notified = false;
+  #digest = Promise.withResolvers<string>();
 
-async function serveOne(): Promise<number> {
-  const stdin = new LineReader(Deno.stdin);
-  const config = parseConfig(await stdin.readLine());
-  // The parent says `notified` once it told the peer where to connect.
-  // Parent death closes our stdin: abort at once (cleanups unlink the socket).
-  const lateDigest = Promise.withResolvers<string>();
-  const digestHex = config.digestHex !== null
-    ? Promise.resolve(config.digestHex)
-    : lateDigest.promise;
-  let notified = false;
-  void (async () => {
+  constructor() {
+    void this.#read();
+  }
+
+  async #read(): Promise<void> {
+    const stdin = new LineReader(Deno.stdin);
     try {
       for (let line; (line = await stdin.readLine()) !== null;) {
-        const message = parseParentMessage(line);
-        if (message?.type === "notified") notified = true;
-        if (message?.type === "digest") lateDigest.resolve(message.hex);
+        let message;
+        try {
+          message = parseParentMessage(line);
+        } catch (error) {
+          report({ type: "error", message: oneLine(describeError(error)) });
+          Deno.exit(1);
+        }
+        if (message?.type === "configure") {
+          this.#configs.push(message.config);
+          this.#configWaiter.resolve();
+        } else if (message?.type === "notified") this.#notified = true;
+        else if (message?.type === "digest") this.#digest.resolve(message.hex);
       }
     } catch { /* treat as EOF */ }
     runCleanups(); // unlinks our one-time socket: Deno.exit runs no cleanups
@@ -116,8 +115,56 @@ async function serveOne(): Promise<number> {
       Deno.stderr.writeSync(encoder.encode("p2m: worker: server went away; aborted\n"));
     } catch { /* the server took the pipe with it */ }
     Deno.exit(1);
-  })();
+  }
 
+  /** The next session's configuration; resets `notified` and the digest. */
+  async nextConfig(): Promise<WorkerConfig> {
+    while (this.#configs.length === 0) {
+      await this.#configWaiter.promise;
+      this.#configWaiter = Promise.withResolvers<void>();
+    }
+    this.#notified = false;
+    this.#digest = Promise.withResolvers<string>();
+    return this.#configs.shift()!;
+  }
+
+  /** Whether the parent said it sent the current peer `connect`. */
+  get notified(): boolean {
+    return this.#notified;
+  }
+
+  /** The digest for the current session's trailer. */
+  digestFor(config: WorkerConfig): Promise<string> {
+    return config.digestHex !== null ? Promise.resolve(config.digestHex) : this.#digest.promise;
+  }
+}
+
+/**
+ * Runs the worker role; returns the exit code. A session whose peer never
+ * came (`missed`) leaves the worker alive for the parent to configure again:
+ * a flood of peers that only say hello costs no new processes.
+ */
+export async function workerMain(): Promise<number> {
+  const inbox = new ParentInbox();
+  try {
+    while (true) {
+      const config = await inbox.nextConfig();
+      try {
+        return await serveOne(config, inbox);
+      } catch (error) {
+        if (!(error instanceof MissedError)) throw error;
+        report({ type: "missed", seconds: error.seconds });
+      }
+    }
+  } catch (error) {
+    const message = error instanceof P2mError ? error.message : String(error);
+    report({ type: "error", message: oneLine(message) });
+    throw error;
+  }
+}
+
+async function serveOne(config: WorkerConfig, inbox: ParentInbox): Promise<number> {
+  const digestHex = inbox.digestFor(config);
   const { source } = config;
   // Our own lease and identity check: the bytes we send must be the bytes
   // the parent hashed, so the file must still be exactly what it recorded.
@@ -137,7 +184,7 @@ async function serveOne(): Promise<number> {
   Deno.unrefTimer(watch);
   try {
     return await stream(config, file, {
-      notified: () => notified,
+      notified: () => inbox.notified,
       digestHex,
       sourceChange: () => sourceChange,
       setChannel: (opened) => channel = opened,

@@ -31,47 +31,77 @@ const WORKER_PERMISSIONS = SOCKET_PERMISSIONS.filter((flag) =>
 /** Most bytes of a worker's stderr kept for messages. */
 const STDERR_KEPT = 4096;
 
-/** How a worker ended. */
-export interface WorkerExit {
+/** How a worker's session ended. */
+export interface SessionEnd {
   /** Its last report other than `ready`, if any. */
   report?: WorkerReport;
-  /** Its exit status. */
-  status: Deno.CommandStatus;
   /** Why it failed, in one line, when it did not report `done`. */
   failure?: string;
+  /** Whether the worker is still alive and may be configured again (`missed`). */
+  reusable: boolean;
 }
+
+/** The part of a {@linkcode WorkerConfig} the server chooses (the handle picks the socket). */
+export type SessionConfig = Omit<WorkerConfig, "socketPath">;
 
 let spawned = 0;
 
 /** One worker subprocess, started before its peer is known. */
 export class WorkerHandle {
-  /** Its one-time socket path. */
-  readonly socketPath: string;
+  #runtimeDir: string;
+  #socketPath: string;
   #child: Deno.ChildProcess;
   #stdin: WritableStreamDefaultWriter<Uint8Array>;
   #stderr = "";
-  #exit: Promise<WorkerExit> | undefined;
+  #onReport: (report: WorkerReport) => void = () => {};
+  #session: PromiseWithResolvers<SessionEnd> | undefined;
+  #last: WorkerReport | undefined;
+  #sessions = 0;
+  #alive = true;
+  /** Resolves once the process has exited and its socket is gone. */
+  readonly exited: Promise<SessionEnd>;
 
-  private constructor(child: Deno.ChildProcess, socketPath: string) {
+  private constructor(child: Deno.ChildProcess, runtimeDir: string) {
     this.#child = child;
-    this.socketPath = socketPath;
+    this.#runtimeDir = runtimeDir;
+    this.#socketPath = WorkerHandle.#newPath(runtimeDir);
     this.#stdin = child.stdin.getWriter();
+    this.exited = this.#watch();
+    void this.exited.then((end) => {
+      this.#alive = false;
+      this.#endSession(end);
+    });
+  }
+
+  /** Whether the process has not exited yet (as far as its pipes tell). */
+  get alive(): boolean {
+    return this.#alive;
+  }
+
+  static #newPath(runtimeDir: string): string {
+    const suffix = crypto.getRandomValues(new Uint32Array(1))[0].toString(36);
+    const path = `${runtimeDir}/w-${Deno.pid}-${++spawned}-${suffix}.sock`;
+    if (socketPathProblem(path)) {
+      throw new P2mError(`runtime directory ${runtimeDir} is too long for socket paths`);
+    }
+    return path;
   }
 
   /** Starts a worker process; it waits for its configuration on stdin. */
   static start(runtimeDir: string): WorkerHandle {
-    const suffix = crypto.getRandomValues(new Uint32Array(1))[0].toString(36);
-    const socketPath = `${runtimeDir}/w-${Deno.pid}-${++spawned}-${suffix}.sock`;
-    if (socketPathProblem(socketPath)) {
-      throw new P2mError(`runtime directory ${runtimeDir} is too long for socket paths`);
-    }
+    WorkerHandle.#newPath(runtimeDir); // a runtime dir too long fails before any spawn
     const child = new Deno.Command(Deno.execPath(), {
       args: ["run", ...WORKER_PERMISSIONS, programPath("socket.ts"), "worker"],
       stdin: "piped",
       stdout: "piped",
       stderr: "piped",
     }).spawn();
-    return new WorkerHandle(child, socketPath);
+    return new WorkerHandle(child, runtimeDir);
+  }
+
+  /** The current session's one-time socket path. */
+  get socketPath(): string {
+    return this.#socketPath;
   }
 
   /** The worker's process id. */
@@ -85,13 +115,26 @@ export class WorkerHandle {
   }
 
   /**
-   * Sends the configuration, and the digest later if `digest` is still
-   * being computed. stdin stays open: its EOF tells the worker its parent died.
+   * Starts a session: sends the configuration (with a fresh one-time socket
+   * path), and the digest later if `lateDigest` is still being computed.
+   * Reports go to `onReport`. Resolves when the session ends: at `missed`
+   * (the worker lives on, reusable) or when the process exits. stdin stays
+   * open: its EOF tells the worker its parent died.
    */
-  configure(config: Omit<WorkerConfig, "socketPath">, lateDigest?: Promise<string>): void {
-    this.#write(encodeConfig({ ...config, socketPath: this.socketPath }));
+  configure(
+    config: SessionConfig,
+    lateDigest: Promise<string> | undefined,
+    onReport: (report: WorkerReport) => void,
+  ): Promise<SessionEnd> {
+    if (this.#sessions++ > 0) this.#socketPath = WorkerHandle.#newPath(this.#runtimeDir);
+    this.#onReport = onReport;
+    this.#last = undefined;
+    this.#session = Promise.withResolvers<SessionEnd>();
+    const session = this.#session.promise;
+    this.#write(encodeConfig({ ...config, socketPath: this.#socketPath }));
     void lateDigest?.then((hex) => this.#write(encodeParentMessage({ type: "digest", hex })))
       .catch(() => {});
+    return session;
   }
 
   /** Tells the worker its peer was sent `connect`: its connect deadline starts. */
@@ -103,48 +146,44 @@ export class WorkerHandle {
     this.#stdin.write(bytes).catch(() => {}); // a dead worker is noticed at its exit
   }
 
-  /**
-   * Relays each report to `onReport` and resolves once the worker has
-   * exited and its socket is gone. Call once; later calls get the same exit.
-   */
-  run(onReport: (report: WorkerReport) => void): Promise<WorkerExit> {
-    this.#exit ??= this.#run(onReport);
-    return this.#exit;
+  #endSession(end: SessionEnd): void {
+    this.#session?.resolve(end);
+    this.#session = undefined;
+    this.#onReport = () => {};
   }
 
-  /** The exit of a worker whose {@linkcode run} was called. */
-  get exited(): Promise<WorkerExit> | undefined {
-    return this.#exit;
-  }
-
-  async #run(onReport: (report: WorkerReport) => void): Promise<WorkerExit> {
+  async #watch(): Promise<SessionEnd> {
     const stderr = (async () => {
       const decoder = new TextDecoder();
       for await (const chunk of this.#child.stderr) {
         if (this.#stderr.length < STDERR_KEPT) this.#stderr += decoder.decode(chunk);
       }
     })();
-    let last: WorkerReport | undefined;
     for await (const line of lines(this.#child.stdout)) {
       const report = parseReport(line);
       if (!report) continue; // not a report (a worker prints nothing else)
-      if (report.type !== "ready") last = report;
-      onReport(report);
+      if (report.type !== "ready") this.#last = report;
+      this.#onReport(report);
+      if (report.type === "missed") {
+        removeSocket(this.#socketPath);
+        this.#endSession({ report, failure: missedText(report.seconds), reusable: true });
+      }
     }
     const status = await this.#child.status;
     await stderr;
     await this.#stdin.close().catch(() => {}); // the worker is gone: free the pipe
     // A worker killed before its peer connected cannot unlink its socket.
-    removeSocket(this.socketPath);
-    if (last?.type === "done") return { report: last, status };
+    removeSocket(this.#socketPath);
+    const last = this.#last;
+    if (last?.type === "done") return { report: last, reusable: false };
     const failure = last?.type === "error"
       ? last.message
       : last?.type === "missed"
-      ? `peer did not connect within ${last.seconds} s to its worker`
+      ? missedText(last.seconds)
       : status.signal
       ? `worker was killed by ${status.signal}`
       : `worker exited with code ${status.code}`;
-    return { report: last, status, failure };
+    return { report: last, failure, reusable: false };
   }
 
   /** Sends a signal; a worker that already exited is left alone. */
@@ -154,12 +193,16 @@ export class WorkerHandle {
     } catch { /* already exited */ }
   }
 
-  /** Kills a worker that never got a peer, and removes its socket. */
+  /** Kills a worker that has no peer, and removes its socket. */
   discard(): void {
     this.kill("SIGKILL");
     this.#stdin.close().catch(() => {});
-    removeSocket(this.socketPath);
+    removeSocket(this.#socketPath);
   }
+}
+
+function missedText(seconds: number): string {
+  return `peer did not connect within ${seconds} s to its worker`;
 }
 
 /** Workers started ahead of their peers (Deno takes a while to start). */
@@ -184,7 +227,13 @@ export class WorkerPool {
 
   /** A spare worker, or a new one. */
   take(): WorkerHandle {
-    return this.#spare.shift() ?? WorkerHandle.start(this.#runtimeDir);
+    for (let spare; (spare = this.#spare.shift());) if (spare.alive) return spare;
+    return WorkerHandle.start(this.#runtimeDir);
+  }
+
+  /** Keeps a live worker whose peer never came, for the next peer. */
+  giveBack(worker: WorkerHandle): void {
+    this.#spare.push(worker);
   }
 
   /** Kills the spares that never got a peer. */

@@ -3,11 +3,12 @@
  * a worker subprocess, both directions, typed and validated field by field
  * before it is trusted (no bare `JSON.parse` elsewhere).
  *
- * - **parent → worker (stdin)**: first one {@linkcode WorkerConfig} line
- *   (JSON; never argv, so the token is not visible in `ps`), then zero or
- *   more {@linkcode ParentMessage} lines: `notified` once the peer was sent
- *   `connect`, and `digest <hex>` if the digest was not ready at configure
- *   time. EOF means the parent died.
+ * - **parent → worker (stdin)**: {@linkcode ParentMessage} lines. A
+ *   {@linkcode WorkerConfig} line (JSON; never argv, so the token is not
+ *   visible in `ps`) starts a session; then `notified` once the peer was
+ *   sent `connect`, and `digest <hex>` if the digest was not ready at
+ *   configure time. After a `missed` session the parent may send another
+ *   configuration. EOF means the parent died.
  * - **worker → parent (stdout)**: {@linkcode WorkerReport} JSON lines:
  *   `ready` (listening), then one of `done`, `missed` (its peer did not
  *   present its token in time: the parent may give the peer another turn)
@@ -41,8 +42,9 @@ export interface WorkerConfig {
   limitRate: number;
 }
 
-/** A later parent → worker line. */
+/** A parent → worker line. */
 export type ParentMessage =
+  | { type: "configure"; config: WorkerConfig }
   | { type: "notified" }
   | { type: "digest"; hex: string };
 
@@ -89,14 +91,24 @@ export function parseConfig(line: string | null): WorkerConfig {
   return config;
 }
 
-/** Encodes a later parent → worker line. */
+/** Encodes a parent → worker line. */
 export function encodeParentMessage(message: ParentMessage): Uint8Array {
-  const text = message.type === "notified" ? NOTIFIED : `${DIGEST_LINE} ${message.hex}`;
-  return encoder.encode(text + "\n");
+  switch (message.type) {
+    case "configure":
+      return encodeConfig(message.config);
+    case "notified":
+      return encoder.encode(NOTIFIED + "\n");
+    case "digest":
+      return encoder.encode(`${DIGEST_LINE} ${message.hex}\n`);
+  }
 }
 
-/** Parses a later stdin line; undefined for one that is not a valid message. */
+/**
+ * Parses a stdin line; undefined for one that is not a valid message. A
+ * configuration that does not validate throws: the worker cannot go on.
+ */
 export function parseParentMessage(line: string): ParentMessage | undefined {
+  if (line.startsWith("{")) return { type: "configure", config: parseConfig(line) };
   if (line === NOTIFIED) return { type: "notified" };
   const [word, hex, extra] = line.split(" ");
   if (word === DIGEST_LINE && hex !== undefined && extra === undefined && HEX.test(hex)) {

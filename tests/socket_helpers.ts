@@ -123,14 +123,25 @@ export class FakeClient implements Disposable {
     return line === null ? null : JSON.parse(line);
   }
 
-  /** Waits for `connect`, connects to the worker and sends the token. */
-  async connectData(): Promise<Deno.UnixConn> {
+  /** Waits for `connect` (past `accepted` and `queued`): the worker's socket and token. */
+  async nextConnect(): Promise<{ path: string; token: string }> {
     let msg;
     do msg = await this.next(); while (msg?.type === "queued" || msg?.type === "accepted");
     assert.equal(msg?.type, "connect", `expected connect, got ${JSON.stringify(msg)}`);
-    this.data = await Deno.connect({ transport: "unix", path: msg.path as string });
-    await writeAll(this.data, encoder.encode(`${msg.token}\n`));
+    return { path: msg.path as string, token: msg.token as string };
+  }
+
+  /** Waits for `connect` (unless given), connects to the worker and sends the token. */
+  async connectData(connect?: { path: string; token: string }): Promise<Deno.UnixConn> {
+    const { path, token } = connect ?? await this.nextConnect();
+    this.data = await Deno.connect({ transport: "unix", path });
+    await writeAll(this.data, encoder.encode(`${token}\n`));
     return this.data;
+  }
+
+  /** Sends a control message (a verdict or `committed`). */
+  async say(message: Record<string, unknown>): Promise<void> {
+    await writeAll(this.control, encoder.encode(JSON.stringify(message) + "\n"));
   }
 
   /** Reads exactly `n` bytes of the data stream. */
