@@ -176,7 +176,7 @@ async function receiveFramed(conn: Deno.UnixConn, o: ClientOptions, deadline: nu
       // Every byte arrived, but the server died before it could confirm.
       throw new P2mError(`server went away before confirming the transfer: ${osReason(error)}`);
     }
-    await waitSettled(settled, o.timeoutSeconds);
+    await waitSettled(settled, Math.max(1, o.timeoutSeconds) * 1000);
     if (!commit) throw new P2mError(lost ?? "server did not confirm the transfer in time");
     // From here the copy is kept: a late SIGINT/SIGTERM must not undo it.
     onSignal(() => {});
@@ -201,9 +201,10 @@ async function receiveFramed(conn: Deno.UnixConn, o: ClientOptions, deadline: nu
   } catch (error) {
     output?.abort();
     onSignal(undefined);
-    // The server says why on the control channel; give its word a moment to
-    // arrive, as it names the cause better than a closed data socket does.
-    if (!lost && !(error instanceof VerifyError)) await waitSettled(settled, 1);
+    // A data connection that broke off says little: the server says why on
+    // the control channel, so give its word a moment to arrive.
+    const local = error instanceof VerifyError || error instanceof WireError;
+    if (!lost && !local) await waitSettled(settled, CONTROL_WORD_MS);
     let failure = error;
     if (lost && !(error instanceof VerifyError)) failure = new P2mError(lost);
     else if (error instanceof LibcError) {
@@ -257,13 +258,13 @@ async function connectWorker(path: string): Promise<UnixSocket | undefined> {
   }
 }
 
-/** Waits for the control watcher to settle, at most `seconds` (1 s at least). */
-async function waitSettled(settled: Promise<void>, seconds: number): Promise<void> {
+/** How long a failed copy waits for the server to say why (ms). */
+const CONTROL_WORD_MS = 500;
+
+/** Waits for the control watcher to settle, at most `ms`. */
+async function waitSettled(settled: Promise<void>, ms: number): Promise<void> {
   let timer: ReturnType<typeof setTimeout> | undefined;
-  await Promise.race([
-    settled,
-    new Promise((resolve) => timer = setTimeout(resolve, Math.max(1, seconds) * 1000)),
-  ]);
+  await Promise.race([settled, new Promise((resolve) => timer = setTimeout(resolve, ms))]);
   clearTimeout(timer);
 }
 
