@@ -1,13 +1,23 @@
 /**
  * One admitted peer as the server parent sees it ({@linkcode PeerSession}):
- * its control connection, where it stands, its verdict deadline, and its
- * outcome for the summary ({@linkcode reportSummary}).
+ * its `hello` ({@linkcode readHello}), its control connection, where it
+ * stands, its verdict deadline, and its outcome, one by one and in the
+ * summary ({@linkcode reportSummary}).
  *
  * @module
  */
 import { formatBytes, formatTable, gibPerSecond } from "../core/format.ts";
 import type { Reporter } from "../core/report.ts";
-import { encodeMessage, type ServerMessage, writeAll } from "./protocol.ts";
+import { P2mError } from "../core/errors.ts";
+import {
+  encodeMessage,
+  type HelloMessage,
+  type LineReader,
+  parseClientMessage,
+  PROTOCOL_VERSION,
+  type ServerMessage,
+  writeAll,
+} from "./protocol.ts";
 import type { WorkerHandle } from "./worker_handle.ts";
 
 /** One peer's outcome, as the summary shows it. */
@@ -30,6 +40,55 @@ export interface PeerResult {
 
 /** Where a peer is: waiting for a slot, holding one, or done. */
 export type PeerPhase = "queued" | "active" | "finished";
+
+/** How a peer's turn ended, for {@linkcode PeerSession.conclude}. */
+export interface Outcome {
+  /** Whether the peer got and kept a good copy. */
+  ok: boolean;
+  /** Bytes it received. */
+  bytes: number;
+  /** Why it failed. */
+  message?: string;
+  /** Raw or `--no-verify`: a good copy is "unverified". */
+  unverified: boolean;
+  /** Whether it held a slot when it ended (else its time is 0). */
+  wasActive: boolean;
+}
+
+/**
+ * Reads the peer's first line, which must be a `hello` in our protocol
+ * version; null if it connected and left. A peer silent for `stallSeconds`
+ * is dropped; anything else throws a P2mError saying why.
+ */
+export async function readHello(
+  reader: LineReader,
+  conn: Deno.UnixConn,
+  stallSeconds: number,
+): Promise<HelloMessage | null> {
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    closeQuietly(conn);
+  }, stallSeconds * 1000);
+  let line: string | null;
+  try {
+    line = await reader.readLine();
+  } catch (error) {
+    if (timedOut) {
+      throw new P2mError(`peer sent no hello within ${stallSeconds} s`, { cause: error });
+    }
+    throw error;
+  } finally {
+    clearTimeout(timer);
+  }
+  if (line === null) return null;
+  const hello = parseClientMessage(line);
+  if (hello.type !== "hello") throw new P2mError("peer did not start with hello");
+  if (hello.version !== PROTOCOL_VERSION) {
+    throw new P2mError(`peer speaks protocol ${hello.version}, not ${PROTOCOL_VERSION}`);
+  }
+  return hello;
+}
 
 /** One admitted peer: its control connection and where it stands. */
 export class PeerSession {
@@ -78,16 +137,48 @@ export class PeerSession {
   }
 
   /**
-   * The peer has every byte: fail it with `expire` if its verdict does not
-   * come within `seconds`. Checked twice, so a verdict that waited in the
-   * socket while this process was stopped gets read before the second check.
+   * The peer has every byte: call `expire` with the reason if its verdict
+   * does not come within `seconds`. Checked twice, so a verdict that waited
+   * in the socket while this process was stopped gets read first.
    */
-  expectVerdict(seconds: number, expire: () => void): void {
+  expectVerdict(seconds: number, expire: (why: string) => void): void {
+    if (this.committing) return;
     this.verdictTimer = setTimeout(() => {
       this.verdictTimer = setTimeout(() => {
-        if (!this.committing) expire();
+        if (!this.committing) expire(`peer sent no verdict within ${seconds} s of the last byte`);
       }, 100);
     }, seconds * 1000);
+  }
+
+  /**
+   * Records and reports the peer's outcome; a failed peer's worker is
+   * stopped and the peer told why before its connection closes.
+   */
+  conclude(outcome: Outcome, reporter: Reporter): void {
+    const { ok, bytes, unverified } = outcome;
+    const message = outcome.message ?? "transfer failed";
+    const elapsed = outcome.wasActive ? (performance.now() - this.started) / 1000 : 0;
+    const result: PeerResult = {
+      peer: this.id,
+      pid: this.pid,
+      bytes,
+      verified: !ok ? "no" : unverified ? "unverified" : "yes",
+      ok,
+      seconds: ok && this.workerSeconds !== undefined ? this.workerSeconds : elapsed,
+      ...(ok ? {} : { message: outcome.message ?? "failed" }),
+    };
+    this.result = result;
+    if (ok) this.close();
+    else {
+      this.worker?.kill("SIGTERM");
+      void this.send({ type: "error", message }).finally(() => this.close());
+    }
+    reporter.event("peer-done", { ...result });
+    if (!ok) return reporter.error(`${this.label} failed: ${message}`, { peer: this.id });
+    const what = result.verified === "yes" ? "verified" : "delivered, unverified";
+    reporter.info(
+      `${this.label}: ${what}, ${formatBytes(bytes)} in ${result.seconds.toFixed(3)} s`,
+    );
   }
 
   /** Closes the control connection (idempotent). */
@@ -116,6 +207,12 @@ export function reportSummary(reporter: Reporter, results: PeerResult[]): void {
     formatTable(["peer", "bytes", "verified", "seconds", "GiB/s", "note"], rows),
   );
   reporter.info(`${ok} of ${results.length} peers ok`);
+}
+
+/** Tells a connection that is not (or no longer) a peer why, and closes it. */
+export async function refuse(conn: Deno.UnixConn, message: string): Promise<void> {
+  await writeAll(conn, encodeMessage({ type: "error", message })).catch(() => {});
+  closeQuietly(conn);
 }
 
 /** Closes a connection that may already be closed. */

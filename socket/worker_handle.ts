@@ -186,6 +186,19 @@ export class WorkerHandle {
     return { report: last, failure, reusable: false };
   }
 
+  /** Its exit, or undefined if it has not exited within `ms`. */
+  async exitedWithin(ms: number): Promise<SessionEnd | undefined> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<undefined>((resolve) =>
+      timer = setTimeout(() => resolve(undefined), ms)
+    );
+    try {
+      return await Promise.race([this.exited, late]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   /** Sends a signal; a worker that already exited is left alone. */
   kill(signal: Deno.Signal): void {
     try {
