@@ -79,17 +79,19 @@ async function connectRetry(path: string, deadline: number): Promise<Deno.UnixCo
 }
 
 /** Runs the client; returns the exit code. */
-export async function runClient(o: ClientOptions): Promise<number> {
-  const problem = socketPathProblem(o.socket);
+export async function runClient(options: ClientOptions): Promise<number> {
+  const problem = socketPathProblem(options.socket);
   if (problem) throw new P2mError(problem, { exitCode: 2 });
-  const deadline = performance.now() + o.timeoutSeconds * 1000;
-  const conn = await connectRetry(o.socket, deadline);
+  const deadline = performance.now() + options.timeoutSeconds * 1000;
+  const conn = await connectRetry(options.socket, deadline);
   using _conn = conn;
-  return o.raw ? await receiveRaw(conn, o) : await receiveFramed(conn, o, deadline);
+  return options.raw
+    ? await receiveRaw(conn, options)
+    : await receiveFramed(conn, options, deadline);
 }
 
-async function receiveFramed(conn: Deno.UnixConn, o: ClientOptions, deadline: number) {
-  const r = o.reporter;
+async function receiveFramed(conn: Deno.UnixConn, options: ClientOptions, deadline: number) {
+  const reporter = options.reporter;
   try {
     await writeAll(
       conn,
@@ -108,15 +110,14 @@ async function receiveFramed(conn: Deno.UnixConn, o: ClientOptions, deadline: nu
   let connect: ConnectMessage;
   let data: UnixSocket | undefined;
   do {
-    connect = await waitForTurn(control, conn, o, deadline);
+    connect = await waitForTurn(control, conn, options, deadline);
     data = await connectWorker(connect.path);
   } while (data === undefined);
 
   // From here on the control channel carries `commit` or bad news: watch it.
   let lost: string | undefined;
   let commit = false;
-  let settle = () => {};
-  const settled = new Promise<void>((resolve) => settle = resolve);
+  const { promise: settled, resolve: settle } = Promise.withResolvers<void>();
   const watcher = (async () => {
     try {
       while (true) {
@@ -152,7 +153,7 @@ async function receiveFramed(conn: Deno.UnixConn, o: ClientOptions, deadline: nu
   try {
     data.setBufferSize("receive", SEND_BUFFER);
     // A server that stops sending (stopped, wedged) fails the copy after --timeout.
-    const stallMs = Math.max(1000, o.timeoutSeconds * 1000);
+    const stallMs = Math.max(1000, options.timeoutSeconds * 1000);
     const channel = new DataChannel(
       data,
       stallMs,
@@ -161,7 +162,7 @@ async function receiveFramed(conn: Deno.UnixConn, o: ClientOptions, deadline: nu
     await channel.writeAll(new TextEncoder().encode(connect.token + "\n"));
     const result = await receiveStream(
       channel,
-      o,
+      options,
       usual,
       (out) => output = out,
       (n) => received = n,
@@ -176,7 +177,7 @@ async function receiveFramed(conn: Deno.UnixConn, o: ClientOptions, deadline: nu
       // Every byte arrived, but the server died before it could confirm.
       throw new P2mError(`server went away before confirming the transfer: ${osReason(error)}`);
     }
-    await waitSettled(settled, Math.max(1, o.timeoutSeconds) * 1000);
+    await waitSettled(settled, Math.max(1, options.timeoutSeconds) * 1000);
     if (!commit) throw new P2mError(lost ?? "server did not confirm the transfer in time");
     // From here the copy is kept: a late SIGINT/SIGTERM must not undo it.
     onSignal(() => {});
@@ -185,14 +186,14 @@ async function receiveFramed(conn: Deno.UnixConn, o: ClientOptions, deadline: nu
       await writeAll(conn, encodeMessage({ type: "committed", ok: true }));
     } catch { /* kept and verified; the server may have gone */ }
     const verified = result.digest !== "none";
-    r.event("done", {
+    reporter.event("done", {
       bytes: received,
       path: output!.path,
       verified,
       digest: result.digest,
       seconds: result.seconds,
     });
-    r.info(
+    reporter.info(
       `saved ${output!.path}: ${formatBytes(received)} in ${result.seconds.toFixed(3)} s (${
         formatRate(received, result.seconds)
       }), ${verified ? `${result.digest} verified` : "NOT verified (the server sent no digest)"}`,
@@ -272,10 +273,10 @@ async function waitSettled(settled: Promise<void>, ms: number): Promise<void> {
 async function waitForTurn(
   control: LineReader,
   conn: Deno.UnixConn,
-  o: ClientOptions,
+  options: ClientOptions,
   deadline: number,
 ): Promise<ConnectMessage> {
-  const r = o.reporter;
+  const reporter = options.reporter;
   let answered = false;
   while (true) {
     // Until the server answers at all, --timeout bounds the wait; once admitted, no bound.
@@ -288,7 +289,7 @@ async function waitForTurn(
       line = await control.readLine();
     } catch (error) {
       if (!answered && performance.now() >= deadline) {
-        throw new P2mError(`server on ${o.socket} did not answer within --timeout`, {
+        throw new P2mError(`server on ${options.socket} did not answer within --timeout`, {
           cause: error,
         });
       }
@@ -320,8 +321,8 @@ async function waitForTurn(
     answered = true;
     if (msg.type === "accepted") continue;
     if (msg.type === "commit") throw new P2mError("server sent commit before any data");
-    r.event("queued", { position: msg.position });
-    r.info(`queued: position ${msg.position}`);
+    reporter.event("queued", { position: msg.position });
+    reporter.info(`queued: position ${msg.position}`);
   }
 }
 
@@ -336,12 +337,12 @@ function notProtocol(error: unknown): P2mError {
 /** Reads header, bytes and trailer; checks everything; returns digest info. */
 async function receiveStream(
   data: DataChannel,
-  o: ClientOptions,
+  options: ClientOptions,
   usual: Promise<Digest>,
   setOutput: (out: OutputFile) => void,
   setReceived: (n: number) => void,
 ): Promise<{ digest: string; seconds: number }> {
-  const r = o.reporter;
+  const reporter = options.reporter;
   const fixed = new Uint8Array(HEADER_FIXED_LENGTH);
   try {
     await data.readFull(fixed, "header");
@@ -356,20 +357,20 @@ async function receiveStream(
   await data.readFull(headerBytes.subarray(HEADER_FIXED_LENGTH), "header");
   const header = decodeHeader(headerBytes);
   const output = OutputFile.create({
-    out: o.out,
+    out: options.out,
     name: header.name,
     mode: header.mode,
-    force: o.force,
+    force: options.force,
   });
   setOutput(output);
-  r.event("start", {
+  reporter.event("start", {
     name: header.name,
     path: output.path,
     size: header.size,
     digest: header.digest,
   });
   const digest = header.digest === DEFAULT_DIGEST ? await usual : await createDigest(header.digest);
-  const progress = r.progress(output.path.split("/").pop() ?? "receiving", header.size);
+  const progress = reporter.progress(output.path.split("/").pop() ?? "receiving", header.size);
   const buf = new Uint8Array(RECEIVE_CHUNK);
   let got = 0;
   while (got < header.size) {

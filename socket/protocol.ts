@@ -28,8 +28,9 @@ export const PROTOCOL_VERSION = 1;
 /** Longest control line accepted, in bytes, newline excluded. */
 export const MAX_LINE_BYTES = 4096;
 /**
- * Bytes per file read where the bytes pass through JavaScript: the server's
- * hashing and its `--raw` stream; also the largest rate-limited piece. One
+ * Bytes per read where the bytes pass through JavaScript: the `--raw`
+ * stream on both sides (the server's hashing reads the same amount, in
+ * core/digest.ts); also the largest rate-limited piece. One
  * buffer, reused. The framed data path no longer depends on it: the worker
  * `sendfile(2)`s as much as its 4 MiB send buffer takes (see
  * socket/data_channel.ts, which also says why Deno's 208 KiB default made

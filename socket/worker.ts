@@ -1,20 +1,32 @@
 /**
- * The worker subprocess that serves one peer (`socket.ts worker`, hidden).
+ * The worker subprocess that serves one peer at a time (`socket.ts worker`,
+ * hidden).
  *
  * The server parent starts workers ahead of their peers (Deno takes a while
- * to start) and, once a peer is admitted, writes a {@linkcode WorkerConfig}
- * line to one's stdin (never argv, so the token is not visible in `ps`). The
- * worker listens on a one-time socket (0600) in the private runtime
- * directory and says `ready` on stdout. The peer connects and sends the
- * token; the worker compares it in constant time, unlinks its socket and
- * sends header, bytes and trailer: the bytes go with `sendfile(2)` straight
- * from the page cache (socket/data_channel.ts says why through libc), never
- * through the parent. Because sendfile may queue the file's pages rather
- * than copies, the source is re-checked only once the peer has read every
- * byte, and the trailer says whether it changed.
+ * to start) and, once a peer has a slot, writes it a configuration on stdin
+ * (socket/worker_protocol.ts; never argv, so the token is not visible in
+ * `ps`). The worker opens the source through core/source.ts (its own read
+ * lease, and the parent's recorded identity must still hold), listens on a
+ * one-time socket (0600) in the private runtime directory and says `ready`.
  *
- * stdout lines (JSON): `ready`, then `done` {bytes, seconds} or `error`
- * {message}. stdin EOF means the parent died: the worker aborts at once.
+ * - **Callers**: every connection to the one-time socket is heard at once,
+ *   each for at most {@linkcode TOKEN_MS}; the first with the right token
+ *   (compared in constant time) is the peer, so silent or wrong callers
+ *   delay nobody. Once the parent says `notified`, the peer has
+ *   {@linkcode PEER_CONNECT_MS} of this worker's running time (a
+ *   {@linkcode StallClock}); then the worker reports `missed` and waits for
+ *   its next configuration instead of exiting.
+ * - **Bytes**: header, then `sendfile(2)` straight from the page cache
+ *   (socket/data_channel.ts says why through libc), then the trailer. Because
+ *   sendfile may queue the file's pages rather than copies, the source is
+ *   re-checked once the peer has read every byte, and the trailer says
+ *   whether it changed.
+ * - **Source watch**: every {@linkcode SOURCE_CHECK_MS} the worker polls its
+ *   source, so a writer that breaks its lease is let go at once and the
+ *   transfer fails at once.
+ *
+ * stdout reports: `ready`, then `done`, `missed` or `error`. stdin EOF
+ * means the parent died: the worker aborts at once.
  *
  * @module
  */

@@ -8,10 +8,12 @@
  *
  * @module
  */
+import { delay } from "../core/delay.ts";
 import { lines } from "../core/lines.ts";
 import { P2mError } from "../core/errors.ts";
 import { programPath, SOCKET_PERMISSIONS } from "../core/permissions.ts";
 import { socketPathProblem } from "./protocol.ts";
+import { StallClock } from "./stall_clock.ts";
 import {
   encodeConfig,
   encodeParentMessage,
@@ -28,6 +30,8 @@ const WORKER_PERMISSIONS = SOCKET_PERMISSIONS.filter((flag) =>
   flag !== "--allow-net" && flag !== "--allow-run"
 );
 
+/** How often {@linkcode WorkerHandle.exitedWithin} looks (ms). */
+const EXIT_POLL_MS = 50;
 /** Most bytes of a worker's stderr kept for messages. */
 const STDERR_KEPT = 4096;
 
@@ -186,17 +190,17 @@ export class WorkerHandle {
     return { report: last, failure, reusable: false };
   }
 
-  /** Its exit, or undefined if it has not exited within `ms`. */
+  /**
+   * Its exit, or undefined if it has not exited within `ms` of this
+   * process's running time: after the server itself was stopped, the exit
+   * that waited in its pipes is read before the worker is given up on.
+   */
   async exitedWithin(ms: number): Promise<SessionEnd | undefined> {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const late = new Promise<undefined>((resolve) =>
-      timer = setTimeout(() => resolve(undefined), ms)
-    );
-    try {
-      return await Promise.race([this.exited, late]);
-    } finally {
-      clearTimeout(timer);
-    }
+    let end: SessionEnd | undefined;
+    void this.exited.then((value) => end = value);
+    const clock = new StallClock(ms, EXIT_POLL_MS * 4);
+    while (end === undefined && !clock.tick()) await delay(EXIT_POLL_MS);
+    return end;
   }
 
   /** Sends a signal; a worker that already exited is left alone. */
