@@ -137,7 +137,7 @@ Deno.test("socket: 100 hello-only peers do not hold the workers from honest ones
     const elapsed = performance.now() - started;
     for (const result of honest) assert.equal(result.code, 0, result.stderr);
     // Before: every hello-only peer held a worker for the 10 s stall timeout (31 s here).
-    assert.ok(elapsed < 20_000, `honest peers took ${Math.round(elapsed)} ms`);
+    assert.ok(elapsed < 25_000, `honest peers took ${Math.round(elapsed)} ms`);
     console.log(
       `honest peers verified after ${Math.round(elapsed)} ms; at most ${mostWorkers} workers, ` +
         `server tree at most ${Math.round(mostRss / 1024)} MiB`,
