@@ -317,7 +317,9 @@ async function waitForTurn(
       throw notProtocol(error);
     }
     if (msg.type === "connect") return msg;
-    if (msg.type === "error") throw new P2mError(`server refused: ${msg.message}`);
+    if (msg.type === "error") {
+      throw new P2mError(answered ? `server: ${msg.message}` : `server refused: ${msg.message}`);
+    }
     answered = true;
     if (msg.type === "accepted") continue;
     if (msg.type === "commit") throw new P2mError("server sent commit before any data");
