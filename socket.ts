@@ -58,14 +58,16 @@ Options:
                     else /tmp/p2m-<uid>/p2m.sock); at most 107 bytes
   --peers N         exit after N peers finished: 0 if all ok, else 1
                     (default: serve until SIGINT/SIGTERM)
-  --max-active K    at most K transfers at once; later peers queue (default 32)
+  --max-active K    at most K transfers (worker processes) at once; later
+                    peers queue (default 32)
   --digest ALG      xxh64 (default) or sha256
   --no-verify       send no digest (benchmarks); peers keep unverified copies
   --raw             plain bytes, no framing, no handshake, NOT verified
                     (for 'socat -u UNIX-CONNECT:PATH -' or 'nc -U PATH')
-  --stall-timeout S seconds a peer may take to say hello, to connect to its
-                    worker, or to take the next chunk; then it fails alone
-                    (default 10)
+  --stall-timeout S seconds a peer may take to say hello or to take the next
+                    chunk; then it fails alone (default 10). Told where to
+                    connect, a peer has 2 s (S if less) to reach its worker,
+                    else it goes back in line once, then fails
   --limit-rate B    cap each peer's rate at B bytes per second (e.g. 50M)
   --grace S         after SIGINT/SIGTERM, seconds running transfers get to
                     finish (default 5)

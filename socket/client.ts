@@ -12,6 +12,7 @@
  */
 import { createDigest, DEFAULT_DIGEST, type Digest, digestsEqual, toHex } from "../core/digest.ts";
 import { onSignal } from "../core/cli.ts";
+import { delay } from "../core/delay.ts";
 import { describeError, P2mError, VerifyError } from "../core/errors.ts";
 import { formatBytes, formatRate } from "../core/format.ts";
 import { OutputFile } from "../core/output.ts";
@@ -29,15 +30,16 @@ import {
 } from "../core/wire.ts";
 import {
   type ConnectMessage,
-  DATA_CHUNK,
   encodeMessage,
   LineReader,
   parseServerMessage,
   PROTOCOL_VERSION,
+  ProtocolError,
   socketPathProblem,
   writeAll,
 } from "./protocol.ts";
-import { LibcError, UnixSocket } from "../ffi/mod.ts";
+import { receiveRaw } from "./raw.ts";
+import { EAGAIN, ECONNREFUSED, ENOENT, LibcError, UnixSocket } from "../ffi/mod.ts";
 import { DataChannel, SEND_BUFFER } from "./data_channel.ts";
 
 /** Bytes per read(2) on the data socket: one reused buffer. */
@@ -59,11 +61,6 @@ export interface ClientOptions {
   reporter: Reporter;
 }
 
-/** Name used for a raw download when `--out` names no file. */
-export const RAW_NAME = "p2m-raw-download";
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
 /** Connects to `path`, retrying while nobody listens, until `deadline`. */
 async function connectRetry(path: string, deadline: number): Promise<Deno.UnixConn> {
   while (true) {
@@ -76,47 +73,25 @@ async function connectRetry(path: string, deadline: number): Promise<Deno.UnixCo
       if (performance.now() >= deadline) {
         throw new P2mError(`no server on ${path} (waited for it, see --timeout)`);
       }
-      await sleep(25);
+      await delay(25);
     }
   }
 }
 
 /** Runs the client; returns the exit code. */
-export async function runClient(o: ClientOptions): Promise<number> {
-  const problem = socketPathProblem(o.socket);
+export async function runClient(options: ClientOptions): Promise<number> {
+  const problem = socketPathProblem(options.socket);
   if (problem) throw new P2mError(problem, { exitCode: 2 });
-  const deadline = performance.now() + o.timeoutSeconds * 1000;
-  const conn = await connectRetry(o.socket, deadline);
+  const deadline = performance.now() + options.timeoutSeconds * 1000;
+  const conn = await connectRetry(options.socket, deadline);
   using _conn = conn;
-  return o.raw ? await receiveRaw(conn, o) : await receiveFramed(conn, o, deadline);
+  return options.raw
+    ? await receiveRaw(conn, options)
+    : await receiveFramed(conn, options, deadline);
 }
 
-async function receiveRaw(conn: Deno.UnixConn, o: ClientOptions): Promise<number> {
-  const r = o.reporter;
-  using output = OutputFile.create({ out: o.out, name: RAW_NAME, mode: 0o644, force: o.force });
-  r.event("start", { name: RAW_NAME, size: null, raw: true });
-  const progress = r.progress("receiving (raw)", 0);
-  const buf = new Uint8Array(DATA_CHUNK);
-  let got = 0;
-  while (true) {
-    const n = await conn.read(buf);
-    if (n === null) break;
-    output.write(buf.subarray(0, n));
-    got += n;
-    progress.update(got);
-  }
-  output.commit();
-  const seconds = progress.elapsed;
-  r.event("done", { bytes: got, path: output.path, verified: false, raw: true, seconds });
-  r.info(
-    `saved ${output.path}: ${formatBytes(got)} in ${seconds.toFixed(3)} s ` +
-      `(raw mode: NOT verified, and a cut-off stream cannot be told from a complete one)`,
-  );
-  return 0;
-}
-
-async function receiveFramed(conn: Deno.UnixConn, o: ClientOptions, deadline: number) {
-  const r = o.reporter;
+async function receiveFramed(conn: Deno.UnixConn, options: ClientOptions, deadline: number) {
+  const reporter = options.reporter;
   try {
     await writeAll(
       conn,
@@ -130,14 +105,19 @@ async function receiveFramed(conn: Deno.UnixConn, o: ClientOptions, deadline: nu
   const usual = createDigest(DEFAULT_DIGEST);
   usual.catch(() => {}); // awaited (or dropped) once the header names one
   const control = new LineReader(conn);
-  const connect = await waitForTurn(control, conn, o, deadline);
+  // A worker that gave up waiting for us (we were stopped, say) is gone: the
+  // server then puts us back in line and sends a new `connect`, or an error.
+  let connect: ConnectMessage;
+  let data: UnixSocket | undefined;
+  do {
+    connect = await waitForTurn(control, conn, options, deadline);
+    data = await connectWorker(connect.path);
+  } while (data === undefined);
 
   // From here on the control channel carries `commit` or bad news: watch it.
-  let data: UnixSocket | undefined;
   let lost: string | undefined;
   let commit = false;
-  let settle = () => {};
-  const settled = new Promise<void>((resolve) => settle = resolve);
+  const { promise: settled, resolve: settle } = Promise.withResolvers<void>();
   const watcher = (async () => {
     try {
       while (true) {
@@ -171,14 +151,9 @@ async function receiveFramed(conn: Deno.UnixConn, o: ClientOptions, deadline: nu
   let received = 0;
   let verdictSent = false;
   try {
-    try {
-      data = UnixSocket.connect(connect.path);
-    } catch (error) {
-      throw new P2mError(`cannot connect to the server's worker: ${describeError(error)}`);
-    }
     data.setBufferSize("receive", SEND_BUFFER);
     // A server that stops sending (stopped, wedged) fails the copy after --timeout.
-    const stallMs = Math.max(1000, o.timeoutSeconds * 1000);
+    const stallMs = Math.max(1000, options.timeoutSeconds * 1000);
     const channel = new DataChannel(
       data,
       stallMs,
@@ -187,7 +162,7 @@ async function receiveFramed(conn: Deno.UnixConn, o: ClientOptions, deadline: nu
     await channel.writeAll(new TextEncoder().encode(connect.token + "\n"));
     const result = await receiveStream(
       channel,
-      o,
+      options,
       usual,
       (out) => output = out,
       (n) => received = n,
@@ -202,7 +177,7 @@ async function receiveFramed(conn: Deno.UnixConn, o: ClientOptions, deadline: nu
       // Every byte arrived, but the server died before it could confirm.
       throw new P2mError(`server went away before confirming the transfer: ${osReason(error)}`);
     }
-    await waitSettled(settled, o.timeoutSeconds);
+    await waitSettled(settled, Math.max(1, options.timeoutSeconds) * 1000);
     if (!commit) throw new P2mError(lost ?? "server did not confirm the transfer in time");
     // From here the copy is kept: a late SIGINT/SIGTERM must not undo it.
     onSignal(() => {});
@@ -211,14 +186,14 @@ async function receiveFramed(conn: Deno.UnixConn, o: ClientOptions, deadline: nu
       await writeAll(conn, encodeMessage({ type: "committed", ok: true }));
     } catch { /* kept and verified; the server may have gone */ }
     const verified = result.digest !== "none";
-    r.event("done", {
+    reporter.event("done", {
       bytes: received,
       path: output!.path,
       verified,
       digest: result.digest,
       seconds: result.seconds,
     });
-    r.info(
+    reporter.info(
       `saved ${output!.path}: ${formatBytes(received)} in ${result.seconds.toFixed(3)} s (${
         formatRate(received, result.seconds)
       }), ${verified ? `${result.digest} verified` : "NOT verified (the server sent no digest)"}`,
@@ -227,6 +202,10 @@ async function receiveFramed(conn: Deno.UnixConn, o: ClientOptions, deadline: nu
   } catch (error) {
     output?.abort();
     onSignal(undefined);
+    // A data connection that broke off says little: the server says why on
+    // the control channel, so give its word a moment to arrive.
+    const local = error instanceof VerifyError || error instanceof WireError;
+    if (!lost && !local) await waitSettled(settled, CONTROL_WORD_MS);
     let failure = error;
     if (lost && !(error instanceof VerifyError)) failure = new P2mError(lost);
     else if (error instanceof LibcError) {
@@ -254,13 +233,39 @@ async function receiveFramed(conn: Deno.UnixConn, o: ClientOptions, deadline: nu
   }
 }
 
-/** Waits for the control watcher to settle, at most `seconds` (1 s at least). */
-async function waitSettled(settled: Promise<void>, seconds: number): Promise<void> {
+/** How long a full backlog on the worker's socket is retried (ms). */
+const WORKER_BACKLOG_MS = 1000;
+
+/**
+ * Connects to the worker's one-time socket; undefined if it is gone (its
+ * worker gave up on us). A full backlog (a flood of other callers) is
+ * retried briefly: the worker hears them all at once and drops the silent.
+ */
+async function connectWorker(path: string): Promise<UnixSocket | undefined> {
+  const until = performance.now() + WORKER_BACKLOG_MS;
+  while (true) {
+    try {
+      return UnixSocket.connect(path);
+    } catch (error) {
+      const errno = error instanceof LibcError ? error.errno : 0;
+      if (errno === ENOENT || errno === ECONNREFUSED) return undefined;
+      if (errno !== EAGAIN || performance.now() > until) {
+        throw new P2mError(`cannot connect to the server's worker: ${describeError(error)}`, {
+          cause: error,
+        });
+      }
+      await delay(10);
+    }
+  }
+}
+
+/** How long a failed copy waits for the server to say why (ms). */
+const CONTROL_WORD_MS = 500;
+
+/** Waits for the control watcher to settle, at most `ms`. */
+async function waitSettled(settled: Promise<void>, ms: number): Promise<void> {
   let timer: ReturnType<typeof setTimeout> | undefined;
-  await Promise.race([
-    settled,
-    new Promise((resolve) => timer = setTimeout(resolve, Math.max(1, seconds) * 1000)),
-  ]);
+  await Promise.race([settled, new Promise((resolve) => timer = setTimeout(resolve, ms))]);
   clearTimeout(timer);
 }
 
@@ -268,10 +273,10 @@ async function waitSettled(settled: Promise<void>, seconds: number): Promise<voi
 async function waitForTurn(
   control: LineReader,
   conn: Deno.UnixConn,
-  o: ClientOptions,
+  options: ClientOptions,
   deadline: number,
 ): Promise<ConnectMessage> {
-  const r = o.reporter;
+  const reporter = options.reporter;
   let answered = false;
   while (true) {
     // Until the server answers at all, --timeout bounds the wait; once admitted, no bound.
@@ -284,71 +289,90 @@ async function waitForTurn(
       line = await control.readLine();
     } catch (error) {
       if (!answered && performance.now() >= deadline) {
-        throw new P2mError(`server on ${o.socket} did not answer within --timeout`);
+        throw new P2mError(`server on ${options.socket} did not answer within --timeout`, {
+          cause: error,
+        });
       }
-      throw new P2mError(
-        `server did not speak the p2m protocol (is it running with --raw?): ${
-          describeError(error)
-        }`,
-      );
+      if (!(error instanceof ProtocolError)) {
+        // A reset or a broken pipe: the server died (or was killed) mid-handshake.
+        throw new P2mError(
+          `server went away during the handshake (${osReason(error)}); was it stopped or killed?`,
+          { cause: error },
+        );
+      }
+      throw notProtocol(error);
     } finally {
       clearTimeout(timer);
     }
-    if (line === null) throw new P2mError("server closed the connection before sending the file");
+    if (line === null) {
+      throw new P2mError(
+        "server closed the connection during the handshake, before sending the file; " +
+          "was it stopped or killed?",
+      );
+    }
     let msg;
     try {
       msg = parseServerMessage(line);
     } catch (error) {
-      throw new P2mError(
-        `server did not speak the p2m protocol (is it running with --raw?): ${
-          describeError(error)
-        }`,
-      );
+      throw notProtocol(error);
     }
     if (msg.type === "connect") return msg;
-    if (msg.type === "error") throw new P2mError(`server refused: ${msg.message}`);
+    if (msg.type === "error") {
+      throw new P2mError(answered ? `server: ${msg.message}` : `server refused: ${msg.message}`);
+    }
     answered = true;
     if (msg.type === "accepted") continue;
     if (msg.type === "commit") throw new P2mError("server sent commit before any data");
-    r.event("queued", { position: msg.position });
-    r.info(`queued: position ${msg.position}`);
+    reporter.event("queued", { position: msg.position });
+    reporter.info(`queued: position ${msg.position}`);
   }
+}
+
+/** What is said of bytes on the control channel that are not p2m's protocol. */
+function notProtocol(error: unknown): P2mError {
+  return new P2mError(
+    `server did not speak the p2m protocol (is it running with --raw?): ${describeError(error)}`,
+    { cause: error },
+  );
 }
 
 /** Reads header, bytes and trailer; checks everything; returns digest info. */
 async function receiveStream(
   data: DataChannel,
-  o: ClientOptions,
+  options: ClientOptions,
   usual: Promise<Digest>,
   setOutput: (out: OutputFile) => void,
   setReceived: (n: number) => void,
 ): Promise<{ digest: string; seconds: number }> {
-  const r = o.reporter;
+  const reporter = options.reporter;
   const fixed = new Uint8Array(HEADER_FIXED_LENGTH);
   try {
     await data.readFull(fixed, "header");
   } catch (error) {
-    throw new P2mError(`server sent no header: ${describeError(error)}`);
+    throw new P2mError(
+      `the server's worker closed the data connection before the header: ${describeError(error)}`,
+      { cause: error },
+    );
   }
   const headerBytes = new Uint8Array(headerLength(fixed));
   headerBytes.set(fixed);
   await data.readFull(headerBytes.subarray(HEADER_FIXED_LENGTH), "header");
   const header = decodeHeader(headerBytes);
   const output = OutputFile.create({
-    out: o.out,
+    out: options.out,
     name: header.name,
     mode: header.mode,
-    force: o.force,
+    force: options.force,
   });
   setOutput(output);
-  r.event("start", {
+  reporter.event("start", {
     name: header.name,
     path: output.path,
     size: header.size,
     digest: header.digest,
   });
   const digest = header.digest === DEFAULT_DIGEST ? await usual : await createDigest(header.digest);
-  const progress = r.progress(output.path.split("/").pop() ?? "receiving", header.size);
+  const progress = reporter.progress(output.path.split("/").pop() ?? "receiving", header.size);
   const buf = new Uint8Array(RECEIVE_CHUNK);
   let got = 0;
   while (got < header.size) {

@@ -18,8 +18,10 @@
  *
  * @module
  */
+import { delay } from "../core/delay.ts";
 import { P2mError } from "../core/errors.ts";
 import { POLLERR, POLLHUP, POLLIN, POLLNVAL, POLLOUT, type UnixSocket } from "../ffi/mod.ts";
+import { StallClock } from "./stall_clock.ts";
 
 /**
  * Send buffer asked for on the data socket. Unix stream sockets queue up to
@@ -33,17 +35,17 @@ export const YIELD_MS = 50;
 /** Longest single synchronous poll, in ms. */
 const SLICE_MS = 10;
 
-const turn = () => new Promise<void>((resolve) => setTimeout(resolve, 0));
+/** A gap between our own ticks this long means this process was not running. */
+const GAP_MS = 3 * YIELD_MS + SLICE_MS;
 
-/** Waits on one libc socket in slices, with a stall rule like {@linkcode StallWatch}. */
+/** Waits on one libc socket in slices, with the stall rule of {@linkcode StallClock}. */
 export class DataChannel {
   /** The socket. */
   readonly socket: UnixSocket;
-  #stallMs: number;
+  #clock: StallClock;
   #onStall: () => P2mError;
-  #last = performance.now();
-  #tick = this.#last;
-  #yielded = this.#last;
+  #yielded = performance.now();
+  #failure: Error | undefined;
 
   /**
    * Watches `socket`; `onStall` makes the error thrown when the other side
@@ -52,23 +54,39 @@ export class DataChannel {
    */
   constructor(socket: UnixSocket, stallMs: number, onStall: () => P2mError) {
     this.socket = socket;
-    this.#stallMs = stallMs;
+    this.#clock = new StallClock(stallMs, GAP_MS);
     this.#onStall = onStall;
+  }
+
+  /**
+   * Fails the channel from outside (e.g. the source changed): the next
+   * wait, drain or turn throws `error`.
+   */
+  abort(error: Error): void {
+    this.#failure ??= error;
   }
 
   /** Records progress by the other side. */
   progress(): void {
-    this.#last = performance.now();
+    this.#clock.progress();
+  }
+
+  /** Throws the stall error or the abort reason, if either applies now. */
+  #check(): void {
+    if (this.#failure) throw this.#failure;
+    if (this.#clock.tick()) throw this.#onStall();
   }
 
   /** Gives the event loop a turn if it has not had one for {@linkcode YIELD_MS}. */
   async breathe(): Promise<void> {
     const now = performance.now();
-    if (now - this.#yielded < YIELD_MS) return;
-    await turn();
-    this.#yielded = performance.now();
-    if (this.#yielded - now > 3 * YIELD_MS + SLICE_MS) this.#last = this.#yielded; // we were stopped
-    this.#tick = this.#yielded;
+    if (now - this.#yielded >= YIELD_MS) {
+      this.#clock.tick(now);
+      await delay(0);
+      this.#yielded = performance.now();
+      this.#clock.tick(this.#yielded); // a long turn: we were stopped
+    }
+    if (this.#failure) throw this.#failure;
   }
 
   /**
@@ -79,12 +97,8 @@ export class DataChannel {
   async wait(events: typeof POLLIN | typeof POLLOUT): Promise<void> {
     while (true) {
       if (this.socket.closed) throw new P2mError("data connection was closed");
-      const now = performance.now();
-      // A long gap between our own ticks: this process was stopped or starved.
-      if (now - this.#tick > 3 * YIELD_MS + SLICE_MS) this.#last = now;
-      this.#tick = now;
-      if (now - this.#last > this.#stallMs) throw this.#onStall();
-      const revents = this.socket.poll(events, Math.min(SLICE_MS, this.#stallMs));
+      this.#check();
+      const revents = this.socket.poll(events, Math.min(SLICE_MS, this.#clock.limitMs));
       if (revents & (events | POLLHUP | POLLERR | POLLNVAL)) return;
       await this.breathe();
     }
@@ -97,10 +111,7 @@ export class DataChannel {
   async drain(): Promise<void> {
     let unsent = this.socket.unsentBytes();
     while (unsent > 0) {
-      const now = performance.now();
-      if (now - this.#tick > 3 * YIELD_MS + SLICE_MS) this.#last = now;
-      this.#tick = now;
-      if (now - this.#last > this.#stallMs) throw this.#onStall();
+      this.#check();
       this.socket.poll(0, 1); // a 1 ms sleep that ends early on hang-up or error
       const left = this.socket.unsentBytes();
       if (left < unsent) this.progress();

@@ -3,9 +3,15 @@
  *
  * @module
  */
-export * from "./client.ts";
+export * from "./admission.ts";
+export { type ClientOptions, runClient } from "./client.ts";
 export * from "./data_channel.ts";
 export * from "./listen.ts";
+export * from "./peer_session.ts";
 export * from "./protocol.ts";
+export * from "./raw.ts";
 export * from "./server.ts";
+export * from "./stall_clock.ts";
 export * from "./worker.ts";
+export * from "./worker_handle.ts";
+export * from "./worker_protocol.ts";

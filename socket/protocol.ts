@@ -28,8 +28,9 @@ export const PROTOCOL_VERSION = 1;
 /** Longest control line accepted, in bytes, newline excluded. */
 export const MAX_LINE_BYTES = 4096;
 /**
- * Bytes per file read where the bytes pass through JavaScript: the server's
- * hashing and its `--raw` stream; also the largest rate-limited piece. One
+ * Bytes per read where the bytes pass through JavaScript: the `--raw`
+ * stream on both sides (the server's hashing reads the same amount, in
+ * core/digest.ts); also the largest rate-limited piece. One
  * buffer, reused. The framed data path no longer depends on it: the worker
  * `sendfile(2)`s as much as its 4 MiB send buffer takes (see
  * socket/data_channel.ts, which also says why Deno's 208 KiB default made
@@ -339,47 +340,4 @@ export function socketPathProblem(path: string): string | undefined {
     }`;
   }
   return undefined;
-}
-
-/**
- * Notices a peer that makes no progress for `ms`, and calls `onStall` once.
- *
- * Only the peer is blamed: if this process itself was stopped or starved
- * (its own ticks arrive late), the clock restarts instead.
- */
-export class StallWatch implements Disposable {
-  /** Whether the peer was declared stalled. */
-  stalled = false;
-  #last = performance.now();
-  #tick = this.#last;
-  #timer: ReturnType<typeof setInterval>;
-
-  /** Starts watching. */
-  constructor(ms: number, onStall: () => void) {
-    const interval = Math.min(1000, Math.max(50, ms / 4));
-    this.#timer = setInterval(() => {
-      const now = performance.now();
-      if (now - this.#tick > interval * 3) this.#last = now; // we were not running
-      this.#tick = now;
-      if (now - this.#last <= ms) return;
-      this.stalled = true;
-      clearInterval(this.#timer);
-      onStall();
-    }, interval);
-  }
-
-  /** Records progress by the peer. */
-  progress(): void {
-    this.#last = performance.now();
-  }
-
-  /** Stops watching. */
-  close(): void {
-    clearInterval(this.#timer);
-  }
-
-  /** Same as {@linkcode close}. */
-  [Symbol.dispose](): void {
-    this.close();
-  }
 }

@@ -1,74 +1,86 @@
 /**
- * The worker subprocess that serves one peer (`socket.ts worker`, hidden).
+ * The worker subprocess that serves one peer at a time (`socket.ts worker`,
+ * hidden).
  *
  * The server parent starts workers ahead of their peers (Deno takes a while
- * to start) and, once a peer is admitted, writes a {@linkcode WorkerConfig}
- * line to one's stdin (never argv, so the token is not visible in `ps`). The
- * worker listens on a one-time socket (0600) in the private runtime
- * directory and says `ready` on stdout. The peer connects and sends the
- * token; the worker compares it in constant time, unlinks its socket and
- * sends header, bytes and trailer: the bytes go with `sendfile(2)` straight
- * from the page cache (socket/data_channel.ts says why through libc), never
- * through the parent. Because sendfile may queue the file's pages rather
- * than copies, the source is re-checked only once the peer has read every
- * byte, and the trailer says whether it changed.
+ * to start) and, once a peer has a slot, writes it a configuration on stdin
+ * (socket/worker_protocol.ts; never argv, so the token is not visible in
+ * `ps`). The worker opens the source through core/source.ts (its own read
+ * lease, and the parent's recorded identity must still hold), listens on a
+ * one-time socket (0600) in the private runtime directory and says `ready`.
  *
- * stdout lines (JSON): `ready`, then `done` {bytes, seconds} or `error`
- * {message}. stdin EOF means the parent died: the worker aborts at once.
+ * - **Callers**: every connection to the one-time socket is heard at once,
+ *   each for at most {@linkcode TOKEN_MS}; the first with the right token
+ *   (compared in constant time) is the peer, so silent or wrong callers
+ *   delay nobody. Once the parent says `notified`, the peer has
+ *   {@linkcode PEER_CONNECT_MS} of this worker's running time (a
+ *   {@linkcode StallClock}); then the worker reports `missed` and waits for
+ *   its next configuration instead of exiting.
+ * - **Bytes**: header, then `sendfile(2)` straight from the page cache
+ *   (socket/data_channel.ts says why through libc), then the trailer. Because
+ *   sendfile may queue the file's pages rather than copies, the source is
+ *   re-checked once the peer has read every byte, and the trailer says
+ *   whether it changed.
+ * - **Source watch**: every {@linkcode SOURCE_CHECK_MS} the worker polls its
+ *   source, so a writer that breaks its lease is let go at once and the
+ *   transfer fails at once.
+ *
+ * stdout reports: `ready`, then `done`, `missed` or `error`. stdin EOF
+ * means the parent died: the worker aborts at once.
  *
  * @module
  */
 import { onAbort, runCleanups } from "../core/cli.ts";
-import { type DigestAlgorithm, isDigestAlgorithm } from "../core/digest.ts";
+import { delay } from "../core/delay.ts";
 import { describeError, P2mError } from "../core/errors.ts";
-import { isSourceInfo, Source, type SourceInfo } from "../core/source.ts";
+import { Source } from "../core/source.ts";
 import { encodeHeader, encodeTrailer, TrailerStatus } from "../core/wire.ts";
 import { RateLimit } from "../core/rate_limit.ts";
 import { LibcError, POLLIN, POLLOUT, UnixSocket, unlinkPath } from "../ffi/mod.ts";
 import { DataChannel, SEND_BUFFER } from "./data_channel.ts";
 import { chunkSize, constantTimeEqual, LineReader, oneLine, TOKEN_HEX_LENGTH } from "./protocol.ts";
+import { StallClock } from "./stall_clock.ts";
+import {
+  encodeReport,
+  parseParentMessage,
+  type WorkerConfig,
+  type WorkerReport,
+} from "./worker_protocol.ts";
 
 /** Bytes per sendfile(2) call without a rate limit; the socket takes what fits. */
 const SENDFILE_PIECE = 64 * 1024 * 1024;
 
-/** What the parent tells a worker on its stdin. */
-export interface WorkerConfig {
-  /** The source as the parent opened and hashed it. */
-  source: SourceInfo;
-  /** Digest algorithm of the header. */
-  digest: DigestAlgorithm;
-  /**
-   * Hex digest the parent computed (empty for `none`), or null while the
-   * parent is still hashing: it then sends a {@linkcode DIGEST_LINE} line.
-   */
-  digestHex: string | null;
-  /** The one-time token the peer must present. */
-  token: string;
-  /** Where to listen for the peer. */
-  socketPath: string;
-  /** Seconds the peer may take to connect, or to take the next chunk. */
-  stallSeconds: number;
-  /** Bytes per second; 0 for no limit. */
-  limitRate: number;
+/**
+ * Most ms the peer may take, once it was sent `connect`, to connect and
+ * present its token (counted only while this worker runs, see
+ * socket/stall_clock.ts). Short, so that a peer that only said hello does
+ * not hold a worker slot; the parent gives such a peer one more turn.
+ */
+export const PEER_CONNECT_MS = 2000;
+/**
+ * Most ms one connection to the one-time socket may take to send its
+ * token. Several connections are heard at once, so a silent one cannot
+ * delay the real peer; it is dropped after this.
+ */
+export const TOKEN_MS = 1000;
+/** Most connections waiting to send a token at once; the oldest is dropped. */
+const MAX_PENDING = 64;
+/** How often the worker looks for a change to its source (ms). */
+const SOURCE_CHECK_MS = 200;
+
+/** The peer did not connect and present its token in time. */
+class MissedError extends P2mError {
+  constructor(readonly seconds: number) {
+    super(`peer did not connect within ${seconds} s to its worker`);
+    this.name = "MissedError";
+  }
 }
-
-/** The line the parent writes to a worker's stdin after sending `connect`. */
-export const NOTIFIED = "notified";
-/** Starts the stdin line `digest <hex>` that brings a digest computed late. */
-export const DIGEST_LINE = "digest";
-const HEX = /^([0-9a-f]{2})*$/;
-
-/** A worker's report on stdout. */
-export type WorkerReport =
-  | { type: "ready" }
-  | { type: "done"; bytes: number; seconds: number }
-  | { type: "error"; message: string };
 
 const encoder = new TextEncoder();
 
 function report(message: WorkerReport): void {
   try {
-    Deno.stdout.writeSync(encoder.encode(JSON.stringify(message) + "\n"));
+    Deno.stdout.writeSync(encodeReport(message));
   } catch { /* parent gone */ }
 }
 
@@ -76,50 +88,37 @@ function fromHex(hex: string): Uint8Array {
   return Uint8Array.from(hex.match(/../g) ?? [], (h) => parseInt(h, 16));
 }
 
-function parseConfig(line: string | null): WorkerConfig {
-  if (line === null) throw new P2mError("worker got no configuration on stdin");
-  const c = JSON.parse(line) as WorkerConfig;
-  if (
-    !isSourceInfo(c?.source) ||
-    typeof c.digest !== "string" || !isDigestAlgorithm(c.digest) ||
-    (c.digestHex !== null && (typeof c.digestHex !== "string" || !HEX.test(c.digestHex))) ||
-    typeof c.token !== "string" || c.token.length !== TOKEN_HEX_LENGTH ||
-    typeof c.socketPath !== "string" || typeof c.stallSeconds !== "number" ||
-    typeof c.limitRate !== "number"
-  ) {
-    throw new P2mError("worker got a bad configuration");
-  }
-  return c;
-}
+/**
+ * The worker's stdin as a sequence of sessions: each `configure` line
+ * starts one; `notified` and a late `digest` belong to the current one.
+ * stdin EOF means the parent died: abort at once (cleanups unlink the socket).
+ */
+class ParentInbox {
+  #configs: WorkerConfig[] = [];
+  #configWaiter = Promise.withResolvers<void>();
+  #notified = false;
+  #digest = Promise.withResolvers<string>();
 
-/** Runs the worker role; returns the exit code. */
-export async function workerMain(): Promise<number> {
-  try {
-    return await serveOne();
-  } catch (error) {
-    const message = error instanceof P2mError ? error.message : String(error);
-    report({ type: "error", message: oneLine(message) });
-    throw error;
+  constructor() {
+    void this.#read();
   }
-}
 
-async function serveOne(): Promise<number> {
-  const stdin = new LineReader(Deno.stdin);
-  const config = parseConfig(await stdin.readLine());
-  // The parent says `notified` once it told the peer where to connect.
-  // Parent death closes our stdin: abort at once (cleanups unlink the socket).
-  let setDigest: (hex: string) => void = () => {};
-  const digestHex = config.digestHex !== null
-    ? Promise.resolve(config.digestHex)
-    : new Promise<string>((resolve) => setDigest = resolve);
-  let notify = () => {};
-  const notified = new Promise<void>((resolve) => notify = resolve);
-  void (async () => {
+  async #read(): Promise<void> {
+    const stdin = new LineReader(Deno.stdin);
     try {
       for (let line; (line = await stdin.readLine()) !== null;) {
-        if (line === NOTIFIED) notify();
-        const [word, hex] = line.split(" ");
-        if (word === DIGEST_LINE && hex !== undefined && HEX.test(hex)) setDigest(hex);
+        let message;
+        try {
+          message = parseParentMessage(line);
+        } catch (error) {
+          report({ type: "error", message: oneLine(describeError(error)) });
+          Deno.exit(1);
+        }
+        if (message?.type === "configure") {
+          this.#configs.push(message.config);
+          this.#configWaiter.resolve();
+        } else if (message?.type === "notified") this.#notified = true;
+        else if (message?.type === "digest") this.#digest.resolve(message.hex);
       }
     } catch { /* treat as EOF */ }
     runCleanups(); // unlinks our one-time socket: Deno.exit runs no cleanups
@@ -128,14 +127,101 @@ async function serveOne(): Promise<number> {
       Deno.stderr.writeSync(encoder.encode("p2m: worker: server went away; aborted\n"));
     } catch { /* the server took the pipe with it */ }
     Deno.exit(1);
-  })();
+  }
 
+  /** The next session's configuration; resets `notified` and the digest. */
+  async nextConfig(): Promise<WorkerConfig> {
+    while (this.#configs.length === 0) {
+      await this.#configWaiter.promise;
+      this.#configWaiter = Promise.withResolvers<void>();
+    }
+    this.#notified = false;
+    this.#digest = Promise.withResolvers<string>();
+    return this.#configs.shift()!;
+  }
+
+  /** Whether the parent said it sent the current peer `connect`. */
+  get notified(): boolean {
+    return this.#notified;
+  }
+
+  /** The digest for the current session's trailer. */
+  digestFor(config: WorkerConfig): Promise<string> {
+    return config.digestHex !== null ? Promise.resolve(config.digestHex) : this.#digest.promise;
+  }
+}
+
+/**
+ * Runs the worker role; returns the exit code. A session whose peer never
+ * came (`missed`) leaves the worker alive for the parent to configure again:
+ * a flood of peers that only say hello costs no new processes.
+ */
+export async function workerMain(): Promise<number> {
+  const inbox = new ParentInbox();
+  try {
+    while (true) {
+      const config = await inbox.nextConfig();
+      try {
+        return await serveOne(config, inbox);
+      } catch (error) {
+        if (!(error instanceof MissedError)) throw error;
+        report({ type: "missed", seconds: error.seconds });
+      }
+    }
+  } catch (error) {
+    const message = error instanceof P2mError ? error.message : String(error);
+    report({ type: "error", message: oneLine(message) });
+    throw error;
+  }
+}
+
+async function serveOne(config: WorkerConfig, inbox: ParentInbox): Promise<number> {
+  const digestHex = inbox.digestFor(config);
   const { source } = config;
   // Our own lease and identity check: the bytes we send must be the bytes
   // the parent hashed, so the file must still be exactly what it recorded.
   using file = Source.open(source.path);
   const before = file.differsFrom(source);
   if (before) throw new P2mError(`source ${source.path} changed before sending: ${before}`);
+  // Our lease too must let a writer go at once: look for a change often,
+  // and fail the transfer the moment there is one.
+  let sourceChange: P2mError | undefined;
+  let channel: DataChannel | undefined;
+  const watch = setInterval(() => {
+    const changed = file.changed();
+    if (!changed || sourceChange) return;
+    sourceChange = new P2mError(`source ${source.path} changed while it was sent: ${changed}`);
+    channel?.abort(sourceChange);
+  }, SOURCE_CHECK_MS);
+  Deno.unrefTimer(watch);
+  try {
+    return await stream(config, file, {
+      notified: () => inbox.notified,
+      digestHex,
+      sourceChange: () => sourceChange,
+      setChannel: (opened) => channel = opened,
+    });
+  } finally {
+    clearInterval(watch);
+  }
+}
+
+/** What {@linkcode stream} learns from the parent and the source watch. */
+interface StreamHooks {
+  /** Whether the parent said it sent the peer `connect`. */
+  notified: () => boolean;
+  /** The digest for the trailer (the parent may still be hashing). */
+  digestHex: Promise<string>;
+  /** Why the source changed, once it did. */
+  sourceChange: () => P2mError | undefined;
+  /** Hands over the data channel, so a source change can abort it. */
+  setChannel: (channel: DataChannel) => void;
+}
+
+/** Listens, accepts the peer and streams the file to it. */
+async function stream(config: WorkerConfig, file: Source, hooks: StreamHooks): Promise<number> {
+  const { sourceChange, setChannel, digestHex, notified } = hooks;
+  const { source } = config;
   const raw = file.file;
 
   const stallMs = config.stallSeconds * 1000;
@@ -153,12 +239,12 @@ async function serveOne(): Promise<number> {
   const unregister = onAbort(closeListener);
   let conn: UnixSocket;
   try {
-    let deadline = Infinity;
-    void notified.then(() => deadline = performance.now() + stallMs);
     report({ type: "ready" });
-    // The connect deadline starts once the peer was told where to go, so a
-    // parent that is merely slow or stopped does not fail its peer.
-    conn = await acceptPeer(listener, config.token, () => deadline, stallMs);
+    conn = await acceptPeer(listener, config.token, {
+      notified,
+      connectMs: Math.min(stallMs, PEER_CONNECT_MS),
+      failure: sourceChange,
+    });
   } finally {
     closeListener();
     unregister();
@@ -172,6 +258,9 @@ async function serveOne(): Promise<number> {
     stallMs,
     () => new P2mError(`peer stalled: no progress for ${config.stallSeconds} s; transfer aborted`),
   );
+  setChannel(channel);
+  const changedNow = sourceChange();
+  if (changedNow) channel.abort(changedNow);
   try {
     await channel.writeAll(
       encodeHeader({
@@ -197,7 +286,7 @@ async function serveOne(): Promise<number> {
       sent += n;
       channel.progress();
       if (limit.enabled) await limit.pace(n);
-      else await channel.breathe();
+      await channel.breathe(); // also throws at once if the source changed
     }
     // sendfile(2) may have queued the file's pages, not copies: the bytes are
     // only fixed once the peer has read them, so check the source after that.
@@ -231,39 +320,81 @@ async function serveOne(): Promise<number> {
   }
 }
 
+/** What {@linkcode acceptPeer} waits for and gives up on. */
+interface AcceptRules {
+  /** Whether the parent said it sent the peer `connect`: the deadline starts then. */
+  notified: () => boolean;
+  /** Ms the peer then has to connect and present its token. */
+  connectMs: number;
+  /** A reason to stop at once (the source changed). */
+  failure: () => P2mError | undefined;
+}
+
+/** A connection to the one-time socket that has not sent its whole token yet. */
+interface Caller {
+  conn: UnixSocket;
+  since: number;
+  token: Uint8Array;
+  got: number;
+}
+
 /**
- * Accepts connections until one presents the right token, or throws once
- * `deadline()` (a performance.now() time) passes.
+ * Hears every connection to the one-time socket at once, each for at most
+ * {@linkcode TOKEN_MS}, and returns the first that presents the right
+ * token; a silent or wrong caller is dropped without delaying anyone. Throws
+ * a {@linkcode MissedError} once the peer, told where to connect, has taken
+ * `connectMs` of this worker's running time (a parent that is merely slow
+ * or stopped does not fail its peer: the clock starts at `notified`).
  */
 async function acceptPeer(
   listener: UnixSocket,
   token: string,
-  deadline: () => number,
-  stallMs: number,
+  rules: AcceptRules,
 ): Promise<UnixSocket> {
-  const buf = new Uint8Array(TOKEN_HEX_LENGTH + 1);
-  const expired = () => performance.now() > deadline();
-  const late = () => new P2mError(`peer did not connect within ${stallMs / 1000} s`);
-  while (true) {
-    if (expired()) throw late();
-    const ready = listener.poll(POLLIN, 10);
-    const conn = ready & POLLIN ? listener.accept() : null;
-    if (conn === null) {
-      await new Promise((resolve) => setTimeout(resolve, 0));
-      continue;
+  const callers: Caller[] = [];
+  const drop = (caller: Caller) => {
+    callers.splice(callers.indexOf(caller), 1);
+    caller.conn.close();
+  };
+  let clock: StallClock | undefined;
+  try {
+    while (true) {
+      const failure = rules.failure();
+      if (failure) throw failure;
+      if (!clock && rules.notified()) clock = new StallClock(rules.connectMs, 200);
+      if (clock?.tick()) throw new MissedError(rules.connectMs / 1000);
+      for (let conn; (conn = listener.accept()) !== null;) {
+        if (callers.length >= MAX_PENDING) drop(callers[0]);
+        callers.push({
+          conn,
+          since: performance.now(),
+          token: new Uint8Array(TOKEN_HEX_LENGTH + 1),
+          got: 0,
+        });
+      }
+      for (const caller of [...callers]) {
+        let n: number | null;
+        try {
+          n = caller.conn.read(caller.token.subarray(caller.got));
+        } catch {
+          drop(caller); // reset by a caller that gave up
+          continue;
+        }
+        if (n === 0) drop(caller);
+        else if (n !== null) {
+          caller.got += n;
+          if (caller.got < caller.token.length) continue;
+          if (constantTimeEqual(new TextDecoder().decode(caller.token), token + "\n")) {
+            callers.splice(callers.indexOf(caller), 1);
+            return caller.conn;
+          }
+          drop(caller); // a wrong token
+        } else if (performance.now() - caller.since > TOKEN_MS) drop(caller);
+      }
+      listener.poll(POLLIN, 10); // ends early when a caller arrives
+      await delay(0);
     }
-    // The token must arrive before the connect deadline too.
-    const remaining = Math.max(0, deadline() - performance.now());
-    const channel = new DataChannel(
-      conn,
-      Math.min(stallMs, remaining),
-      () => new P2mError("no token in time"),
-    );
-    try {
-      await channel.readFull(buf, "token");
-      const text = new TextDecoder().decode(buf);
-      if (constantTimeEqual(text, token + "\n")) return conn;
-    } catch { /* a wrong or broken caller: keep waiting for the peer */ }
-    conn.close();
+  } finally {
+    for (const caller of callers) caller.conn.close();
   }
 }

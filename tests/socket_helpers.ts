@@ -5,6 +5,7 @@
  * @module
  */
 import assert from "node:assert/strict";
+import { delay } from "../core/delay.ts";
 import { privateRuntimeDir } from "../core/runtime_dir.ts";
 import { LineReader, readFull, TOKEN_HEX_LENGTH, writeAll } from "../socket/protocol.ts";
 import { listDir, type P2mProcess, spawnP2m, tempDir, waitFor } from "./helpers.ts";
@@ -96,6 +97,21 @@ export function childPids(pid: number): number[] {
   return new TextDecoder().decode(out.stdout).split("\n").map(Number).filter((n) => n > 0);
 }
 
+/**
+ * Connects to `path`, retrying briefly while it is refused: a socket file
+ * exists from bind(2) on, a moment before its server listen(2)s.
+ */
+async function connectListening(path: string): Promise<Deno.UnixConn> {
+  for (let tries = 0;; tries++) {
+    try {
+      return await Deno.connect({ transport: "unix", path });
+    } catch (error) {
+      if (!(error instanceof Deno.errors.ConnectionRefused) || tries >= 100) throw error;
+      await delay(20);
+    }
+  }
+}
+
 /** A protocol-speaking peer driven by the test, to misbehave precisely. */
 export class FakeClient implements Disposable {
   /** The control connection. */
@@ -112,7 +128,7 @@ export class FakeClient implements Disposable {
 
   /** Connects to a server's public socket and says hello. */
   static async hello(socket: string): Promise<FakeClient> {
-    const control = await Deno.connect({ transport: "unix", path: socket });
+    const control = await connectListening(socket);
     await writeAll(control, encoder.encode(`{"type":"hello","version":1,"pid":${Deno.pid}}\n`));
     return new FakeClient(control);
   }
@@ -123,14 +139,25 @@ export class FakeClient implements Disposable {
     return line === null ? null : JSON.parse(line);
   }
 
-  /** Waits for `connect`, connects to the worker and sends the token. */
-  async connectData(): Promise<Deno.UnixConn> {
+  /** Waits for `connect` (past `accepted` and `queued`): the worker's socket and token. */
+  async nextConnect(): Promise<{ path: string; token: string }> {
     let msg;
     do msg = await this.next(); while (msg?.type === "queued" || msg?.type === "accepted");
     assert.equal(msg?.type, "connect", `expected connect, got ${JSON.stringify(msg)}`);
-    this.data = await Deno.connect({ transport: "unix", path: msg.path as string });
-    await writeAll(this.data, encoder.encode(`${msg.token}\n`));
+    return { path: msg.path as string, token: msg.token as string };
+  }
+
+  /** Waits for `connect` (unless given), connects to the worker and sends the token. */
+  async connectData(connect?: { path: string; token: string }): Promise<Deno.UnixConn> {
+    const { path, token } = connect ?? await this.nextConnect();
+    this.data = await Deno.connect({ transport: "unix", path });
+    await writeAll(this.data, encoder.encode(`${token}\n`));
     return this.data;
+  }
+
+  /** Sends a control message (a verdict or `committed`). */
+  async say(message: Record<string, unknown>): Promise<void> {
+    await writeAll(this.control, encoder.encode(JSON.stringify(message) + "\n"));
   }
 
   /** Reads exactly `n` bytes of the data stream. */

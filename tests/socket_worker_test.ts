@@ -16,7 +16,7 @@ import {
   TrailerStatus,
 } from "../core/wire.ts";
 import { newToken, readFull } from "../socket/protocol.ts";
-import { DIGEST_LINE, NOTIFIED, type WorkerConfig } from "../socket/worker.ts";
+import { DIGEST_LINE, NOTIFIED, type WorkerConfig } from "../socket/worker_protocol.ts";
 import { makeFile } from "./helpers.ts";
 
 const encoder = new TextEncoder();
