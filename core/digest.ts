@@ -21,6 +21,8 @@
  * @module
  */
 import { Xxh3Hasher, XxhashUnavailable } from "../ffi/xxhash.ts";
+import { delay } from "./delay.ts";
+import { P2mError } from "./errors.ts";
 
 /**
  * The digest algorithms p2m understands, in wire-code order (new ones are
@@ -292,8 +294,3 @@ export async function digestFile(file: DigestibleFile, algorithm: DigestAlgorith
   if (changed) throw new P2mError(`${path} changed while it was hashed: ${changed}`);
   return toHex(digest.digest());
 }
-
-// Kept beside digestFile (imports are hoisted) so this addition stays out of
-// concurrent edits of the top of the file; they may move up on merge.
-import { delay } from "./delay.ts";
-import { P2mError } from "./errors.ts";
