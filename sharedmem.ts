@@ -20,8 +20,10 @@
 import {
   intFlag,
   maybeHelp,
+  NUMBER_HELP,
   parseCommand,
   RECEIVING_OPTIONS,
+  receivingFlags,
   reporterFor,
   runMain,
   secondsFlag,
@@ -30,22 +32,29 @@ import {
   sizeFlag,
   UsageError,
 } from "./core/mod.ts";
-import { MAX_CHUNK, MAX_RECEIVERS, MAX_RING, MAX_SLOTS, MIN_CHUNK } from "./shm/layout.ts";
+import {
+  MAX_CHUNK,
+  MAX_RECEIVERS,
+  MAX_RING,
+  MAX_SLOTS,
+  MIN_CHUNK,
+  SEGMENT_VERSION,
+} from "./shm/layout.ts";
 import { runReceiver } from "./shm/receiver.ts";
 import { runSender } from "./shm/sender.ts";
 
 const TOP_USAGE = `
-Usage: deno task shm <command> [options]
+Usage: p2m shm <command> [options]
 
 Commands:
   sender <file>   publish a file through a shared-memory ring
   receiver        receive it
 
-Run 'deno task shm <command> --help' for a command's options.
+Run 'p2m shm <command> --help' for a command's options.
 `;
 
 const SENDER_USAGE = `
-Usage: deno task shm sender <file> [options]
+Usage: p2m shm sender <file> [options]
 
 Publishes <file> through the POSIX shared-memory segment /dev/shm/NAME and
 streams it to every attached receiver at once.
@@ -57,17 +66,19 @@ Options:
   --slots K            slots in the ring (default 16)
   --chunk BYTES        bytes per slot, a multiple of 4096 (default 1M)
   --stall-timeout S    evict a live receiver that stops consuming for S s (default 10)
-  --digest ALG         xxh64 (default) or sha256
+  --digest ALG         xxh3-128 (default; native libxxhash), xxh64 or sha256
   --no-verify          send no digest (receivers cannot verify)
-  --limit-rate BYTES   cap the rate, bytes per second (e.g. 50M)
+  --limit-rate BYTES   cap the rate, bytes per second, at least 1 (e.g. 50M);
+                       leave it out for no limit
   --json               JSON events on stdout
   --quiet              errors only
   --debug              stack traces on errors
+  --version            p2m version, formats spoken, digest in use
   -h, --help           this help
-`;
+${NUMBER_HELP}`;
 
 const RECEIVER_USAGE = `
-Usage: deno task shm receiver [options]
+Usage: p2m shm receiver [options]
 
 Attaches to the segment /dev/shm/NAME, copies the file and verifies it.
 
@@ -77,11 +88,17 @@ Options:
                    (default: received-files/pid-<pid>_<name>)
   --timeout S      seconds to wait for a sender (default 30)
   --force          replace an existing file
+  --expect DIGEST  also refuse the copy unless its digest is DIGEST (hex, as
+                   xxhsum -H2 or sha256sum print it), published elsewhere
   --json           JSON events on stdout
   --quiet          errors only
   --debug          stack traces on errors
+  --version        p2m version, formats spoken, digest in use
   -h, --help       this help
-`;
+
+A verified copy ends with the line '<digest>  <path>', which xxhsum -c
+(or sha256sum -c, for --digest sha256) checks.
+${NUMBER_HELP}`;
 
 const SENDER_SPEC = {
   name: "p2m shm sender",
@@ -146,9 +163,7 @@ async function receiver(args: string[]): Promise<number> {
   const reporter = reporterFor(values);
   return await runReceiver({
     name: segmentName(values.name),
-    out: values.out,
-    timeoutSeconds: secondsFlag(values.timeout, "timeout", 30),
-    force: values.force ?? false,
+    ...receivingFlags(values, 30),
   }, reporter);
 }
 
@@ -159,7 +174,7 @@ if (import.meta.main) {
     : command === "receiver"
     ? RECEIVER_SPEC
     : { name: "p2m shm", usage: TOP_USAGE };
-  await runMain(spec, Deno.args, async () => {
+  await runMain({ ...spec, formats: { "shm segment": SEGMENT_VERSION } }, Deno.args, async () => {
     if (command === "sender") return await sender(rest);
     if (command === "receiver") return await receiver(rest);
     if (command === "--help" || command === "-h") {

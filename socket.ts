@@ -21,9 +21,11 @@
 import {
   intFlag,
   maybeHelp,
+  NUMBER_HELP,
   parseCommand,
   privateRuntimeDir,
   RECEIVING_OPTIONS,
+  receivingFlags,
   reporterFor,
   runMain,
   secondsFlag,
@@ -31,12 +33,13 @@ import {
   sendingFlags,
   UsageError,
 } from "./core/mod.ts";
+import { PROTOCOL_VERSION } from "./socket/protocol.ts";
 import { runClient } from "./socket/client.ts";
 import { runServer } from "./socket/server.ts";
 import { workerMain } from "./socket/worker.ts";
 
 const MAIN_USAGE = `
-Usage: socket.ts <command> [options]
+Usage: p2m socket <command> [options]
 
 Copies one file from one server to many clients over Unix sockets.
 
@@ -44,11 +47,11 @@ Commands:
   server <file>   serve a file to peers (one worker subprocess per peer)
   client          receive the file from a server
 
-Run 'socket.ts <command> --help' for the options of a command.
+Run 'p2m socket <command> --help' for the options of a command.
 `;
 
 const SERVER_USAGE = `
-Usage: socket.ts server <file> [options]
+Usage: p2m socket server <file> [options]
 
 Serves <file> on a Unix socket. Each peer gets its own worker subprocess,
 which streams the file to it directly; the peer verifies the digest.
@@ -60,7 +63,7 @@ Options:
                     (default: serve until SIGINT/SIGTERM)
   --max-active K    at most K transfers (worker processes) at once; later
                     peers queue (default 32)
-  --digest ALG      xxh64 (default) or sha256
+  --digest ALG      xxh3-128 (default; native libxxhash), xxh64 or sha256
   --no-verify       send no digest (benchmarks); peers keep unverified copies
   --raw             plain bytes, no framing, no handshake, NOT verified
                     (for 'socat -u UNIX-CONNECT:PATH -' or 'nc -U PATH')
@@ -68,17 +71,19 @@ Options:
                     chunk; then it fails alone (default 10). Told where to
                     connect, a peer has 2 s (S if less) to reach its worker,
                     else it goes back in line once, then fails
-  --limit-rate B    cap each peer's rate at B bytes per second (e.g. 50M)
+  --limit-rate B    cap each peer's rate at B bytes per second, at least 1
+                    (e.g. 50M); leave it out for no limit
   --grace S         after SIGINT/SIGTERM, seconds running transfers get to
-                    finish (default 5)
+                    finish (default 5; 0 stops them at once)
   --json            one JSON event per line on stdout
   --quiet           print only errors
   --debug           stack traces on errors
+  --version         p2m version, formats spoken, digest in use
   -h, --help        show this help
-`;
+${NUMBER_HELP}`;
 
 const CLIENT_USAGE = `
-Usage: socket.ts client [options]
+Usage: p2m socket client [options]
 
 Receives the file from a socket server, verifies its digest and only then
 gives it its final name. Exits 0 only for a complete, verified copy.
@@ -88,18 +93,24 @@ Options:
   --out DIR|FILE    where to write (default: received-files/pid-<pid>_<name>);
                     a path ending in / or an existing directory is a directory
   --timeout S       seconds to wait for the server to appear and answer, and
-                    for the next bytes of the file (default 10)
+                    for the next bytes of the file (default 10, at least 0.1)
   --force           replace an existing output file
+  --expect DIGEST   also refuse the copy unless its digest is DIGEST (hex, as
+                    xxhsum -H2 or sha256sum print it), published elsewhere
   --raw             read plain bytes until EOF (server in --raw mode);
                     the copy is NOT verified
   --json            one JSON event per line on stdout
   --quiet           print only errors
   --debug           stack traces on errors
+  --version         p2m version, formats spoken, digest in use
   -h, --help        show this help
-`;
+
+A verified copy ends with the line '<digest>  <path>', which xxhsum -c
+(or sha256sum -c, for --digest sha256) checks.
+${NUMBER_HELP}`;
 
 const SERVER_SPEC = {
-  name: "socket.ts server",
+  name: "p2m socket server",
   usage: SERVER_USAGE,
   positionals: ["file"] as string[],
   options: {
@@ -113,7 +124,7 @@ const SERVER_SPEC = {
 } as const;
 
 const CLIENT_SPEC = {
-  name: "socket.ts client",
+  name: "p2m socket client",
   usage: CLIENT_USAGE,
   options: {
     socket: { type: "string" },
@@ -146,7 +157,9 @@ async function server(args: string[]): Promise<number> {
     maxActive: intFlag(values["max-active"], "max-active", 32, { min: 1, max: 10_000 }),
     raw: values.raw ?? false,
     ...sending,
-    graceSeconds: secondsFlag(values.grace, "grace", 5, { min: 0, max: 86_400 }),
+    graceSeconds: secondsFlag(values.grace, "grace", 5, {
+      zero: "stopping running transfers at once",
+    }),
     reporter,
   });
 }
@@ -155,11 +168,13 @@ async function client(args: string[]): Promise<number> {
   const { values } = parseCommand(CLIENT_SPEC, args);
   if (maybeHelp(values, CLIENT_USAGE)) return 0;
   const reporter = reporterFor(values);
+  const receiving = receivingFlags(values, 10);
+  if (values.raw && receiving.expect) {
+    throw new UsageError("--raw carries no digest, so --expect cannot be checked");
+  }
   return await runClient({
     socket: values.socket ?? defaultSocket(),
-    out: values.out,
-    timeoutSeconds: secondsFlag(values.timeout, "timeout", 10, { min: 0, max: 86_400 }),
-    force: values.force ?? false,
+    ...receiving,
     raw: values.raw ?? false,
     reporter,
   });
@@ -168,25 +183,29 @@ async function client(args: string[]): Promise<number> {
 if (import.meta.main) {
   const [command, ...rest] = Deno.args;
   const spec = command === "server" ? SERVER_SPEC : command === "client" ? CLIENT_SPEC : {
-    name: "socket.ts",
+    name: "p2m socket",
     usage: MAIN_USAGE,
   };
-  await runMain(spec, Deno.args, async () => {
-    switch (command) {
-      case "server":
-        return await server(rest);
-      case "client":
-        return await client(rest);
-      case "worker": // internal: started by the server, configured on stdin
-        return await workerMain();
-      case "-h":
-      case "--help":
-        console.log(MAIN_USAGE.trim());
-        return 0;
-      case undefined:
-        throw new UsageError("missing command");
-      default:
-        throw new UsageError(`unknown command '${command}'`);
-    }
-  });
+  await runMain(
+    { ...spec, formats: { "socket protocol": PROTOCOL_VERSION } },
+    Deno.args,
+    async () => {
+      switch (command) {
+        case "server":
+          return await server(rest);
+        case "client":
+          return await client(rest);
+        case "worker": // internal: started by the server, configured on stdin
+          return await workerMain();
+        case "-h":
+        case "--help":
+          console.log(MAIN_USAGE.trim());
+          return 0;
+        case undefined:
+          throw new UsageError("missing command");
+        default:
+          throw new UsageError(`unknown command '${command}'`);
+      }
+    },
+  );
 }

@@ -17,7 +17,13 @@
  * @module
  */
 import { parseArgs, type ParseArgsConfig } from "node:util";
-import { DEFAULT_DIGEST, type DigestAlgorithm, isDigestAlgorithm } from "./digest.ts";
+import { type FormatVersions, versionText } from "./version.ts";
+import {
+  DEFAULT_DIGEST,
+  type DigestAlgorithm,
+  ExpectedDigest,
+  SELECTABLE_DIGESTS,
+} from "./digest.ts";
 import { debugTrace, describeFailure, UsageError } from "./errors.ts";
 import { escapeControls } from "./format.ts";
 import { abortAllOutputs } from "./output.ts";
@@ -167,11 +173,16 @@ export function exitForSignal(signal: "SIGINT" | "SIGTERM"): never {
  * then exits with its code.
  */
 export async function runMain(
-  spec: { name: string; usage: string },
+  spec: { name: string; usage: string; formats?: FormatVersions },
   args: string[],
   main: (debug: boolean) => Promise<number>,
 ): Promise<never> {
   const debug = args.includes("--debug");
+  const flags = args.indexOf("--") < 0 ? args : args.slice(0, args.indexOf("--"));
+  if (flags.includes("--version")) {
+    console.log(versionText(spec.name, spec.formats));
+    Deno.exit(0);
+  }
   // `deno task` runs from the project root; resolve paths where the user was.
   const initCwd = Deno.env.get("INIT_CWD");
   const root = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
@@ -245,6 +256,7 @@ export const RECEIVING_OPTIONS = {
   out: { type: "string" },
   timeout: { type: "string" },
   force: { type: "boolean" },
+  expect: { type: "string" },
   ...REPORT_OPTIONS,
 } as const satisfies Options;
 
@@ -272,14 +284,14 @@ export function sendingFlags(values: {
   "limit-rate"?: string;
 }): SendingFlags {
   const digest = values.digest ?? DEFAULT_DIGEST;
-  if (!isDigestAlgorithm(digest) || digest === "none") {
-    throw new UsageError(`--digest must be xxh64 or sha256, not '${digest}'`);
+  if (!(SELECTABLE_DIGESTS as readonly string[]).includes(digest)) {
+    throw new UsageError(`--digest must be ${SELECTABLE_DIGESTS.join(", ")}, not '${digest}'`);
   }
   if (values.digest && values["no-verify"]) {
     throw new UsageError("--no-verify sends no digest; drop --digest");
   }
   return {
-    digest: values["no-verify"] ? "none" : digest,
+    digest: values["no-verify"] ? "none" : digest as DigestAlgorithm,
     stallSeconds: secondsFlag(values["stall-timeout"], "stall-timeout", 10, { min: 0.1 }),
     // 0 is the internal "no limit" (the flag left out); a rate that rounds
     // to nothing is refused rather than silently meaning no limit.
@@ -295,16 +307,25 @@ export interface ReceivingFlags {
   timeoutSeconds: number;
   /** `--force`. */
   force: boolean;
+  /** `--expect DIGEST`: a digest published elsewhere the copy must match too. */
+  expect: ExpectedDigest | undefined;
 }
 
 /** Parses the flags of {@linkcode RECEIVING_OPTIONS}, or throws UsageError. */
 export function receivingFlags(
-  values: { out?: string; timeout?: string; force?: boolean },
+  values: { out?: string; timeout?: string; force?: boolean; expect?: string },
   defaultTimeout: number,
 ): ReceivingFlags {
+  let expect: ExpectedDigest | undefined;
+  try {
+    expect = values.expect === undefined ? undefined : ExpectedDigest.parse(values.expect);
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
   return {
     out: values.out,
     timeoutSeconds: secondsFlag(values.timeout, "timeout", defaultTimeout),
     force: values.force ?? false,
+    expect,
   };
 }

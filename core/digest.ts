@@ -8,9 +8,9 @@
  *   (or without `--allow-ffi`) the same algorithm runs in hash-wasm's
  *   WebAssembly (about 0.7× its xxh64, identical digests) after a one-line
  *   notice. Digests print in xxHash's canonical form, as `xxhsum -H2` does.
- * - `xxh64` (hash-wasm, about 7 GiB/s): {@linkcode DEFAULT_DIGEST} until
- *   the tests and usage texts that name it move to `xxh3-128`; it stays
- *   understood on the wire and selectable with `--digest`.
+ *   It is {@linkcode DEFAULT_DIGEST}.
+ * - `xxh64` (hash-wasm, about 7 GiB/s): the default of wire version 1
+ *   builds before it; understood on the wire and selectable with `--digest`.
  * - `sha256` (node:crypto, about 1.5 GiB/s), for users who want a
  *   cryptographic hash.
  * - `none` turns verification off for benchmarks.
@@ -32,7 +32,7 @@ export const DIGEST_ALGORITHMS = ["none", "xxh64", "sha256", "xxh3-128"] as cons
 /** A digest algorithm name. */
 export type DigestAlgorithm = typeof DIGEST_ALGORITHMS[number];
 /** The default digest algorithm. */
-export const DEFAULT_DIGEST: DigestAlgorithm = "xxh64";
+export const DEFAULT_DIGEST: DigestAlgorithm = "xxh3-128";
 
 /** Length in bytes of each algorithm's raw digest. */
 export const DIGEST_LENGTH: Readonly<Record<DigestAlgorithm, number>> = {
@@ -293,4 +293,73 @@ export async function digestFile(file: DigestibleFile, algorithm: DigestAlgorith
   const changed = file.changed();
   if (changed) throw new P2mError(`${path} changed while it was hashed: ${changed}`);
   return toHex(digest.digest());
+}
+
+/** The digests a user may pick with `--digest`, in the order help lists them. */
+export const SELECTABLE_DIGESTS = ["xxh3-128", "xxh64", "sha256"] as const;
+
+/**
+ * A digest published elsewhere that a copy must match (`--expect`): hex as
+ * `xxhsum` or `sha256sum` print it. Its length names the algorithm's size.
+ */
+export class ExpectedDigest {
+  /** Lower-case hex. */
+  readonly hex: string;
+
+  private constructor(hex: string) {
+    this.hex = hex;
+  }
+
+  /** Parses `--expect`; throws P2mError (exit 2) naming what is wrong. */
+  static parse(text: string): ExpectedDigest {
+    const hex = text.trim().toLowerCase();
+    const lengths = [...new Set(Object.values(DIGEST_LENGTH).filter((n) => n > 0))].sort(
+      (a, b) => a - b,
+    );
+    if (!/^[0-9a-f]+$/.test(hex) || !lengths.includes(hex.length / 2)) {
+      throw new P2mError(
+        `--expect must be a digest in hex, ${lengths.map((n) => n * 2).join(", ")} digits ` +
+          `(as xxhsum or sha256sum print it), not '${text}'`,
+        { exitCode: 2 },
+      );
+    }
+    return new ExpectedDigest(hex);
+  }
+
+  /**
+   * Refuses, before any byte is received, a sender whose digest cannot be
+   * compared with this one: none at all, or one of another length.
+   */
+  checkAlgorithm(algorithm: DigestAlgorithm): void {
+    if (algorithm === "none") {
+      throw new P2mError(
+        "--expect was given but the sender sends no digest (--no-verify); nothing received",
+      );
+    }
+    if (DIGEST_LENGTH[algorithm] * 2 !== this.hex.length) {
+      throw new P2mError(
+        `--expect has ${this.hex.length} hex digits but the sender's digest is ${algorithm} ` +
+          `(${DIGEST_LENGTH[algorithm] * 2}); nothing received`,
+      );
+    }
+  }
+
+  /** Throws if the verified copy's digest is not this one. */
+  check(actual: Uint8Array): void {
+    const hex = toHex(actual);
+    if (hex !== this.hex) {
+      throw new P2mError(
+        `the copy matches the sender's digest but not --expect: expected ${this.hex}, ` +
+          `got ${hex}; copy discarded`,
+      );
+    }
+  }
+}
+
+/**
+ * The line `sha256sum` and `xxhsum` print and check (`-c`): digest, two
+ * spaces, path. xxhsum tells XXH64 from XXH128 by the length.
+ */
+export function checksumLine(hex: string, path: string): string {
+  return `${hex}  ${path}`;
 }

@@ -9,10 +9,12 @@
  * @module
  */
 import {
+  checksumLine,
   createDigest,
   delay,
   DIGEST_LENGTH,
   digestsEqual,
+  type ExpectedDigest,
   formatBytes,
   onAbort,
   OutputFile,
@@ -47,6 +49,8 @@ export interface ReceiverOptions {
   timeoutSeconds: number;
   /** Replace an existing output file. */
   force: boolean;
+  /** A digest published elsewhere that the copy must match too (`--expect`). */
+  expect?: ExpectedDigest;
 }
 
 /** How often the sender's liveness and signals are looked at (ms). */
@@ -149,6 +153,8 @@ async function receive(
   if (early === TransferState.Closed) {
     throw new P2mError(`the transfer on ${options.name} has already finished`);
   }
+  // A sender whose digest cannot be compared with --expect is refused first.
+  options.expect?.checkAlgorithm(info.digest);
   const output = OutputFile.create({
     out: options.out,
     name: info.name,
@@ -266,6 +272,13 @@ async function receive(
       throw new VerifyError(toHex(expected), toHex(actual));
     }
     try {
+      options.expect?.check(actual);
+    } catch (error) {
+      output.abort();
+      leaveAs(ReceiverState.Failed);
+      throw error;
+    }
+    try {
       // fsync may take a while for a large copy on a slow disk: say so,
       // so that the sender does not take it for a stall.
       seg.setCommitting(index);
@@ -304,6 +317,7 @@ async function receive(
       `received ${output.path} (${formatBytes(info.fileSize)}) in ${seconds.toFixed(3)} s; ` +
         (verified ? `${info.digest} verified` : "not verified (sender used --no-verify)"),
     );
+    if (verified) reporter.info(checksumLine(toHex(actual), output.path));
     return 0;
   } catch (error) {
     leaveAs(refused ? ReceiverState.Left : ReceiverState.Failed);

@@ -10,7 +10,15 @@
  *
  * @module
  */
-import { createDigest, DEFAULT_DIGEST, type Digest, digestsEqual, toHex } from "../core/digest.ts";
+import {
+  checksumLine,
+  createDigest,
+  DEFAULT_DIGEST,
+  type Digest,
+  digestsEqual,
+  type ExpectedDigest,
+  toHex,
+} from "../core/digest.ts";
 import { onSignal } from "../core/cli.ts";
 import { delay } from "../core/delay.ts";
 import { describeError, P2mError, VerifyError } from "../core/errors.ts";
@@ -55,6 +63,8 @@ export interface ClientOptions {
   timeoutSeconds: number;
   /** Replace an existing output file. */
   force: boolean;
+  /** A digest published elsewhere that the copy must match too (`--expect`). */
+  expect?: ExpectedDigest;
   /** Read plain bytes until EOF; no verification. */
   raw: boolean;
   /** Where messages go. */
@@ -191,6 +201,7 @@ async function receiveFramed(conn: Deno.UnixConn, options: ClientOptions, deadli
       path: output!.path,
       verified,
       digest: result.digest,
+      value: result.value,
       seconds: result.seconds,
     });
     reporter.info(
@@ -198,6 +209,7 @@ async function receiveFramed(conn: Deno.UnixConn, options: ClientOptions, deadli
         formatRate(received, result.seconds)
       }), ${verified ? `${result.digest} verified` : "NOT verified (the server sent no digest)"}`,
     );
+    if (verified) reporter.info(checksumLine(result.value, output!.path));
     return 0;
   } catch (error) {
     output?.abort();
@@ -343,7 +355,7 @@ async function receiveStream(
   usual: Promise<Digest>,
   setOutput: (out: OutputFile) => void,
   setReceived: (n: number) => void,
-): Promise<{ digest: string; seconds: number }> {
+): Promise<{ digest: string; value: string; seconds: number }> {
   const reporter = options.reporter;
   const fixed = new Uint8Array(HEADER_FIXED_LENGTH);
   try {
@@ -358,6 +370,8 @@ async function receiveStream(
   headerBytes.set(fixed);
   await data.readFull(headerBytes.subarray(HEADER_FIXED_LENGTH), "header");
   const header = decodeHeader(headerBytes);
+  // A sender whose digest cannot be compared with --expect is refused first.
+  options.expect?.checkAlgorithm(header.digest);
   const output = OutputFile.create({
     out: options.out,
     name: header.name,
@@ -406,5 +420,6 @@ async function receiveStream(
   if (!digestsEqual(actual, trailer.digest)) {
     throw new VerifyError(toHex(trailer.digest), toHex(actual));
   }
-  return { digest: header.digest, seconds: progress.elapsed };
+  options.expect?.check(actual);
+  return { digest: header.digest, value: toHex(actual), seconds: progress.elapsed };
 }

@@ -86,7 +86,12 @@ Deno.test("cli: --limit-rate below 1 byte/s is refused, never 'no limit'", () =>
 });
 
 Deno.test("cli: a receiver's --timeout 0 is refused (it would always fail)", () => {
-  assert.deepEqual(receivingFlags({}, 10), { out: undefined, timeoutSeconds: 10, force: false });
+  assert.deepEqual(receivingFlags({}, 10), {
+    out: undefined,
+    timeoutSeconds: 10,
+    force: false,
+    expect: undefined,
+  });
   assert.equal(receivingFlags({ timeout: "0.3", force: true }, 10).timeoutSeconds, 0.3);
   for (const bad of ["0", "0x10", "1e3", " 5"]) {
     assert.throws(() => receivingFlags({ timeout: bad }, 10), /--timeout must be .* from 0\.1/);

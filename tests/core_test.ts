@@ -177,13 +177,17 @@ await new Promise(() => setInterval(() => {}, 1000));`,
 });
 
 Deno.test("both senders read their shared flags the same way", () => {
-  assert.deepEqual(sendingFlags({}), { digest: "xxh64", stallSeconds: 10, limitRate: 0 });
+  assert.deepEqual(sendingFlags({}), { digest: "xxh3-128", stallSeconds: 10, limitRate: 0 });
   assert.deepEqual(
     sendingFlags({ "no-verify": true, "stall-timeout": "2.5", "limit-rate": "4M" }),
     { digest: "none", stallSeconds: 2.5, limitRate: 4 * 2 ** 20 },
   );
   assert.equal(sendingFlags({ digest: "sha256" }).digest, "sha256");
-  assert.throws(() => sendingFlags({ digest: "md5" }), /--digest must be xxh64 or sha256/);
+  assert.throws(
+    () => sendingFlags({ digest: "md5" }),
+    /--digest must be xxh3-128, xxh64, sha256, not 'md5'/,
+  );
+  assert.equal(sendingFlags({ digest: "xxh64" }).digest, "xxh64");
   assert.throws(() => sendingFlags({ digest: "none" }), UsageError);
   assert.throws(() => sendingFlags({ digest: "sha256", "no-verify": true }), /drop --digest/);
   assert.throws(() => sendingFlags({ "stall-timeout": "0" }), UsageError);
