@@ -18,6 +18,7 @@
  *
  * @module
  */
+import { sweepUnlocked } from "./sweep.ts";
 import { P2mError } from "./errors.ts";
 import { sanitizeName } from "./names.ts";
 import { osReason } from "./source.ts";
@@ -250,30 +251,11 @@ const TEMP_NAME = /^\..*\.p2m-\d+-[0-9a-z]+\.part$/s;
  * many. A temp file whose `flock` can be taken has no living writer.
  */
 export function sweepStaleOutputs(dir: string): number {
-  let removed = 0;
-  let entries: Deno.DirEntry[];
-  try {
-    entries = [...Deno.readDirSync(dir)];
-  } catch {
-    return 0;
-  }
-  for (const entry of entries) {
-    if (!entry.isFile || !TEMP_NAME.test(entry.name)) continue;
-    const path = `${dir}/${entry.name}`;
-    let file: Deno.FsFile | undefined;
-    try {
-      file = Deno.openSync(path, { read: true });
-      if (file.tryLockSync(true)) {
-        Deno.removeSync(path);
-        removed++;
-      }
-    } catch {
-      /* gone already, or not ours to judge */
-    } finally {
-      file?.close();
-    }
-  }
-  return removed;
+  return sweepUnlocked(
+    dir,
+    (entry) => entry.isFile && TEMP_NAME.test(entry.name),
+    (path) => Deno.removeSync(path),
+  );
 }
 
 function exists(path: string): boolean {

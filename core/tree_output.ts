@@ -29,6 +29,7 @@
  *
  * @module
  */
+import { sweepUnlocked } from "./sweep.ts";
 import {
   AT_FDCWD,
   cString,
@@ -561,33 +562,11 @@ export class TreeOutput implements Disposable {
  * returns how many. One whose `flock` can be taken has no living writer.
  */
 export function sweepStaleStaging(dir: string): number {
-  let removed = 0;
-  let names: string[];
-  try {
-    names = [...Deno.readDirSync(dir)].filter((entry) => entry.isDirectory).map((entry) =>
-      entry.name
-    );
-  } catch {
-    return 0;
-  }
-  for (const name of names) {
-    if (!STAGING_NAME.test(name)) continue;
-    const path = `${dir}/${name}`;
-    let lock: Deno.FsFile | undefined;
-    try {
-      if (!Deno.lstatSync(path).isDirectory) continue;
-      lock = Deno.openSync(path, { read: true });
-      if (lock.tryLockSync(true)) {
-        removeTree(path);
-        removed++;
-      }
-    } catch {
-      /* gone already, or not ours to judge */
-    } finally {
-      lock?.close();
-    }
-  }
-  return removed;
+  return sweepUnlocked(
+    dir,
+    (entry) => entry.isDirectory && STAGING_NAME.test(entry.name),
+    removeTree,
+  );
 }
 
 /** Removes a tree, first making its directories writable if a mode keeps us out. */
