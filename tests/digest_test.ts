@@ -7,6 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { createXXHash64 } from "hash-wasm";
+import { randomBytes, warnNoXxhsum, XXHSUM, xxhsum } from "./xxhsum.ts";
 import {
   createDigest,
   decodeHeader,
@@ -45,28 +46,7 @@ Deno.test("xxh64 without the npm loader matches hash-wasm's package, whatever th
 
 const MiB = 1024 * 1024;
 
-/** Whether the reference `xxhsum` program can be run. */
-function hasXxhsum(): boolean {
-  try {
-    return new Deno.Command("xxhsum", { args: ["--version"], stdout: "null", stderr: "null" })
-      .outputSync().success;
-  } catch {
-    return false;
-  }
-}
-const XXHSUM = hasXxhsum();
-if (!XXHSUM) {
-  console.warn(
-    "WARNING: xxhsum not found (apt-get install xxhash): the xxh3-128 comparison with it is IGNORED",
-  );
-}
-
-/** Random bytes of any length (getRandomValues gives at most 64 KiB per call). */
-function randomBytes(length: number): Uint8Array {
-  const bytes = new Uint8Array(length);
-  for (let at = 0; at < length; at += 65536) crypto.getRandomValues(bytes.subarray(at, at + 65536));
-  return bytes;
-}
+warnNoXxhsum("the xxh3-128 comparison with it is");
 
 /** Hex digest of `data` fed to a fresh digest in pieces of the given sizes, then the rest. */
 async function digestInPieces(
@@ -111,12 +91,7 @@ Deno.test({
     try {
       await Deno.writeFile(`${dir}/data.bin`, data);
       await Deno.writeFile(`${dir}/empty.bin`, new Uint8Array(0));
-      const output = await new Deno.Command("xxhsum", {
-        args: ["-H2", `${dir}/data.bin`, `${dir}/empty.bin`],
-      }).output();
-      assert.ok(output.success);
-      const [whole, empty] = new TextDecoder().decode(output.stdout).trim().split("\n")
-        .map((line) => line.split(/\s+/)[0]);
+      const [whole, empty] = await xxhsum(2, [`${dir}/data.bin`, `${dir}/empty.bin`]);
       assert.equal(empty, "99aa06d3014798d86001c324468d497f");
       for (const native of [true, false]) {
         assert.equal(await digestInPieces(new Uint8Array(0), [], { native }), empty);

@@ -11,40 +11,11 @@ import { createXXHash128, createXXHash3 } from "hash-wasm";
 import { SharedMemory } from "../ffi/mod.ts";
 import { loadXxhash, type Xxh3Bits, Xxh3Hasher } from "../ffi/xxhash.ts";
 import { toHex } from "../core/digest.ts";
+import { randomBytes, warnNoXxhsum, XXHSUM, xxhsum } from "./xxhsum.ts";
 
 const MiB = 1024 * 1024;
 
-/** Whether the reference `xxhsum` program can be run. */
-function hasXxhsum(): boolean {
-  try {
-    return new Deno.Command("xxhsum", { args: ["--version"], stdout: "null", stderr: "null" })
-      .outputSync().success;
-  } catch {
-    return false;
-  }
-}
-const XXHSUM = hasXxhsum();
-if (!XXHSUM) {
-  console.warn(
-    "WARNING: xxhsum not found (apt-get install xxhash): the comparisons with it are IGNORED",
-  );
-}
-
-/** `xxhsum -H<variant>` of each file, as hex, in order. */
-async function xxhsum(variant: 2 | 3, files: string[]): Promise<string[]> {
-  const output = await new Deno.Command("xxhsum", { args: [`-H${variant}`, ...files] }).output();
-  assert.ok(output.success, new TextDecoder().decode(output.stderr));
-  const lines = new TextDecoder().decode(output.stdout).trim().split("\n");
-  // -H2 prints "HEX  FILE"; -H3 prints "XXH3 (FILE) = HEX".
-  return lines.map((line) => /(?:^|= )([0-9a-f]{16,32})(?:\s|$)/.exec(line)![1]);
-}
-
-/** Random bytes of any length (getRandomValues gives at most 64 KiB per call). */
-function randomBytes(length: number): Uint8Array {
-  const bytes = new Uint8Array(length);
-  for (let at = 0; at < length; at += 65536) crypto.getRandomValues(bytes.subarray(at, at + 65536));
-  return bytes;
-}
+warnNoXxhsum("the comparisons with it are");
 
 /** Native digest of `data` fed in pieces of the given sizes (the rest in one last update). */
 function nativeDigest(bits: Xxh3Bits, data: Uint8Array, pieces: number[] = []): string {
