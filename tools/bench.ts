@@ -37,8 +37,9 @@ import {
   textTable,
 } from "./bench_report.ts";
 import { fileSystemType, runCopy, type RunResult, writeRandomFile } from "./harness.ts";
-import { type Baseline, buildCBaselines, hasSocat, type Transport } from "./plans.ts";
-import { onInterrupt } from "./runner.ts";
+import { type Baseline, buildCBaselines, hasSocat, taskArgv, type Transport } from "./plans.ts";
+import { cpuOf, onInterrupt } from "./runner.ts";
+import { p2mArgv } from "../core/permissions.ts";
 
 const USAGE = `
 Usage: deno task bench [--quick] [--sizes LIST] [--peers LIST] [--methods LIST] [--runs N]
@@ -51,7 +52,9 @@ Options:
   --quick          a CI-sized subset: 16MiB x 1,4 peers (unless --sizes/--peers say otherwise)
   --sizes LIST     file sizes, e.g. 64MiB,256MiB,1GiB (the default)
   --peers LIST     receiver counts, e.g. 1,4,16 (the default)
-  --methods LIST   any of shm,shm-no-verify,socket,socket-no-verify,cp,tee,socat (default all)
+  --methods LIST   any of shm, shm-no-verify, shm-task, socket, socket-no-verify,
+                   socket-task, cp, tee, socat, c-ring, c-sendfile (default all);
+                   the -task forms run through 'deno task', the others as bin/p2m does
   --runs N         runs per case; the report gives median, min and max (default 3)
   --out-dir DIR    write copies under DIR instead of a private tmpfs mount
                    (mounting needs root; without either, a temp dir is used)
@@ -82,6 +85,7 @@ const spec = {
 /** A measured method: a transport with or without verification, or a baseline tool. */
 interface Method extends MethodInfo {
   method: Transport | Baseline;
+  form?: "direct" | "task";
 }
 
 const METHODS: Method[] = [
@@ -89,6 +93,8 @@ const METHODS: Method[] = [
   { id: "shm-no-verify", method: "shm", baseline: false, verify: false },
   { id: "socket", method: "socket", baseline: false, verify: true },
   { id: "socket-no-verify", method: "socket", baseline: false, verify: false },
+  { id: "shm-task", method: "shm", baseline: false, verify: true, form: "task" },
+  { id: "socket-task", method: "socket", baseline: false, verify: true, form: "task" },
   { id: "cp", method: "cp", baseline: true, verify: null },
   { id: "tee", method: "tee", baseline: true, verify: null },
   { id: "socat", method: "socat", baseline: true, verify: null },
@@ -138,6 +144,7 @@ async function main(): Promise<number> {
   };
   onInterrupt(cleanup);
   const started = new Date();
+  const startup = await startupCpu(work);
   const cases: CaseResult[] = [];
   try {
     reporter.info(
@@ -168,13 +175,14 @@ async function main(): Promise<number> {
             const result = await runCopy({
               method: m.method,
               verify: m.verify ?? undefined,
+              form: m.form,
               file,
               peers,
               outDir,
               workDir: work,
               tag: `bench-${Deno.pid}-${++tag}`,
               timeoutSeconds: 60 + (size * peers) / (50 * MiB),
-              rss: true,
+              measure: true,
               cBaselines,
             }, expected);
             await Deno.remove(outDir, { recursive: true });
@@ -205,6 +213,7 @@ async function main(): Promise<number> {
     outputs: { how: area.how, fileSystem: area.fileSystem },
     runs,
     skipped,
+    startup,
     cases,
   };
   await Deno.mkdir(resultsDir, { recursive: true });
@@ -247,6 +256,8 @@ function summarise(m: Method, size: number, peers: number, runs: RunResult[]): C
     cRatio: null,
     senderRssKiB: m.method === "cp" ? null : peak((r) => r.senderRssKiB),
     receiverRssKiB: m.method === "tee" ? null : peak((r) => r.receiverRssKiB),
+    senderCpuSeconds: middle(good.map((r) => r.senderCpuSeconds)),
+    receiverCpuSeconds: middle(good.map((r) => r.receiverCpuSeconds)),
     verified: runs.reduce((n, r) => n + r.verified, 0),
     copies: peers * runs.length,
     errors: runs.flatMap((r, i) => r.errors.map((e) => `run ${i + 1}: ${e}`)),
@@ -377,3 +388,31 @@ function round(v: number): number {
 }
 
 if (import.meta.main) await runMain(spec, Deno.args, main);
+
+/** The median of the known values, rounded; null if none. */
+function middle(values: (number | undefined)[]): number | null {
+  const known = values.filter((v): v is number => v !== undefined).sort((a, b) => a - b);
+  if (known.length === 0) return null;
+  const mid = known.length / 2;
+  return round(known.length % 2 ? known[Math.floor(mid)] : (known[mid - 1] + known[mid]) / 2);
+}
+
+/**
+ * CPU seconds one process spends before its first useful syscall: a run of
+ * `--version`, which returns once the runtime is up and every module of the
+ * program is loaded. Median of 5, for each program, directly and through
+ * `deno task`.
+ */
+async function startupCpu(work: string): Promise<BenchReport["startup"]> {
+  const probe = async (command: string[]) => {
+    const seen: (number | undefined)[] = [];
+    for (let i = 0; i < 5; i++) seen.push(await cpuOf(command, `${work}/startup.time`));
+    return middle(seen);
+  };
+  return {
+    shm: await probe(p2mArgv("sharedmem.ts", ["receiver", "--version"])),
+    socket: await probe(p2mArgv("socket.ts", ["client", "--version"])),
+    shmTask: await probe(taskArgv("sharedmem.ts", ["receiver", "--version"])),
+    socketTask: await probe(taskArgv("socket.ts", ["client", "--version"])),
+  };
+}

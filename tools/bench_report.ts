@@ -43,6 +43,10 @@ export interface CaseResult extends MethodInfo {
   senderRssKiB: number | null;
   /** Highest peak RSS of the first receiver seen over the runs, KiB. */
   receiverRssKiB: number | null;
+  /** Median CPU seconds of the sender with its children (a socket server's workers). */
+  senderCpuSeconds?: number | null;
+  /** Median CPU seconds of one receiver. */
+  receiverCpuSeconds?: number | null;
   /** Copies verified, over all runs. */
   verified: number;
   /** Copies attempted, over all runs (peers × runs). */
@@ -67,6 +71,13 @@ export interface BenchReport {
   runs: number;
   /** Cases left out, with the reason. */
   skipped: { size: number; peers: number; reason: string }[];
+  /** CPU seconds of one process's start-up (`--version`), directly and through `deno task`. */
+  startup?: {
+    shm: number | null;
+    socket: number | null;
+    shmTask: number | null;
+    socketTask: number | null;
+  };
   /** Every measured case. */
   cases: CaseResult[];
 }
@@ -120,6 +131,7 @@ export function markdown(report: BenchReport): string {
     `|${HEADERS.map((_, i) => i < 3 ? "---" : "---:").join("|")}|`,
     ...report.cases.map((c) => `| ${cells(c).join(" | ")} |`),
   ];
+  lines.push(...whereTimeGoes(report));
   if (report.skipped.length > 0) {
     lines.push("", "Skipped:", "");
     for (const s of report.skipped) {
@@ -154,8 +166,12 @@ export function chart(report: BenchReport): string {
   const sizes = unique(report.cases.map((c) => c.size)).sort((a, b) => a - b);
   const peers = unique(report.cases.map((c) => c.peers)).sort((a, b) => a - b);
   const methods = unique(report.cases.map((c) => c.id));
+  const m = report.machine;
   return lineChart({
     title: "p2m: aggregate GiB/s by number of peers",
+    caption:
+      `${m.cpus} vCPU ${m.cpuModel}, ${m.memoryGiB} GiB, Linux ${m.kernel}, Deno ${m.deno}; ` +
+      `${report.date.slice(0, 10)}; median of ${report.runs} runs`,
     xLabels: peers.map(String),
     xCaption: "peers",
     yCaption: "aggregate GiB/s",
@@ -183,6 +199,8 @@ const HEADERS = [
   "× C",
   "sender RSS",
   "receiver RSS",
+  "sender CPU s",
+  "receiver CPU s",
   "verified",
 ];
 
@@ -199,10 +217,69 @@ function cells(c: CaseResult): string[] {
     c.cRatio === null ? "–" : c.cRatio.toFixed(2),
     kib(c.senderRssKiB),
     kib(c.receiverRssKiB),
+    c.senderCpuSeconds == null ? "–" : c.senderCpuSeconds.toFixed(2),
+    c.receiverCpuSeconds == null ? "–" : c.receiverCpuSeconds.toFixed(2),
     `${c.verified}/${c.copies}`,
   ];
 }
 
 function unique<T>(values: T[]): T[] {
   return [...new Set(values)];
+}
+
+/**
+ * "Where the time goes": each transport's CPU per role, split into start-up
+ * (a `--version` run: runtime and modules), the digest (verified minus
+ * `--no-verify`) and the rest (moving the data), with the cost of the
+ * `deno task` form beside it.
+ */
+export function whereTimeGoes(report: BenchReport): string[] {
+  const startup = report.startup;
+  if (!startup) return [];
+  const find = (id: string, size: number, peers: number) =>
+    report.cases.find((c) => c.id === id && c.size === size && c.peers === peers);
+  const rows: string[] = [];
+  const s = (v: number | null | undefined) => v === null || v === undefined ? "–" : v.toFixed(2);
+  for (const transport of ["shm", "socket"] as const) {
+    const start = transport === "shm" ? startup.shm : startup.socket;
+    const taskStart = transport === "shm" ? startup.shmTask : startup.socketTask;
+    for (const c of report.cases.filter((c) => c.id === transport && c.median !== null)) {
+      const plain = find(`${transport}-no-verify`, c.size, c.peers);
+      const task = find(`${transport}-task`, c.size, c.peers);
+      const split = (verified?: number | null, unverified?: number | null, starts = 1) => {
+        if (verified == null || unverified == null || start === null) return "–";
+        const digest = Math.max(0, verified - unverified);
+        const data = Math.max(0, unverified - start * starts);
+        return `${s(verified)} = ${s(start * starts)} + ${s(data)} + ${s(digest)}`;
+      };
+      // A socket server's figure includes its workers: one more start each.
+      const serverStarts = transport === "socket" ? 1 + c.peers : 1;
+      const tree = c.senderCpuSeconds != null && c.receiverCpuSeconds != null
+        ? c.senderCpuSeconds + c.peers * c.receiverCpuSeconds
+        : null;
+      rows.push(
+        `| ${formatBytes(c.size)} × ${c.peers} | ${transport} | ${s(c.median)} | ${s(tree)} | ` +
+          `${split(c.senderCpuSeconds, plain?.senderCpuSeconds, serverStarts)} | ` +
+          `${split(c.receiverCpuSeconds, plain?.receiverCpuSeconds)} | ${s(task?.median)} | ` +
+          `${s(taskStart !== null && start !== null ? taskStart - start : null)} |`,
+      );
+    }
+  }
+  if (rows.length === 0) return [];
+  return [
+    "",
+    "## Where the time goes",
+    "",
+    `CPU seconds (user + system, from GNU time) per role, verified, split as start-up + data + ` +
+    `digest. Start-up is the CPU of a \`--version\` run (the runtime and every module loaded): ` +
+    `${s(startup.shm)} s for sharedmem.ts, ${s(startup.socket)} s for socket.ts. The digest is ` +
+    `the verified run's CPU minus the \`--no-verify\` run's; data is the rest. The socket ` +
+    `server's figure includes its workers (one start each). The last two columns are the wall ` +
+    `time through \`deno task\` and the extra CPU each process pays for its second runtime.`,
+    "",
+    "| case | transport | wall s | tree CPU s | sender CPU s | receiver CPU s (each) | " +
+    "via deno task, wall s | deno task, extra CPU s per process |",
+    "|---|---|---:|---:|---:|---:|---:|---:|",
+    ...rows,
+  ];
 }

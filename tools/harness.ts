@@ -21,8 +21,8 @@ import { type Exit, hasTime, RunningProcess } from "./runner.ts";
 export interface RunOptions extends Omit<PlanOptions, "events"> {
   /** An empty directory for this run's copies; the run fills `peer-<i>/`. */
   outDir: string;
-  /** Measure the peak RSS of the sender and of the first receiver. */
-  rss?: boolean;
+  /** Measure every process's CPU time and the peak RSS of the sender and first receiver. */
+  measure?: boolean;
   /** Called with the bytes all receivers hold so far (transports only). */
   onProgress?: (bytes: number) => void;
 }
@@ -41,6 +41,10 @@ export interface RunResult {
   senderRssKiB?: number;
   /** Peak RSS of the first receiver in KiB, if measured. */
   receiverRssKiB?: number;
+  /** CPU seconds of the sender with its children (a socket server's workers), if measured. */
+  senderCpuSeconds?: number;
+  /** Mean CPU seconds of one receiver, if measured. */
+  receiverCpuSeconds?: number;
 }
 
 /** What a file should look like: its size and xxh64 digest. */
@@ -59,9 +63,9 @@ export async function runCopy(options: RunOptions, expected: Expected): Promise<
   const peerDirs = Array.from({ length: options.peers }, (_, i) => `${options.outDir}/peer-${i}`);
   for (const dir of peerDirs) await Deno.mkdir(dir, { recursive: true });
   const plan = planRun({ ...options, events: options.onProgress !== undefined }, peerDirs);
-  const rssFiles = options.rss && hasTime
-    ? [`${options.workDir}/${options.tag}.sender.rss`, `${options.workDir}/${options.tag}.peer.rss`]
-    : [];
+  const measured = options.measure && hasTime;
+  const measureFile = (who: string) =>
+    measured ? `${options.workDir}/${options.tag}.${who}.time` : undefined;
 
   const progress = new Array<number>(options.peers).fill(0);
   const report = options.onProgress;
@@ -74,10 +78,11 @@ export async function runCopy(options: RunOptions, expected: Expected): Promise<
   };
 
   const start = performance.now();
-  const sender = plan.sender && new RunningProcess("sender", plan.sender, { rssFile: rssFiles[0] });
+  const sender = plan.sender &&
+    new RunningProcess("sender", plan.sender, { measureFile: measureFile("sender") });
   const receivers = plan.receivers.map((command, i) =>
     new RunningProcess(`peer ${i}`, command, {
-      rssFile: i === 0 ? rssFiles[1] : undefined,
+      measureFile: measureFile(`peer-${i}`),
       onEvent: report && onEvent(i),
     })
   );
@@ -96,7 +101,6 @@ export async function runCopy(options: RunOptions, expected: Expected): Promise<
   } finally {
     clearTimeout(timer);
     await Deno.remove(`${options.workDir}/${options.tag}.sock`).catch(() => {});
-    for (const file of rssFiles) await Deno.remove(file).catch(() => {});
   }
   // With no separate receivers (tee), the sender's exit is the last one.
   const last = exits.length > 0 ? Math.max(...exits.map((e) => e.at)) : senderExit?.at ?? start;
@@ -121,6 +125,8 @@ export async function runCopy(options: RunOptions, expected: Expected): Promise<
     errors,
     senderRssKiB: senderExit?.rssKiB,
     receiverRssKiB: exits[0]?.rssKiB ?? senderExit?.rssKiB,
+    senderCpuSeconds: senderExit?.cpuSeconds,
+    receiverCpuSeconds: mean(exits.map((e) => e.cpuSeconds)),
   };
 }
 
@@ -191,4 +197,9 @@ export async function fileSystemType(path: string): Promise<string> {
   const out = await new Deno.Command("stat", { args: ["-f", "-c", "%T", path], stdout: "piped" })
     .output().catch(() => undefined);
   return out?.success ? new TextDecoder().decode(out.stdout).trim() : "unknown";
+}
+
+function mean(values: (number | undefined)[]): number | undefined {
+  const known = values.filter((v): v is number => v !== undefined);
+  return known.length === 0 ? undefined : known.reduce((a, b) => a + b, 0) / known.length;
 }

@@ -54,6 +54,12 @@ export interface PlanOptions {
   method: Transport | Baseline;
   /** For transports: verify the digest (false passes `--no-verify`). */
   verify?: boolean;
+  /**
+   * For transports: `direct` runs each program with `deno run` and its
+   * task's flags (what bin/p2m does); `task` goes through `deno task`, which
+   * starts a second runtime per process.
+   */
+  form?: "direct" | "task";
   /** The file to copy. */
   file: string;
   /** How many receivers. */
@@ -90,7 +96,7 @@ export function planRun(options: PlanOptions, peerDirs: string[]): Plan {
   const socket = `${options.workDir}/${options.tag}.sock`;
   const json = options.events ? "--json" : "--quiet";
   const noVerify = options.verify === false ? ["--no-verify"] : [];
-  const deno = p2mArgv;
+  const deno = options.form === "task" ? taskArgv : p2mArgv;
   // Generous, as the machine may be busy; the run's own timeout is the bound.
   const wait = String(Math.ceil(options.timeoutSeconds));
   switch (options.method) {
@@ -190,6 +196,13 @@ export function planRun(options: PlanOptions, peerDirs: string[]): Plan {
         serves: true,
       };
   }
+}
+
+/** `deno task shm|socket ARGS`, as a user types it (the config named, so any cwd works). */
+export function taskArgv(program: "socket.ts" | "sharedmem.ts", args: string[]): string[] {
+  const config = new URL("../deno.json", import.meta.url).pathname;
+  const task = program === "socket.ts" ? "socket" : "shm";
+  return [Deno.execPath(), "task", "--quiet", "--config", config, task, ...args];
 }
 
 function requireC(options: PlanOptions): CBaselines {

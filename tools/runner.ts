@@ -100,7 +100,7 @@ export function isExecutable(path: string): boolean {
 }
 
 const TIME = "/usr/bin/time";
-/** Whether GNU time is there to measure a process's peak RSS. */
+/** Whether GNU time is there to measure a process's peak RSS and CPU time. */
 export const hasTime = isExecutable(TIME);
 const STDERR_LIMIT = 16 * 1024;
 
@@ -116,6 +116,8 @@ export interface Exit {
   reason: string;
   /** Peak RSS in KiB, when measured. */
   rssKiB?: number;
+  /** User + system CPU seconds of the process and the children it waited for, when measured. */
+  cpuSeconds?: number;
 }
 
 const running = new Set<RunningProcess>();
@@ -130,17 +132,19 @@ export class RunningProcess {
   #wrapped: boolean;
 
   /**
-   * Starts `command`; with `rssFile`, under GNU time writing the peak RSS
-   * there. `onEvent` sees each `--json` event as it arrives.
+   * Starts `command`; with `measureFile`, under GNU time writing the peak
+   * RSS and the CPU time there. `onEvent` sees each `--json` event as it
+   * arrives.
    */
   constructor(
     label: string,
     command: string[],
-    options: { rssFile?: string; onEvent?: (event: P2mEvent) => void } = {},
+    options: { measureFile?: string; onEvent?: (event: P2mEvent) => void } = {},
   ) {
     this.label = label;
-    this.#wrapped = options.rssFile !== undefined;
-    const argv = options.rssFile ? [TIME, "-f", "%M", "-o", options.rssFile, ...command] : command;
+    const file = options.measureFile;
+    this.#wrapped = file !== undefined;
+    const argv = file ? [TIME, "-f", "%M %U %S", "-o", file, ...command] : command;
     const child = spawnPiped(argv);
     const errorEvents: string[] = [];
     this.#child = child;
@@ -163,8 +167,9 @@ export class RunningProcess {
       const lastLine = text.trim().split("\n").pop()?.replace(/^p2m: /, "");
       const reason = errorEvents.at(-1) ?? (lastLine ||
         (status.signal ? `killed by ${status.signal}` : `exit code ${status.code}`));
-      const rssKiB = options.rssFile ? await readRss(options.rssFile) : undefined;
-      return { label, code, at, reason, rssKiB };
+      const measured = file ? await readMeasure(file) : {};
+      if (file) await Deno.remove(file).catch(() => {});
+      return { label, code, at, reason, ...measured };
     })();
   }
 
@@ -209,9 +214,22 @@ export function onInterrupt(cleanup: () => Promise<void>): void {
   });
 }
 
-async function readRss(path: string): Promise<number | undefined> {
+async function readMeasure(path: string): Promise<{ rssKiB?: number; cpuSeconds?: number }> {
   const text = await Deno.readTextFile(path).catch(() => "");
-  // GNU time writes "Command exited with non-zero status N" before the figure.
-  const kib = Number(text.trim().split("\n").pop());
-  return Number.isFinite(kib) && kib > 0 ? kib : undefined;
+  // GNU time writes "Command exited with non-zero status N" before the figures.
+  const [kib, user, system] = (text.trim().split("\n").pop() ?? "").split(" ").map(Number);
+  return {
+    rssKiB: Number.isFinite(kib) && kib > 0 ? kib : undefined,
+    cpuSeconds: Number.isFinite(user) && Number.isFinite(system) ? user + system : undefined,
+  };
+}
+
+/**
+ * CPU seconds (user + system) that `command` takes, run alone under GNU
+ * time; undefined without GNU time or if it failed.
+ */
+export async function cpuOf(command: string[], measureFile: string): Promise<number | undefined> {
+  if (!hasTime) return undefined;
+  const exit = await new RunningProcess("probe", command, { measureFile }).exited;
+  return exit.code === 0 ? exit.cpuSeconds : undefined;
 }
