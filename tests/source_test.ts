@@ -8,6 +8,8 @@
 import assert from "node:assert/strict";
 import { Source } from "../core/source.ts";
 import { P2mError } from "../core/errors.ts";
+import { digestFile } from "../core/digest.ts";
+import { delay } from "../core/delay.ts";
 
 async function withFile(fn: (path: string, dir: string) => Promise<void> | void) {
   const dir = await Deno.makeTempDir();
@@ -115,4 +117,31 @@ Deno.test("source: a FIFO with no writer, a directory and a missing file fail at
     assert.ok(performance.now() - started < 1000, "open did not block");
     assert.throws(() => Source.open(dir), /it is a directory/);
     assert.throws(() => Source.open(`${dir}/none`), /no such file or directory/);
+  }));
+
+Deno.test("source: the server's digest is the same mapped in place (lease) or read (no lease)", () =>
+  withFile(async (path) => {
+    Deno.writeFileSync(path, crypto.getRandomValues(new Uint8Array(65536)).subarray(0, 60001));
+    using leased = Source.open(path);
+    using plain = Source.open(path, { lease: false });
+    let mappedCalls = 0;
+    const counting = {
+      info: leased.info,
+      pread: (view: Uint8Array, offset: number) => leased.pread(view, offset),
+      changed: () => leased.changed(),
+      mapped: (offset: number, length: number, use: (view: Uint8Array) => void) => {
+        const ok = leased.mapped(offset, length, use);
+        if (ok) mappedCalls++;
+        return ok;
+      },
+    };
+    const inPlace = await digestFile(counting, "xxh3-128");
+    assert.ok(mappedCalls > 0, "a leased source is hashed in place");
+    assert.equal(plain.mapped(0, 10, () => {}), false, "no lease: nothing is mapped");
+    assert.equal(await digestFile(plain, "xxh3-128"), inPlace);
+    // A broken lease is never mapped again.
+    const writer = new Deno.Command("sh", { args: ["-c", `printf x >> '${path}'`] }).spawn();
+    for (let i = 0; i < 200 && !leased.changed(); i++) await delay(10);
+    assert.equal(leased.mapped(0, 10, () => {}), false);
+    assert.equal((await writer.status).code, 0);
   }));
