@@ -217,7 +217,8 @@ function describeConnectError(error: unknown, flags: ConnectionFlags): string {
     return `${where} requires TLS (${text}); use a tls:// URL or --tls-ca`;
   }
   if (lower.includes("certificate") || lower.includes("self-signed") || lower.includes("ssl")) {
-    return `TLS with ${where} failed (${text}); check --tls-ca, --tls-cert, --tls-key`;
+    return `TLS with ${where} failed (${text}); the server wants TLS: give the CA that signed ` +
+      `its certificate with --tls-ca (and --tls-cert/--tls-key if it asks for a client certificate)`;
   }
   if (lower.includes("econnrefused") || lower.includes("connection refused")) {
     return `cannot reach a NATS server at ${where}: connection refused`;
