@@ -62,22 +62,28 @@ export class NatsServer implements AsyncDisposable {
   readonly monitorPort: number;
   /** The JetStream store directory (kept across restarts). */
   readonly storeDir: string;
+  /** The network namespace it runs in (undefined: this one, on loopback). */
+  readonly netns: string | undefined;
   #args: string[];
   #child: Deno.ChildProcess | undefined;
   #log: string;
 
-  private constructor(storeDir: string, args: string[]) {
+  private constructor(storeDir: string, args: string[], netns: string | undefined) {
     this.port = freePort();
     this.monitorPort = freePort();
     this.storeDir = storeDir;
+    this.netns = netns;
     this.#args = args;
     this.#log = `${storeDir}/server.log`;
   }
 
-  /** Starts a server with JetStream; `args` adds e.g. `--user`/`--pass` or TLS flags. */
-  static async start(args: string[] = []): Promise<NatsServer> {
+  /**
+   * Starts a server with JetStream; `args` adds e.g. `--user`/`--pass` or TLS
+   * flags. With `netns`, it runs in that namespace on all of its addresses.
+   */
+  static async start(args: string[] = [], options: { netns?: string } = {}): Promise<NatsServer> {
     const dir = await Deno.makeTempDir({ prefix: "p2m-nats-" });
-    const server = new NatsServer(dir, args);
+    const server = new NatsServer(dir, args, options.netns);
     try {
       await server.restart();
     } catch (error) {
@@ -103,11 +109,13 @@ export class NatsServer implements AsyncDisposable {
     try {
       Deno.removeSync(this.#log);
     } catch { /* first start */ }
-    this.#child = new Deno.Command(NATS_SERVER_PATH!, {
+    const prefix = this.netns ? ["netns", "exec", this.netns, NATS_SERVER_PATH!] : [];
+    this.#child = new Deno.Command(this.netns ? "ip" : NATS_SERVER_PATH!, {
       args: [
+        ...prefix,
         "-js",
         "-a",
-        "127.0.0.1",
+        this.netns ? "0.0.0.0" : "127.0.0.1",
         "-p",
         String(this.port),
         "-m",
@@ -150,8 +158,27 @@ export class NatsServer implements AsyncDisposable {
 
   /** JSON from the monitoring endpoint, e.g. `jsz?streams=true&consumers=true`. */
   async monitor(path: string): Promise<Record<string, unknown>> {
-    const response = await fetch(`http://127.0.0.1:${this.monitorPort}/${path}`);
-    return await response.json();
+    const url = `http://127.0.0.1:${this.monitorPort}/${path}`;
+    if (!this.netns) return await (await fetch(url)).json();
+    // The endpoint is on the namespace's loopback: ask from inside it.
+    const result = await new Deno.Command("ip", {
+      args: [
+        "netns",
+        "exec",
+        this.netns,
+        Deno.execPath(),
+        "run",
+        "--allow-net=127.0.0.1",
+        `${root}tests/net_monitor.ts`,
+        url,
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    if (!result.success) {
+      throw new Error(`monitor ${path}: ${new TextDecoder().decode(result.stderr)}`);
+    }
+    return JSON.parse(new TextDecoder().decode(result.stdout));
   }
 
   /** Stops the server and removes its store. */
@@ -190,10 +217,16 @@ export interface NetProcess {
 /** Starts `net.ts` with its task's permissions; `stdin: "piped"` for publish `-`. */
 export function spawnNet(
   args: string[],
-  options: { env?: Record<string, string>; stdin?: "piped" | "null"; cwd?: string } = {},
+  options: {
+    env?: Record<string, string>;
+    stdin?: "piped" | "null";
+    cwd?: string;
+    netns?: string;
+  } = {},
 ): NetProcess {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", ...netPermissions(), `${root}net.ts`, ...args],
+  const run = [Deno.execPath(), "run", ...netPermissions(), `${root}net.ts`, ...args];
+  const child = new Deno.Command(options.netns ? "ip" : run[0], {
+    args: options.netns ? ["netns", "exec", options.netns, ...run] : run.slice(1),
     cwd: options.cwd,
     env: { NO_COLOR: "1", ...options.env },
     clearEnv: false,
@@ -220,7 +253,7 @@ export function spawnNet(
 /** Runs `net.ts` to its end. */
 export async function runNet(
   args: string[],
-  options: { env?: Record<string, string>; cwd?: string } = {},
+  options: { env?: Record<string, string>; cwd?: string; netns?: string } = {},
 ): Promise<NetResult> {
   return await spawnNet(args, options).done();
 }
