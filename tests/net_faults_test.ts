@@ -400,3 +400,24 @@ Deno.test({
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test({ name: "net: SIGTERM mid-fetch exits 143 and leaves nothing", ignore }, async () => {
+  await using server = await NatsServer.start();
+  const dir = await tempDir();
+  try {
+    const common = ["--server", server.url, "--bucket", "signal"];
+    await makeFile(`${dir}/big.bin`, 128 * MiB, 13);
+    assert.equal((await runNet(["publish", `${dir}/big.bin`, ...common])).code, 0);
+    const out = `${dir}/out`;
+    await Deno.mkdir(out);
+    const fetcher = spawnNet(["fetch", "big.bin", ...common, "--out", `${out}/`]);
+    await waitFor(() => partSize(out) >= 4 * MiB, 60_000, "the fetch under way");
+    fetcher.child.kill("SIGTERM");
+    const fetched = await fetcher.done();
+    assert.equal(fetched.code, 143, fetched.stderr);
+    assert.match(fetched.stderr, /interrupted by SIGTERM/);
+    assert.deepEqual(listDir(out), []);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
