@@ -55,7 +55,7 @@ revision. Fetchers see the new revision only once every chunk is stored.
 Options:
   --key K             key to store under (default: the file's name; 'stdin' for -)
   --digest ALG        xxh64 (default) or sha256, carried to every fetcher
-  --chunk BYTES       bytes per message (default 1MiB, capped at the server's
+  --chunk BYTES       bytes per message (default 512KiB, capped at the server's
                       max_payload)
   --window N          chunks in flight before waiting for acks (default ${DEFAULT_WINDOW})
   --max-age S         drop anything in the bucket older than S seconds

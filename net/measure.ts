@@ -19,7 +19,13 @@ import { Objm } from "@nats-io/obj";
 import { sizeFlag } from "../core/cli.ts";
 
 /** Measured variants, each returning [put seconds, get seconds]. */
-export async function measure(server: string, size: number, runs: number): Promise<void> {
+export async function measure(
+  server: string,
+  size: number,
+  runs: number,
+  chunks = [256 << 10, 512 << 10, 1 << 20],
+  windows = [16, 64],
+): Promise<void> {
   const nc = await connect({ servers: server, maxPingOut: 10 });
   const jsm = await jetstreamManager(nc);
   const js = jetstream(nc);
@@ -52,8 +58,8 @@ export async function measure(server: string, size: number, runs: number): Promi
       record("object store (128 KiB chunks)", put, (performance.now() - t) / 1000);
       await bucket.destroy();
     }
-    for (const chunk of [256 << 10, 512 << 10, 1 << 20]) {
-      for (const window of [16, 64]) {
+    for (const chunk of chunks) {
+      for (const window of windows) {
         const stream = `M${run}_${chunk}_${window}`;
         await jsm.streams.add(
           { name: stream, subjects: [`m.${stream}.>`], storage: "file" } as never,
@@ -109,11 +115,19 @@ export async function measure(server: string, size: number, runs: number): Promi
 
 if (import.meta.main) {
   const { values } = parseArgs({
-    options: { server: { type: "string" }, size: { type: "string" }, runs: { type: "string" } },
+    options: {
+      server: { type: "string" },
+      size: { type: "string" },
+      runs: { type: "string" },
+      chunks: { type: "string" },
+      windows: { type: "string" },
+    },
   });
   await measure(
     values.server ?? "127.0.0.1:4222",
     sizeFlag(values.size, "size", 256 << 20),
     Number(values.runs ?? 3),
+    values.chunks?.split(",").map((kib) => Number(kib) << 10),
+    values.windows?.split(",").map(Number),
   );
 }

@@ -28,8 +28,11 @@ import type { PubAck } from "@nats-io/jetstream";
 
 /** Data older than this that no manifest names is swept by a publish. */
 export const ORPHAN_GRACE_MS = 15 * 60 * 1000;
-/** Default chunk size: the largest message a default server (max_payload 1 MiB) accepts. */
-export const DEFAULT_CHUNK = 1 << 20;
+/**
+ * Default chunk size: measured best or level with the best on loopback
+ * (docs/nats.md), and half a default server's max_payload (1 MiB).
+ */
+export const DEFAULT_CHUNK = 512 << 10;
 /** Default number of chunks in flight (published, not yet acknowledged). */
 export const DEFAULT_WINDOW = 16;
 
