@@ -12,6 +12,8 @@ import { createDigest, toHex } from "../core/digest.ts";
 import { delay } from "../core/delay.ts";
 import { MANIFEST_VERSION } from "../net/manifest.ts";
 import { NatsSession } from "../net/session.ts";
+import { publish } from "../net/publish.ts";
+import { Reporter } from "../core/report.ts";
 import { BucketSubjects } from "../net/subjects.ts";
 import { assertSameFile, listDir, makeFile, tempDir, waitFor } from "./helpers.ts";
 import { natsMissing, NatsServer, runNet, spawnNet } from "./net_helpers.ts";
@@ -382,15 +384,29 @@ Deno.test({
     await Deno.mkdir(out);
     const fetcher = spawnNet(["fetch", "k", ...common, "--out", `${out}/k.bin`, "--timeout", "20"]);
     await waitFor(() => partSize(out) >= 8 * MiB, 60_000, "the fetch under way");
-    const second = await runNet(["publish", `${dir}/b.bin`, "--key", "k", ...common]);
-    assert.equal(second.code, 0, second.stderr);
+    // In-process, so the overwrite lands while the fetch runs (a new
+    // process would take longer to start than the fetch to finish).
+    {
+      await using nats = await session(server, "over");
+      const reporter = new Reporter({ quiet: true });
+      const options = {
+        path: `${dir}/b.bin`,
+        key: "k",
+        digest: "xxh64",
+        chunkSize: 512 << 10,
+        window: 16,
+      } as const;
+      await publish(nats, options, reporter);
+    }
     const fetched = await fetcher.done();
     if (fetched.code === 0) {
       // It had every chunk of revision A before A's data was purged.
       await assertSameFile(`${out}/k.bin`, `${dir}/a.bin`);
+      console.log("  (the fetch had every chunk of the old revision before it was purged)");
     } else {
       assert.equal(fetched.code, 1);
       assert.match(fetched.stderr, /revision \d+ of k was replaced during the fetch/);
+      console.log("  (the fetch saw its revision replaced and stopped)");
       assert.deepEqual(listDir(out), []);
     }
     const again = await runNet(["fetch", "k", ...common, "--out", `${dir}/again.bin`]);
