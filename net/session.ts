@@ -8,11 +8,17 @@
  *
  * @module
  */
-import type { NatsConnection } from "@nats-io/transport-node";
+import type { NatsConnection } from "@nats-io/nats-core";
 import type { JetStreamClient, JetStreamManager, StoredMsg } from "@nats-io/jetstream";
 import { P2mError } from "../core/errors.ts";
 import type { ConnectionFlags } from "./connection_flags.ts";
 import { BucketSubjects } from "./subjects.ts";
+
+/**
+ * Set to `node` to use @nats-io/transport-node instead of the Deno
+ * transport (for comparisons; a client certificate always uses it).
+ */
+export const TRANSPORT_ENV = "P2M_NATS_TRANSPORT";
 
 /** The stream settings a bucket is created with. */
 export interface BucketOptions {
@@ -50,30 +56,37 @@ export class NatsSession implements AsyncDisposable {
   /** Connects and checks that JetStream answers; throws a one-line P2mError. */
   static async open(flags: ConnectionFlags): Promise<NatsSession> {
     new BucketSubjects(flags.bucket); // a bad name fails before any connection
-    const nats = await import("@nats-io/transport-node");
+    const core = await import("@nats-io/nats-core/internal");
     const js = await import("@nats-io/jetstream");
     const timeoutMs = Math.round(flags.timeoutSeconds * 1000);
-    let authenticator;
-    if (flags.creds) authenticator = nats.credsAuthenticator(flags.creds);
+    const options = {
+      servers: flags.servers,
+      name: `p2m net ${Deno.pid}`,
+      timeout: timeoutMs,
+      authenticator: flags.creds ? core.credsAuthenticator(flags.creds) : undefined,
+      token: flags.token,
+      user: flags.user?.name,
+      pass: flags.user?.password,
+      tls: flags.tls ?? undefined,
+      // Ride out a server restart: the progress timeout decides when to give up.
+      reconnect: true,
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: 250,
+      pingInterval: Math.max(1000, timeoutMs),
+      maxPingOut: 2,
+      waitOnFirstConnect: false,
+    };
     let connection: NatsConnection;
     try {
-      connection = await nats.connect({
-        servers: flags.servers,
-        name: `p2m net ${Deno.pid}`,
-        timeout: timeoutMs,
-        authenticator,
-        token: flags.token,
-        user: flags.user?.name,
-        pass: flags.user?.password,
-        tls: flags.tls ?? undefined,
-        // Ride out a server restart: the progress timeout decides when to give up.
-        reconnect: true,
-        maxReconnectAttempts: -1,
-        reconnectTimeWait: 250,
-        pingInterval: Math.max(1000, timeoutMs),
-        maxPingOut: 2,
-        waitOnFirstConnect: false,
-      });
+      if (flags.tls?.certFile || Deno.env.get(TRANSPORT_ENV) === "node") {
+        // A client certificate on STARTTLS needs Node's tls module.
+        const nats = await import("@nats-io/transport-node");
+        connection = await nats.connect(options);
+      } else {
+        const { DenoTransport } = await import("./deno_transport.ts");
+        core.setTransportFactory({ factory: () => new DenoTransport(core, "3.4.0") });
+        connection = await core.NatsConnectionImpl.connect(options);
+      }
     } catch (error) {
       throw new P2mError(describeConnectError(error, flags), { cause: error });
     }
