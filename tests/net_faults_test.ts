@@ -211,7 +211,8 @@ async function openssl(args: string[], cwd: string): Promise<void> {
 }
 
 Deno.test({
-  name: "net: a server that requires TLS: plain fails in one line; --tls-ca works",
+  name:
+    "net: a server that requires TLS: plain fails in one line; --tls-ca works; mutual TLS with --tls-cert",
   ignore,
 }, async () => {
   const dir = await tempDir();
@@ -296,6 +297,53 @@ Deno.test({
     const fetched = await runNet(["fetch", "t.bin", ...tls, "--out", `${dir}/out/`]);
     assert.equal(fetched.code, 0, fetched.stderr);
     await assertSameFile(`${dir}/out/t.bin`, `${dir}/t.bin`);
+
+    // Mutual TLS: a server that verifies clients takes only a signed client certificate.
+    await openssl([
+      "req",
+      "-newkey",
+      "rsa:2048",
+      "-nodes",
+      "-keyout",
+      "client.key",
+      "-out",
+      "client.csr",
+      "-subj",
+      "/CN=p2m client",
+    ], dir);
+    await openssl([
+      "x509",
+      "-req",
+      "-in",
+      "client.csr",
+      "-CA",
+      "ca.pem",
+      "-CAkey",
+      "ca.key",
+      "-CAcreateserial",
+      "-out",
+      "client.pem",
+      "-days",
+      "1",
+    ], dir);
+    await using mutual = await NatsServer.start([
+      "--tlsverify",
+      "--tlscert",
+      `${dir}/server.pem`,
+      "--tlskey",
+      `${dir}/server.key`,
+      "--tlscacert",
+      `${dir}/ca.pem`,
+    ]);
+    const mtls = ["--server", `tls://127.0.0.1:${mutual.port}`, "--tls-ca", `${dir}/ca.pem`];
+    const noCert = await runNet(["ls", ...mtls, "--timeout", "5"]);
+    assert.equal(noCert.code, 1, noCert.stderr);
+    assert.equal(noCert.stderr.trim().split("\n").length, 1, noCert.stderr);
+    const withCert = [...mtls, "--tls-cert", `${dir}/client.pem`, "--tls-key", `${dir}/client.key`];
+    assert.equal((await runNet(["publish", `${dir}/t.bin`, ...withCert])).code, 0);
+    const mutualFetch = await runNet(["fetch", "t.bin", ...withCert, "--out", `${dir}/mtls/`]);
+    assert.equal(mutualFetch.code, 0, mutualFetch.stderr);
+    await assertSameFile(`${dir}/mtls/t.bin`, `${dir}/t.bin`);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
