@@ -21,7 +21,7 @@
  */
 import type { ConnectionOptions, Server, ServerInfo, Transport } from "@nats-io/nats-core/internal";
 
-const READ_BUFFER = 4 << 20;
+const READ_BUFFER = 1 << 20;
 const MIN_ROOM = 256 << 10;
 const LANG = "nats.js (p2m deno transport)";
 
