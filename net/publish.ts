@@ -21,13 +21,12 @@ import { P2mError } from "../core/errors.ts";
 import { formatBytes, formatRate } from "../core/format.ts";
 import type { Reporter } from "../core/report.ts";
 import { Source } from "../core/source.ts";
-import { type Manifest, MANIFEST_VERSION, parseManifest } from "./manifest.ts";
+import { type Manifest, MANIFEST_VERSION } from "./manifest.ts";
 import { messageOf, type NatsSession } from "./session.ts";
 import { BucketSubjects } from "./subjects.ts";
+import { ORPHAN_GRACE_MS, safeUuid, sweepOrphans } from "./sweep.ts";
 import type { PubAck } from "@nats-io/jetstream";
 
-/** Data older than this that no manifest names is swept by a publish. */
-export const ORPHAN_GRACE_MS = 15 * 60 * 1000;
 /**
  * Default chunk size: measured best or level with the best on loopback
  * (docs/nats.md), and half a default server's max_payload (1 MiB).
@@ -99,6 +98,10 @@ export async function publish(
       if (ack.seq <= lastSeq) throw new P2mError("chunks acknowledged out of order");
       lastSeq = ack.seq;
     };
+    // Polled between chunks and on a timer: while acks are awaited, a writer
+    // whose open() broke our read lease must not be kept waiting.
+    let change: string | undefined;
+    const guard = setInterval(() => change ??= input.changed(), 100);
     try {
       for (;;) {
         const buffer = buffers[chunks % buffers.length];
@@ -113,11 +116,11 @@ export async function publish(
         size += length;
         if (inFlight.length >= options.window) settle(await inFlight.shift()!);
         progress.update(size);
-        const change = input.changed();
+        change ??= input.changed();
         if (change) throw new P2mError(`${options.path} changed while publishing: ${change}`);
       }
       while (inFlight.length > 0) settle(await inFlight.shift()!);
-      const change = input.changed();
+      change ??= input.changed();
       if (change) throw new P2mError(`${options.path} changed while publishing: ${change}`);
       if (input.size !== undefined && size !== input.size) {
         throw new P2mError(`${options.path} is ${size} bytes, not ${input.size}: it changed`);
@@ -127,6 +130,8 @@ export async function publish(
       await session.purge(dataSubject).catch(() => 0);
       if (error instanceof P2mError) throw error;
       throw new P2mError(`publishing ${key} failed: ${messageOf(error)}`, { cause: error });
+    } finally {
+      clearInterval(guard);
     }
     const previous = await session.lastMessage(keySubject);
     const manifest: Manifest = {
@@ -193,41 +198,9 @@ async function retireOlder(
       const old = safeUuid(previous.data);
       if (old && old !== currentUuid) await session.purge(subjects.dataSubject(old));
     }
-    await sweepOrphans(session);
+    await sweepOrphans(session, ORPHAN_GRACE_MS);
   } catch (error) {
     reporter.warn(`could not remove older data of the key: ${messageOf(error)}`);
-  }
-}
-
-/** Purges data subjects that no manifest names, once their newest chunk is past the grace. */
-export async function sweepOrphans(
-  session: NatsSession,
-  graceMs = ORPHAN_GRACE_MS,
-): Promise<number> {
-  const { subjects } = session;
-  const named = new Set<string>();
-  for (const subject of (await session.subjectCounts(subjects.keys)).keys()) {
-    const message = await session.lastMessage(subject);
-    const uuid = message ? safeUuid(message.data) : undefined;
-    if (uuid) named.add(uuid);
-  }
-  let swept = 0;
-  for (const subject of (await session.subjectCounts(subjects.data)).keys()) {
-    const uuid = subjects.uuidOf(subject);
-    if (!uuid || named.has(uuid)) continue;
-    const newest = await session.lastMessage(subject);
-    if (newest && Date.now() - newest.time.getTime() < graceMs) continue;
-    await session.purge(subject);
-    swept++;
-  }
-  return swept;
-}
-
-function safeUuid(bytes: Uint8Array): string | undefined {
-  try {
-    return parseManifest(bytes, "manifest").uuid;
-  } catch {
-    return undefined;
   }
 }
 

@@ -5,7 +5,7 @@
  */
 import { P2mError } from "../core/errors.ts";
 import { parseManifest } from "./manifest.ts";
-import { sweepOrphans } from "./publish.ts";
+import { sweepOrphans } from "./sweep.ts";
 import type { NatsSession } from "./session.ts";
 
 /** What `net rm` removed. */

@@ -485,3 +485,37 @@ Deno.test({ name: "net: SIGTERM mid-fetch exits 143 and leaves nothing", ignore 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test({
+  name: "net: a file written to while it is published fails the publish; no revision",
+  ignore,
+}, async () => {
+  await using server = await NatsServer.start();
+  const dir = await tempDir();
+  try {
+    const common = ["--server", server.url, "--bucket", "changed"];
+    await makeFile(`${dir}/moving.bin`, 128 * MiB, 14);
+    const publisher = spawnNet(["publish", `${dir}/moving.bin`, ...common, "--window", "2"]);
+    await waitFor(
+      async () => {
+        const counts = await dataCounts(server, "changed");
+        return [...counts.values()].reduce((a, b) => a + b, 0) >= 4;
+      },
+      60_000,
+      "the publish under way",
+    );
+    // Opening for writing breaks the publisher's read lease (or moves ctime).
+    const file = await Deno.open(`${dir}/moving.bin`, { write: true });
+    await file.write(new Uint8Array([1, 2, 3]));
+    file.close();
+    const published = await publisher.done();
+    assert.equal(published.code, 1, published.stderr);
+    assert.match(published.stderr, /moving\.bin changed while publishing/);
+    const fetched = await runNet(["fetch", "moving.bin", ...common, "--out", `${dir}/out/`]);
+    assert.equal(fetched.code, 1);
+    assert.match(fetched.stderr, /no key moving\.bin/);
+    assert.equal((await dataCounts(server, "changed")).size, 0, "its chunks were purged");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
