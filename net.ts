@@ -22,7 +22,7 @@ import {
   sizeFlag,
   UsageError,
 } from "./core/mod.ts";
-import { DEFAULT_DIGEST, isDigestAlgorithm } from "./core/digest.ts";
+import { DEFAULT_DIGEST, DIGEST_ALGORITHMS, isDigestAlgorithm } from "./core/digest.ts";
 import { formatBytes } from "./core/format.ts";
 import { CONNECTION_OPTIONS, CONNECTION_USAGE, connectionFlags } from "./net/connection_flags.ts";
 import { describeFetch, fetchKey } from "./net/fetch.ts";
@@ -30,6 +30,9 @@ import { listKeys } from "./net/list.ts";
 import { removeKey } from "./net/remove.ts";
 import { DEFAULT_CHUNK, DEFAULT_WINDOW, describePublish, publish } from "./net/publish.ts";
 import { NatsSession } from "./net/session.ts";
+
+/** The digests a publish may carry (all but `none`: a fetch always verifies). */
+const DIGEST_CHOICES = DIGEST_ALGORITHMS.filter((name) => name !== "none");
 
 const TOP_USAGE = `
 Usage: deno task net <command> [options]
@@ -54,7 +57,8 @@ revision. Fetchers see the new revision only once every chunk is stored.
 
 Options:
   --key K             key to store under (default: the file's name; 'stdin' for -)
-  --digest ALG        xxh64 (default) or sha256, carried to every fetcher
+  --digest ALG        ${DIGEST_CHOICES.join(", ")} (default ${DEFAULT_DIGEST}),
+                      carried to every fetcher
   --chunk BYTES       bytes per message (default 512KiB, capped at the server's
                       max_payload)
   --window N          chunks in flight before waiting for acks (default ${DEFAULT_WINDOW})
@@ -134,7 +138,7 @@ async function publishCommand(args: string[]): Promise<number> {
   if (path === undefined) throw new UsageError("missing <file> (or '-' for stdin)");
   const digest = values.digest ?? DEFAULT_DIGEST;
   if (!isDigestAlgorithm(digest) || digest === "none") {
-    throw new UsageError(`--digest must be xxh64 or sha256, not '${digest}'`);
+    throw new UsageError(`--digest must be one of ${DIGEST_CHOICES.join(", ")}, not '${digest}'`);
   }
   const chunkSize = sizeFlag(values.chunk, "chunk", DEFAULT_CHUNK, { min: 1024, max: 64 << 20 });
   const window = Number(values.window ?? DEFAULT_WINDOW);
@@ -215,7 +219,10 @@ async function rmCommand(args: string[]): Promise<number> {
   if (maybeHelp(values, RM_USAGE)) return 0;
   const key = positionals[0];
   if (key === undefined) throw new UsageError("missing <key>");
-  const grace = secondsFlag(values["orphans-older-than"], "orphans-older-than", 900, { max: 1e9 });
+  const grace = secondsFlag(values["orphans-older-than"], "orphans-older-than", 900, {
+    min: 0,
+    max: 1e9,
+  });
   const reporter = reporterFor(values);
   await using session = await NatsSession.open(connectionFlags(values));
   const result = await removeKey(session, key, grace * 1000);
