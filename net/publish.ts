@@ -129,7 +129,14 @@ export async function publish(
       await Promise.allSettled(inFlight);
       await session.purge(dataSubject).catch(() => 0);
       if (error instanceof P2mError) throw error;
-      throw new P2mError(`publishing ${key} failed: ${messageOf(error)}`, { cause: error });
+      const reason = /timeout/i.test(messageOf(error))
+        ? `no acknowledgement from ${
+          session.flags.servers.join(",")
+        } for ${session.flags.timeoutSeconds} s (server or link down?)`
+        : messageOf(error);
+      throw new P2mError(`publishing ${key} failed: ${reason}; no revision was stored`, {
+        cause: error,
+      });
     } finally {
       clearInterval(guard);
     }

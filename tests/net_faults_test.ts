@@ -519,3 +519,37 @@ Deno.test({
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test({
+  name:
+    "net: the server killed mid-publish: clear failure within --timeout, no revision after restart",
+  ignore,
+}, async () => {
+  await using server = await NatsServer.start();
+  const dir = await tempDir();
+  try {
+    const common = ["--server", server.url, "--bucket", "pubkill"];
+    await makeFile(`${dir}/big.bin`, 256 * MiB, 15);
+    const publisher = spawnNet(["publish", `${dir}/big.bin`, ...common, "--timeout", "3"]);
+    await waitFor(
+      async () => {
+        const counts = await dataCounts(server, "pubkill");
+        return [...counts.values()].reduce((a, b) => a + b, 0) >= 8;
+      },
+      60_000,
+      "the publish under way",
+    );
+    await server.kill("SIGKILL");
+    const published = await publisher.done();
+    assert.equal(published.code, 1, published.stderr);
+    assert.equal(published.stderr.trim().split("\n").length, 1, published.stderr);
+    assert.match(published.stderr, /publishing big\.bin failed: .*no revision was stored/);
+    await server.restart();
+    const fetched = await runNet(["fetch", "big.bin", ...common, "--out", `${dir}/out/`]);
+    assert.equal(fetched.code, 1, fetched.stderr);
+    assert.match(fetched.stderr, /no key big\.bin/);
+    assert.deepEqual(listDir(`${dir}/out`), []);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
