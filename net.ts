@@ -77,7 +77,8 @@ Options:
                       '-' writes to stdout as bytes arrive: then the exit code
                       is the verdict
   --force             replace an existing file
-  --watch             wait for a key that is not published yet
+  --watch             wait for a key that is not published yet (no time limit;
+                      SIGINT/SIGTERM end the wait)
 ${CONNECTION_USAGE}`;
 
 const LS_USAGE = `
