@@ -23,6 +23,7 @@ import type { ConnectionOptions, Server, ServerInfo, Transport } from "@nats-io/
 
 const READ_BUFFER = 1 << 20;
 const MIN_ROOM = 256 << 10;
+const LF = 0x0a;
 const LANG = "nats.js (p2m deno transport)";
 
 type Core = typeof import("@nats-io/nats-core/internal");
@@ -39,7 +40,12 @@ export class DenoTransport implements Transport {
   #done = false;
   #first: Uint8Array | undefined;
   #buffer = new Uint8Array(0);
-  #used = 0;
+  /** Start of the bytes not yet handed to the client. */
+  #start = 0;
+  /** End of the bytes read. */
+  #end = 0;
+  /** Length of the incomplete message at #start (0: unknown). */
+  #wanted = 0;
   #writes: Promise<void> = Promise.resolve();
   #closed = Promise.withResolvers<void | Error>();
 
@@ -129,13 +135,19 @@ export class DenoTransport implements Transport {
       yield first;
     }
     while (!this.#done && this.#conn) {
-      if (this.#buffer.length - this.#used < MIN_ROOM) {
-        this.#buffer = new Uint8Array(READ_BUFFER);
-        this.#used = 0;
+      // Hand out whole protocol units only: then every message body is in
+      // one slice, and the client's parser takes it without copying.
+      const complete = this.#completeUnits();
+      if (complete > this.#start) {
+        const units = this.#buffer.subarray(this.#start, complete);
+        this.#start = complete;
+        yield units;
+        continue;
       }
+      this.#makeRoom();
       let n: number | null;
       try {
-        n = await this.#conn.read(this.#buffer.subarray(this.#used));
+        n = await this.#conn.read(this.#buffer.subarray(this.#end));
       } catch (error) {
         await this.#finish(error instanceof Error ? error : new Error(String(error)), false);
         return;
@@ -144,10 +156,61 @@ export class DenoTransport implements Transport {
         await this.#finish(undefined, false);
         return;
       }
-      const slice = this.#buffer.subarray(this.#used, this.#used + n);
-      this.#used += n;
-      yield slice;
+      this.#end += n;
     }
+  }
+
+  /**
+   * Scans from the first unit not yet known whole; returns the end of the
+   * last whole unit. A unit is a control line, or for MSG/HMSG the line
+   * plus its body and CRLF (the body's size is the line's last number).
+   * Sets {@linkcode #wanted} to the length of an incomplete message.
+   */
+  #completeUnits(): number {
+    const buffer = this.#buffer;
+    let at = this.#start;
+    this.#wanted = 0;
+    while (at < this.#end) {
+      const lf = buffer.indexOf(LF, at);
+      if (lf < 0 || lf >= this.#end) break;
+      const op = buffer[at] | 0x20; // lower case
+      let unitEnd = lf + 1;
+      if (op === 0x6d /* m */ || (op === 0x68 /* h */ && (buffer[at + 1] | 0x20) === 0x6d)) {
+        let size = 0;
+        let scale = 1;
+        let i = lf - 2; // skip the CR
+        while (i > at && buffer[i] >= 0x30 && buffer[i] <= 0x39) {
+          size += (buffer[i] - 0x30) * scale;
+          scale *= 10;
+          i--;
+        }
+        unitEnd = lf + 1 + size + 2;
+        if (unitEnd > this.#end) {
+          this.#wanted = unitEnd - at;
+          break;
+        }
+      }
+      at = unitEnd;
+    }
+    return at;
+  }
+
+  /** Ensures room for the next read, and for the whole message under way. */
+  #makeRoom(): void {
+    const pending = this.#end - this.#start;
+    const needed = Math.max(this.#wanted, pending) + MIN_ROOM;
+    if (
+      this.#buffer.length - this.#start >= needed && this.#buffer.length - this.#end >= MIN_ROOM
+    ) {
+      return;
+    }
+    // Yielded slices stay valid: the old buffer is left to them, and only
+    // the part not yet handed out moves to the new one.
+    const next = new Uint8Array(Math.max(READ_BUFFER, needed));
+    next.set(this.#buffer.subarray(this.#start, this.#end));
+    this.#buffer = next;
+    this.#start = 0;
+    this.#end = pending;
   }
 
   /** Whether the connection is TLS. */
