@@ -9,8 +9,11 @@
  * bytes, exactly as the transport interface asks.
  *
  * Reads go into one large buffer that is handed out in consecutive slices
- * (the client's parser may keep a slice as a message body), and a fresh
- * buffer is taken only when little room is left. Writes are queued in
+ * of whole protocol units (a control line, or a MSG/HMSG line with its
+ * body), so the client's parser takes every body as one slice and never
+ * reassembles it. A slice may be kept as a message body, so handed-out
+ * bytes are never overwritten: a fresh buffer is taken when room runs out,
+ * and only the incomplete unit moves over. Writes are queued in
  * order. TLS follows the NATS handshake: plain INFO first, then STARTTLS
  * when the server requires or offers it (or TLS first with
  * `handshakeFirst`). Client certificates need `Deno.connectTls`, which only
