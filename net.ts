@@ -1,0 +1,256 @@
+/**
+ * p2m over NATS JetStream: publish a file once, fetch it on many hosts.
+ *
+ * ```sh
+ * deno task net publish FILE|- --server URL [--bucket B] [--key K] [--max-age S]
+ * deno task net fetch KEY --server URL [--out DIR|FILE|-] [--watch]
+ * deno task net ls --server URL
+ * deno task net rm KEY --server URL
+ * ```
+ *
+ * The NATS clients load lazily, in net/session.ts, so nothing else in p2m
+ * pays for them. Design and measurements: docs/nats.md.
+ *
+ * @module
+ */
+import {
+  maybeHelp,
+  parseCommand,
+  reporterFor,
+  runMain,
+  secondsFlag,
+  sizeFlag,
+  UsageError,
+} from "./core/mod.ts";
+import { DEFAULT_DIGEST, DIGEST_ALGORITHMS, isDigestAlgorithm } from "./core/digest.ts";
+import { formatBytes } from "./core/format.ts";
+import { CONNECTION_OPTIONS, CONNECTION_USAGE, connectionFlags } from "./net/connection_flags.ts";
+import { describeFetch, fetchKey } from "./net/fetch.ts";
+import { listKeys } from "./net/list.ts";
+import { removeKey } from "./net/remove.ts";
+import { DEFAULT_CHUNK, DEFAULT_WINDOW, describePublish, publish } from "./net/publish.ts";
+import { NatsSession } from "./net/session.ts";
+
+/** The digests a publish may carry (all but `none`: a fetch always verifies). */
+const DIGEST_CHOICES = DIGEST_ALGORITHMS.filter((name) => name !== "none");
+
+const TOP_USAGE = `
+Usage: deno task net <command> [options]
+
+Stores a file in NATS JetStream once and fetches verified copies anywhere.
+
+Commands:
+  publish <file|->  store a file (or stdin) under a key; prints key and revision
+  fetch <key>       fetch the current revision, verify, commit atomically
+  ls                list the keys of a bucket
+  rm <key>          remove a key and its data
+
+Run 'deno task net <command> --help' for the options of a command.
+`;
+
+const PUBLISH_USAGE = `
+Usage: deno task net publish <file|-> --server URL [options]
+
+Stores <file> (or stdin, '-') in the bucket's stream: the chunks first,
+then a manifest (name, size, mode, digest) whose stream sequence is the
+revision. Fetchers see the new revision only once every chunk is stored.
+
+Options:
+  --key K             key to store under (default: the file's name; 'stdin' for -)
+  --digest ALG        ${DIGEST_CHOICES.join(", ")} (default ${DEFAULT_DIGEST}),
+                      carried to every fetcher
+  --chunk BYTES       bytes per message (default 512KiB, capped at the server's
+                      max_payload)
+  --window N          chunks in flight before waiting for acks (default ${DEFAULT_WINDOW})
+  --max-age S         drop anything in the bucket older than S seconds
+                      (0: keep; default: leave the bucket's setting)
+${CONNECTION_USAGE}`;
+
+const FETCH_USAGE = `
+Usage: deno task net fetch <key> --server URL [options]
+
+Fetches the current revision of <key>, verifies it against the publisher's
+digest and commits it atomically. Exit 0 only when it verified.
+
+Options:
+  --out DIR|FILE|-    where the copy goes (default: received-files/pid-<pid>_<name>);
+                      '-' writes to stdout as bytes arrive: then the exit code
+                      is the verdict
+  --force             replace an existing file
+  --watch             wait for a key that is not published yet (no time limit;
+                      SIGINT/SIGTERM end the wait)
+${CONNECTION_USAGE}`;
+
+const LS_USAGE = `
+Usage: deno task net ls --server URL [options]
+
+Lists every key of a bucket: revision, size, digest, publish time.
+${CONNECTION_USAGE}`;
+
+const RM_USAGE = `
+Usage: deno task net rm <key> --server URL [options]
+
+Removes <key>, its data, and data left by publishers that died (older than
+--orphans-older-than S, default 900).
+
+Options:
+  --orphans-older-than S   age from which unnamed data is swept
+${CONNECTION_USAGE}`;
+
+const PUBLISH_SPEC = {
+  name: "p2m net publish",
+  usage: PUBLISH_USAGE,
+  positionals: ["file"] as string[],
+  options: {
+    key: { type: "string" },
+    digest: { type: "string" },
+    chunk: { type: "string" },
+    window: { type: "string" },
+    "max-age": { type: "string" },
+    ...CONNECTION_OPTIONS,
+  },
+} as const;
+
+const FETCH_SPEC = {
+  name: "p2m net fetch",
+  usage: FETCH_USAGE,
+  positionals: ["key"] as string[],
+  options: {
+    out: { type: "string" },
+    force: { type: "boolean" },
+    watch: { type: "boolean" },
+    ...CONNECTION_OPTIONS,
+  },
+} as const;
+
+const LS_SPEC = { name: "p2m net ls", usage: LS_USAGE, options: CONNECTION_OPTIONS } as const;
+
+const RM_SPEC = {
+  name: "p2m net rm",
+  usage: RM_USAGE,
+  positionals: ["key"] as string[],
+  options: { "orphans-older-than": { type: "string" }, ...CONNECTION_OPTIONS },
+} as const;
+
+async function publishCommand(args: string[]): Promise<number> {
+  const { values, positionals } = parseCommand(PUBLISH_SPEC, args);
+  if (maybeHelp(values, PUBLISH_USAGE)) return 0;
+  const path = positionals[0];
+  if (path === undefined) throw new UsageError("missing <file> (or '-' for stdin)");
+  const digest = values.digest ?? DEFAULT_DIGEST;
+  if (!isDigestAlgorithm(digest) || digest === "none") {
+    throw new UsageError(`--digest must be one of ${DIGEST_CHOICES.join(", ")}, not '${digest}'`);
+  }
+  const chunkSize = sizeFlag(values.chunk, "chunk", DEFAULT_CHUNK, { min: 1024, max: 64 << 20 });
+  const window = Number(values.window ?? DEFAULT_WINDOW);
+  if (!Number.isSafeInteger(window) || window < 1 || window > 1024) {
+    throw new UsageError(`--window must be a whole number from 1 to 1024, not '${values.window}'`);
+  }
+  const maxAgeSeconds = values["max-age"] === undefined
+    ? undefined
+    : secondsFlag(values["max-age"], "max-age", 0, { min: 0, max: 10 * 365 * 86_400 });
+  const reporter = reporterFor(values);
+  const flags = connectionFlags(values);
+  await using session = await NatsSession.open(flags);
+  const result = await publish(session, {
+    path,
+    key: values.key,
+    digest,
+    chunkSize,
+    window,
+    maxAgeSeconds,
+  }, reporter);
+  reporter.info(describePublish(result));
+  reporter.event("done", {
+    key: result.manifest.key,
+    revision: result.revision,
+    size: result.manifest.size,
+    chunks: result.manifest.chunks,
+    digest: result.manifest.digest,
+    seconds: result.seconds,
+  });
+  return 0;
+}
+
+async function fetchCommand(args: string[]): Promise<number> {
+  const { values, positionals } = parseCommand(FETCH_SPEC, args);
+  if (maybeHelp(values, FETCH_USAGE)) return 0;
+  const key = positionals[0];
+  if (key === undefined) throw new UsageError("missing <key>");
+  if (values.out === "-" && values.json) {
+    throw new UsageError("--json writes events to stdout; it cannot be used with --out -");
+  }
+  const reporter = reporterFor(values.out === "-" ? { ...values, quiet: true } : values);
+  await using session = await NatsSession.open(connectionFlags(values));
+  const result = await fetchKey(session, {
+    key,
+    out: values.out,
+    force: values.force,
+    watch: values.watch,
+  }, reporter);
+  reporter.info(describeFetch(result));
+  reporter.event("done", {
+    key,
+    revision: result.revision,
+    path: result.path,
+    size: result.manifest.size,
+    seconds: result.seconds,
+    verified: true,
+  });
+  return 0;
+}
+
+async function lsCommand(args: string[]): Promise<number> {
+  const { values } = parseCommand(LS_SPEC, args);
+  if (maybeHelp(values, LS_USAGE)) return 0;
+  const reporter = reporterFor(values);
+  await using session = await NatsSession.open(connectionFlags(values));
+  for (const { manifest, revision } of await listKeys(session)) {
+    reporter.info(
+      `${manifest.key}\trevision ${revision}\t${formatBytes(manifest.size)}\t` +
+        `${manifest.digest.algorithm}:${manifest.digest.value}\t${manifest.published}`,
+    );
+    reporter.event("key", { revision, ...manifest });
+  }
+  return 0;
+}
+
+async function rmCommand(args: string[]): Promise<number> {
+  const { values, positionals } = parseCommand(RM_SPEC, args);
+  if (maybeHelp(values, RM_USAGE)) return 0;
+  const key = positionals[0];
+  if (key === undefined) throw new UsageError("missing <key>");
+  const grace = secondsFlag(values["orphans-older-than"], "orphans-older-than", 900, {
+    min: 0,
+    max: 1e9,
+  });
+  const reporter = reporterFor(values);
+  await using session = await NatsSession.open(connectionFlags(values));
+  const result = await removeKey(session, key, grace * 1000);
+  reporter.info(`removed ${key} (revision ${result.revision}, ${result.purged} messages)`);
+  reporter.event("done", { key, revision: result.revision, purged: result.purged });
+  return 0;
+}
+
+const COMMANDS: Record<
+  string,
+  [{ name: string; usage: string }, (args: string[]) => Promise<number>]
+> = {
+  publish: [PUBLISH_SPEC, publishCommand],
+  fetch: [FETCH_SPEC, fetchCommand],
+  ls: [LS_SPEC, lsCommand],
+  rm: [RM_SPEC, rmCommand],
+};
+
+if (import.meta.main) {
+  const [command, ...rest] = Deno.args;
+  const entry = command === undefined ? undefined : COMMANDS[command];
+  await runMain(entry?.[0] ?? { name: "p2m net", usage: TOP_USAGE }, Deno.args, async () => {
+    if (entry) return await entry[1](rest);
+    if (command === "--help" || command === "-h") {
+      console.log(TOP_USAGE.trim());
+      return 0;
+    }
+    throw new UsageError(command ? `unknown command '${command}'` : "missing command");
+  });
+}

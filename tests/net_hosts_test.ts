@@ -1,0 +1,131 @@
+/**
+ * `net` across hosts: network namespaces with veth links, the server in one
+ * and three fetching hosts in three others. Every copy is identical, the
+ * server sends one copy per host (its monitoring endpoint and each link's
+ * kernel counter agree), and a host whose link is cut mid-transfer fails
+ * clearly within its --timeout while the others verify.
+ *
+ * @module
+ */
+import assert from "node:assert/strict";
+import { assertSameFile, listDir, makeFile, tempDir, waitFor } from "./helpers.ts";
+import { natsMissing, NatsServer, runNet, spawnNet } from "./net_helpers.ts";
+import { netnsMissing, TestNetwork } from "./net_netns.ts";
+
+const ignore = natsMissing() || await netnsMissing();
+const MiB = 1 << 20;
+
+interface ClosedConnection {
+  name?: string;
+  out_bytes: number;
+}
+
+/** Size of the largest hidden temp file in a directory (0 if none). */
+function partSize(dir: string): number {
+  let size = 0;
+  for (const name of listDir(dir)) {
+    if (!name.endsWith(".part")) continue;
+    try {
+      size = Math.max(size, Deno.statSync(`${dir}/${name}`).size);
+    } catch { /* just committed or removed */ }
+  }
+  return size;
+}
+
+Deno.test({
+  name: "net hosts: three hosts fetch identical copies, one copy each from the server",
+  ignore,
+}, async () => {
+  await using network = await TestNetwork.create(3);
+  await using server = await NatsServer.start([], { netns: network.server });
+  const dir = await tempDir();
+  try {
+    const size = 48 * MiB + 17;
+    await makeFile(`${dir}/model.bin`, size, 21);
+    const published = await runNet(
+      ["publish", `${dir}/model.bin`, "--server", `nats://127.0.0.1:${server.port}`],
+      { netns: network.server },
+    );
+    assert.equal(published.code, 0, published.stderr);
+    const before = await Promise.all(network.hosts.map((_, i) => network.receivedBytes(i)));
+    const fetches = network.hosts.map((host, i) =>
+      spawnNet([
+        "fetch",
+        "model.bin",
+        "--server",
+        `nats://${network.serverAddress(i)}:${server.port}`,
+        "--out",
+        `${dir}/host${i + 1}/`,
+        "--timeout",
+        "30",
+      ], { netns: host })
+    );
+    const results = await Promise.all(fetches.map((f) => f.done()));
+    for (const [i, result] of results.entries()) {
+      assert.equal(result.code, 0, `host ${i + 1}: ${result.stderr}`);
+      await assertSameFile(`${dir}/host${i + 1}/model.bin`, `${dir}/model.bin`);
+      const received = (await network.receivedBytes(i)) - before[i];
+      assert.ok(
+        received >= size && received < size * 1.1,
+        `host ${i + 1} received ${received} bytes on its link for a ${size}-byte file`,
+      );
+    }
+    const connz = await server.monitor("connz?state=closed&limit=1000");
+    const senders = (connz.connections as ClosedConnection[])
+      .filter((c) => c.name?.startsWith("p2m net") && c.out_bytes > size / 2);
+    assert.equal(senders.length, 3, `server sent the file to ${senders.length} connections`);
+    for (const connection of senders) {
+      assert.ok(connection.out_bytes < size * 1.1, `one copy per host (${connection.out_bytes})`);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test({
+  name: "net hosts: one host's link cut mid-transfer fails it clearly; the others verify",
+  ignore,
+}, async () => {
+  await using network = await TestNetwork.create(3);
+  await using server = await NatsServer.start([], { netns: network.server });
+  const dir = await tempDir();
+  try {
+    const size = 128 * MiB;
+    await makeFile(`${dir}/data.bin`, size, 22);
+    const published = await runNet(
+      ["publish", `${dir}/data.bin`, "--server", `nats://127.0.0.1:${server.port}`],
+      { netns: network.server },
+    );
+    assert.equal(published.code, 0, published.stderr);
+    for (let i = 0; i < 3; i++) await Deno.mkdir(`${dir}/host${i + 1}`);
+    const fetches = network.hosts.map((host, i) =>
+      spawnNet([
+        "fetch",
+        "data.bin",
+        "--server",
+        `nats://${network.serverAddress(i)}:${server.port}`,
+        "--out",
+        `${dir}/host${i + 1}/`,
+        "--timeout",
+        i === 2 ? "3" : "30",
+      ], { netns: host })
+    );
+    await waitFor(() => partSize(`${dir}/host3`) >= 4 * MiB, 60_000, "host 3 under way");
+    await network.cutLink(2);
+    const cutAt = performance.now();
+    const cut = await fetches[2].done();
+    const failedAfter = (performance.now() - cutAt) / 1000;
+    assert.equal(cut.code, 1, cut.stderr);
+    assert.match(cut.stderr, /no data from .* for 3 s .*nothing kept/);
+    assert.equal(cut.stderr.trim().split("\n").length, 1, cut.stderr);
+    assert.ok(failedAfter < 20, `host 3 failed ${failedAfter.toFixed(1)} s after the cut`);
+    assert.deepEqual(listDir(`${dir}/host3`), []);
+    for (const i of [0, 1]) {
+      const result = await fetches[i].done();
+      assert.equal(result.code, 0, `host ${i + 1}: ${result.stderr}`);
+      await assertSameFile(`${dir}/host${i + 1}/data.bin`, `${dir}/data.bin`);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
