@@ -35,7 +35,7 @@ import { NatsSession } from "./net/session.ts";
 const DIGEST_CHOICES = DIGEST_ALGORITHMS.filter((name) => name !== "none");
 
 const TOP_USAGE = `
-Usage: deno task net <command> [options]
+Usage: p2m net <command> [options]
 
 Stores a file in NATS JetStream once and fetches verified copies anywhere.
 
@@ -45,11 +45,11 @@ Commands:
   ls                list the keys of a bucket
   rm <key>          remove a key and its data
 
-Run 'deno task net <command> --help' for the options of a command.
+Run 'p2m net <command> --help' for the options of a command.
 `;
 
 const PUBLISH_USAGE = `
-Usage: deno task net publish <file|-> --server URL [options]
+Usage: p2m net publish <file|-> --server URL [options]
 
 Stores <file> (or stdin, '-') in the bucket's stream: the chunks first,
 then a manifest (name, size, mode, digest) whose stream sequence is the
@@ -67,7 +67,7 @@ Options:
 ${CONNECTION_USAGE}`;
 
 const FETCH_USAGE = `
-Usage: deno task net fetch <key> --server URL [options]
+Usage: p2m net fetch <key> --server URL [options]
 
 Fetches the current revision of <key>, verifies it against the publisher's
 digest and commits it atomically. Exit 0 only when it verified.
@@ -82,13 +82,13 @@ Options:
 ${CONNECTION_USAGE}`;
 
 const LS_USAGE = `
-Usage: deno task net ls --server URL [options]
+Usage: p2m net ls --server URL [options]
 
 Lists every key of a bucket: revision, size, digest, publish time.
 ${CONNECTION_USAGE}`;
 
 const RM_USAGE = `
-Usage: deno task net rm <key> --server URL [options]
+Usage: p2m net rm <key> --server URL [options]
 
 Removes <key>, its data, and data left by publishers that died (older than
 --orphans-older-than S, default 900).

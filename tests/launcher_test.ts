@@ -28,6 +28,7 @@ function taskFlags(task: string): string[] {
 Deno.test("bin/p2m asks for exactly its task's permissions", () => {
   assert.deepEqual(launcherFlags("sharedmem.ts"), taskFlags("shm"));
   assert.deepEqual(launcherFlags("socket.ts"), taskFlags("socket"));
+  assert.deepEqual(launcherFlags("net.ts"), taskFlags("net"));
 });
 
 Deno.test("bin/p2m: --help works from any directory; a bad program exits 2", async () => {
