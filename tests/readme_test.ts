@@ -14,6 +14,7 @@ const root = new URL("../", import.meta.url).pathname.replace(/\/$/, "");
 const SUBCOMMANDS: Record<string, string[]> = {
   shm: ["sender", "receiver"],
   socket: ["server", "client"],
+  net: ["publish", "fetch", "ls", "rm"],
 };
 
 interface ReadmeCommand {
