@@ -45,6 +45,19 @@ export async function tempDir(prefix = "p2m-test-"): Promise<string> {
   return await Deno.makeTempDir({ prefix });
 }
 
+/** Runs `body` in a fresh temp directory, removed afterwards whatever `body` does. */
+export async function withTempDir<T>(
+  prefix: string,
+  body: (dir: string) => Promise<T>,
+): Promise<T> {
+  const dir = await tempDir(prefix);
+  try {
+    return await body(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
 /** Writes `size` bytes of seeded pseudo-random data to `path` and returns them. */
 export async function makeFile(path: string, size: number, seed = 1): Promise<Uint8Array> {
   const data = new Uint8Array(size);

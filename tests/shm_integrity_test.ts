@@ -18,28 +18,18 @@ import {
   SENDER_SEM_OFFSET,
   TransferState,
 } from "../shm/layout.ts";
-import { listDir, makeFile, shmEntries, tempDir, uniqueName, waitFor } from "./helpers.ts";
+import { listDir, makeFile, uniqueName, withTempDir } from "./helpers.ts";
 import {
   assertEmptyDir,
   assertNoSegment,
   assertSameBytes,
   receiver,
   sender,
+  SLOW_SIZE,
+  startSlowTransfer,
+  waitForNoSegment,
   waitForPart,
 } from "./shm_helpers.ts";
-
-const SIZE = 4 * 1024 * 1024;
-/** About two seconds of streaming, so that the hostile act lands mid-transfer. */
-const SLOW = ["--chunk", "65536", "--slots", "4", "--limit-rate", String(SIZE / 2)];
-
-async function withDir(body: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await tempDir("p2m-shmi-");
-  try {
-    await body(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
 
 /** Maps the live segment `name` into this process, as a hostile same-user process would. */
 function mapLive(name: string): SharedMemory {
@@ -59,18 +49,27 @@ async function transferUnder(
   act: (name: string, file: string) => Promise<void>,
   senderArgs: string[] = [],
 ) {
-  const name = uniqueName("p2m-i");
-  const file = `${dir}/data.bin`;
-  const exists = await Deno.stat(file).then(() => true, () => false);
-  if (!exists) await makeFile(file, SIZE);
-  const send = sender(file, name, ["--peers", "2", ...SLOW, ...senderArgs]);
-  const outs = [`${dir}/a`, `${dir}/b`];
-  const peers = outs.map((out) => receiver(name, out, ["--quiet"]));
-  await waitForPart(outs[0], SIZE / 4);
+  const { name, file, outs, send, receivers } = await startSlowTransfer(dir, {
+    senderArgs,
+    prefix: "p2m-i",
+  });
+  await waitForPart(outs[0], SLOW_SIZE / 4);
   await act(name, file);
   const sent = await send.done();
-  const received = await Promise.all(peers.map((p) => p.done()));
+  const received = await Promise.all(receivers.map((p) => p.done()));
   return { name, file, outs, sent, received };
+}
+
+/** The sender and every receiver fail on a rewritten source, leaving no copy and no segment. */
+async function assertRewriteCaught(run: Awaited<ReturnType<typeof transferUnder>>) {
+  assert.equal(run.sent.code, 1, run.sent.stderr);
+  assert.match(run.sent.stderr, /changed while it was sent/);
+  for (const result of run.received) {
+    assert.equal(result.code, 1, result.stderr);
+    assert.match(result.stderr, /source file changed/);
+  }
+  for (const out of run.outs) assertEmptyDir(out, "receiver of a rewritten source");
+  await assertNoSegment(run.name);
 }
 
 async function sh(script: string): Promise<void> {
@@ -79,51 +78,37 @@ async function sh(script: string): Promise<void> {
 }
 
 Deno.test("shm integrity: 3 bytes rewritten in place, mtime restored: caught, nobody keeps a copy", async () => {
-  await withDir(async (dir) => {
+  await withTempDir("p2m-shmi-", async (dir) => {
     const run = await transferUnder(dir, async (_name, file) => {
       // dd's open for writing breaks the sender's read lease; it waits for it.
       await sh(
         `cp -p '${file}' '${dir}/ref' && printf abc | ` +
-          `dd of='${file}' bs=1 seek=${SIZE - 1000} conv=notrunc 2>/dev/null && ` +
+          `dd of='${file}' bs=1 seek=${SLOW_SIZE - 1000} conv=notrunc 2>/dev/null && ` +
           `touch -r '${dir}/ref' '${file}'`,
       );
     });
-    assert.equal(run.sent.code, 1, run.sent.stderr);
-    assert.match(run.sent.stderr, /changed while it was sent/);
-    for (const result of run.received) {
-      assert.equal(result.code, 1, result.stderr);
-      assert.match(result.stderr, /source file changed/);
-    }
-    for (const out of run.outs) assertEmptyDir(out, "receiver of a rewritten source");
-    await assertNoSegment(run.name);
+    await assertRewriteCaught(run);
   });
 });
 
 Deno.test("shm integrity: a writer open before the sender (no lease): warned, and the rewrite is still caught by ctime", async () => {
-  await withDir(async (dir) => {
+  await withTempDir("p2m-shmi-", async (dir) => {
     const file = `${dir}/data.bin`;
-    await makeFile(file, SIZE);
+    await makeFile(file, SLOW_SIZE);
     await sh(`cp -p '${file}' '${dir}/ref'`);
     using writer = await Deno.open(file, { write: true });
     const run = await transferUnder(dir, async () => {
-      await writer.seek(SIZE - 1000, Deno.SeekMode.Start);
+      await writer.seek(SLOW_SIZE - 1000, Deno.SeekMode.Start);
       await writer.write(new TextEncoder().encode("abc"));
       await sh(`touch -r '${dir}/ref' '${file}'`); // same size, same mtime to the ns
     });
     assert.match(run.sent.stderr + run.sent.stdout, /no read lease on/);
-    assert.equal(run.sent.code, 1, run.sent.stderr);
-    assert.match(run.sent.stderr, /changed while it was sent/);
-    for (const result of run.received) {
-      assert.equal(result.code, 1, result.stderr);
-      assert.match(result.stderr, /source file changed/);
-    }
-    for (const out of run.outs) assertEmptyDir(out, "receiver of a rewritten source");
-    await assertNoSegment(run.name);
+    await assertRewriteCaught(run);
   });
 });
 
 Deno.test("shm integrity: a forged 'verified' in the receiver table is a corrupt segment, not a success", async () => {
-  await withDir(async (dir) => {
+  await withTempDir("p2m-shmi-", async (dir) => {
     const run = await transferUnder(dir, (name) => {
       using live = mapLive(name);
       const words = new Int32Array(live.buffer);
@@ -147,7 +132,7 @@ Deno.test("shm integrity: a forged 'verified' in the receiver table is a corrupt
 });
 
 Deno.test("shm integrity: a forged 'final' header is a corrupt segment, never 'digest mismatch: expected 0000…'", async () => {
-  await withDir(async (dir) => {
+  await withTempDir("p2m-shmi-", async (dir) => {
     const run = await transferUnder(dir, (name) => {
       using live = mapLive(name);
       const words = new Int32Array(live.buffer);
@@ -168,7 +153,7 @@ Deno.test("shm integrity: a forged 'final' header is a corrupt segment, never 'd
 });
 
 Deno.test("shm integrity: random bytes over the semaphores fail clearly instead of a glibc abort", async () => {
-  await withDir(async (dir) => {
+  await withTempDir("p2m-shmi-", async (dir) => {
     const run = await transferUnder(dir, (name) => {
       using live = mapLive(name);
       const bytes = new Uint8Array(live.buffer);
@@ -193,7 +178,7 @@ Deno.test("shm integrity: random bytes over the semaphores fail clearly instead 
 });
 
 Deno.test("shm integrity: the segment truncated to 8 KiB: a clear 'corrupt' message, no raw 'Bad address'", async () => {
-  await withDir(async (dir) => {
+  await withTempDir("p2m-shmi-", async (dir) => {
     const run = await transferUnder(dir, (name) => {
       using live = SharedMemory.open(name)!;
       live.truncate(8192);
@@ -218,16 +203,12 @@ Deno.test("shm integrity: the segment truncated to 8 KiB: a clear 'corrupt' mess
         assertEmptyDir(out, "receiver of a truncated segment");
       }
     }
-    await waitFor(
-      async () => (await shmEntries(run.name)).length === 0,
-      3000,
-      "the segment's removal",
-    );
+    await waitForNoSegment(run.name, 3000, "the segment's removal");
   });
 });
 
 Deno.test("shm integrity: the segment truncated to 0 (SIGBUS, unavoidable): the ring is reaped, temp files are swept next time", async () => {
-  await withDir(async (dir) => {
+  await withTempDir("p2m-shmi-", async (dir) => {
     const run = await transferUnder(dir, (name) => {
       using live = SharedMemory.open(name)!;
       live.truncate(0);
@@ -237,7 +218,7 @@ Deno.test("shm integrity: the segment truncated to 0 (SIGBUS, unavoidable): the 
       assert.ok(result.code !== 0, `nobody succeeds: ${result.stderr}`);
     }
     // Whoever died of SIGBUS, the segment is gone within a few seconds.
-    await waitFor(async () => (await shmEntries(run.name)).length === 0, 3000, "the reaper");
+    await waitForNoSegment(run.name, 3000, "the reaper");
     // The next transfer into the same directories sweeps any temp file left.
     const name = uniqueName("p2m-i");
     const next = sender(run.file, name, ["--peers", "2", "--quiet"]);
