@@ -31,11 +31,37 @@ import {
   waitForPart,
 } from "./shm_helpers.ts";
 
-/** Maps the live segment `name` into this process, as a hostile same-user process would. */
-function mapLive(name: string): SharedMemory {
-  const memory = SharedMemory.open(name)!;
-  memory.map(memory.stat().size);
-  return memory;
+/**
+ * A two-receiver slow transfer in a fresh directory whose live segment this
+ * process maps, as a hostile same-user process would, and `change` scribbles
+ * on. `check` judges the exit of everyone; afterwards no receiver may hold
+ * a copy or temp file and no segment may be left.
+ */
+async function corruptedTransfer(
+  change: (segment: ArrayBuffer) => void,
+  check: (run: Run) => void,
+  senderArgs: string[] = [],
+): Promise<void> {
+  await withTempDir("p2m-shmi-", async (dir) => {
+    const run = await transferUnder(dir, (name) => {
+      using live = SharedMemory.open(name)!;
+      live.map(live.stat().size);
+      change(live.buffer);
+      return Promise.resolve();
+    }, senderArgs);
+    check(run);
+    for (const out of run.outs) assertEmptyDir(out, "receiver of a corrupt segment");
+    await assertNoSegment(run.name);
+  });
+}
+
+/** A transfer's act: truncates the live segment to `size` bytes. */
+function truncateTo(size: number): (name: string) => Promise<void> {
+  return (name) => {
+    using live = SharedMemory.open(name)!;
+    live.truncate(size);
+    return Promise.resolve();
+  };
 }
 
 /** Index into the table words of entry `index`'s `field`. */
@@ -60,8 +86,11 @@ async function transferUnder(
   return { name, file, outs, sent, received };
 }
 
+/** What transferUnder returns: the exits of the sender and the receivers. */
+type Run = Awaited<ReturnType<typeof transferUnder>>;
+
 /** The sender and every receiver fail on a rewritten source, leaving no copy and no segment. */
-async function assertRewriteCaught(run: Awaited<ReturnType<typeof transferUnder>>) {
+async function assertRewriteCaught(run: Run) {
   assert.equal(run.sent.code, 1, run.sent.stderr);
   assert.match(run.sent.stderr, /changed while it was sent/);
   for (const result of run.received) {
@@ -108,82 +137,71 @@ Deno.test("shm integrity: a writer open before the sender (no lease): warned, an
 });
 
 Deno.test("shm integrity: a forged 'verified' in the receiver table is a corrupt segment, not a success", async () => {
-  await withTempDir("p2m-shmi-", async (dir) => {
-    const run = await transferUnder(dir, (name) => {
-      using live = mapLive(name);
-      const words = new Int32Array(live.buffer);
+  await corruptedTransfer(
+    (segment) => {
+      const words = new Int32Array(segment);
       Atomics.store(words, entryWord(0, EntryField.state), ReceiverState.Verified);
-      return Promise.resolve();
-    }, ["--json"]);
-    assert.equal(run.sent.code, 1, run.sent.stderr);
-    assert.match(
-      run.sent.stderr,
-      /shared memory p2m-i-\S+ is corrupt: receiver #0's entry says verified at [\d.]+ [KM]iB of 4\.0+ MiB/,
-    );
-    assert.doesNotMatch(run.sent.stdout, /"ok":true/);
-    for (const result of run.received) {
-      assert.equal(result.code, 1, result.stderr);
-      assert.match(result.stderr, /corrupt/);
-      assert.doesNotMatch(result.stderr, /evicted/);
-    }
-    for (const out of run.outs) assertEmptyDir(out, "receiver of a corrupt segment");
-    await assertNoSegment(run.name);
-  });
+    },
+    (run) => {
+      assert.equal(run.sent.code, 1, run.sent.stderr);
+      assert.match(
+        run.sent.stderr,
+        /shared memory p2m-i-\S+ is corrupt: receiver #0's entry says verified at [\d.]+ [KM]iB of 4\.0+ MiB/,
+      );
+      assert.doesNotMatch(run.sent.stdout, /"ok":true/);
+      for (const result of run.received) {
+        assert.equal(result.code, 1, result.stderr);
+        assert.match(result.stderr, /corrupt/);
+        assert.doesNotMatch(result.stderr, /evicted/);
+      }
+    },
+    ["--json"],
+  );
 });
 
 Deno.test("shm integrity: a forged 'final' header is a corrupt segment, never 'digest mismatch: expected 0000…'", async () => {
-  await withTempDir("p2m-shmi-", async (dir) => {
-    const run = await transferUnder(dir, (name) => {
-      using live = mapLive(name);
-      const words = new Int32Array(live.buffer);
-      const total = words[HeaderField.totalChunks];
-      Atomics.store(words, HeaderField.published, total);
+  await corruptedTransfer(
+    (segment) => {
+      const words = new Int32Array(segment);
+      Atomics.store(words, HeaderField.published, words[HeaderField.totalChunks]);
       Atomics.store(words, HeaderField.state, TransferState.Final);
-      return Promise.resolve();
-    });
-    assert.equal(run.sent.code, 1, run.sent.stderr);
-    for (const result of [run.sent, ...run.received]) {
-      assert.doesNotMatch(result.stderr, /digest mismatch/);
-      assert.match(result.stderr, /corrupt/);
-    }
-    for (const result of run.received) assert.equal(result.code, 1, result.stderr);
-    for (const out of run.outs) assertEmptyDir(out, "receiver of a corrupt segment");
-    await assertNoSegment(run.name);
-  });
+    },
+    (run) => {
+      assert.equal(run.sent.code, 1, run.sent.stderr);
+      for (const result of [run.sent, ...run.received]) {
+        assert.doesNotMatch(result.stderr, /digest mismatch/);
+        assert.match(result.stderr, /corrupt/);
+      }
+      for (const result of run.received) assert.equal(result.code, 1, result.stderr);
+    },
+  );
 });
 
 Deno.test("shm integrity: random bytes over the semaphores fail clearly instead of a glibc abort", async () => {
-  await withTempDir("p2m-shmi-", async (dir) => {
-    const run = await transferUnder(dir, (name) => {
-      using live = mapLive(name);
-      const bytes = new Uint8Array(live.buffer);
-      for (
-        const offset of [
-          SENDER_SEM_OFFSET,
-          ...[0, 1].map((i) => HEADER_AREA + i * ENTRY_SIZE + ENTRY_SEM_OFFSET),
-        ]
-      ) {
+  const semaphores = [
+    SENDER_SEM_OFFSET,
+    ...[0, 1].map((i) => HEADER_AREA + i * ENTRY_SIZE + ENTRY_SEM_OFFSET),
+  ];
+  await corruptedTransfer(
+    (segment) => {
+      const bytes = new Uint8Array(segment);
+      for (const offset of semaphores) {
         bytes.set(crypto.getRandomValues(new Uint8Array(16)), offset);
       }
-      return Promise.resolve();
-    });
-    for (const result of [run.sent, ...run.received]) {
-      assert.equal(result.signal, null, `killed by ${result.signal}: ${result.stderr}`);
-      assert.equal(result.code, 1, result.stderr);
-    }
-    assert.match(run.sent.stderr, /is corrupt \(semaphore overwritten\)/);
-    for (const out of run.outs) assertEmptyDir(out, "receiver of a corrupt segment");
-    await assertNoSegment(run.name);
-  });
+    },
+    (run) => {
+      for (const result of [run.sent, ...run.received]) {
+        assert.equal(result.signal, null, `killed by ${result.signal}: ${result.stderr}`);
+        assert.equal(result.code, 1, result.stderr);
+      }
+      assert.match(run.sent.stderr, /is corrupt \(semaphore overwritten\)/);
+    },
+  );
 });
 
 Deno.test("shm integrity: the segment truncated to 8 KiB: a clear 'corrupt' message, no raw 'Bad address'", async () => {
   await withTempDir("p2m-shmi-", async (dir) => {
-    const run = await transferUnder(dir, (name) => {
-      using live = SharedMemory.open(name)!;
-      live.truncate(8192);
-      return Promise.resolve();
-    });
+    const run = await transferUnder(dir, truncateTo(8192));
     // The size is checked before the ring is touched, and a syscall's EFAULT
     // is explained; a truncation between a check and a touch (a process
     // preempted there, under load) is still a SIGBUS, which no process survives.
@@ -209,11 +227,7 @@ Deno.test("shm integrity: the segment truncated to 8 KiB: a clear 'corrupt' mess
 
 Deno.test("shm integrity: the segment truncated to 0 (SIGBUS, unavoidable): the ring is reaped, temp files are swept next time", async () => {
   await withTempDir("p2m-shmi-", async (dir) => {
-    const run = await transferUnder(dir, (name) => {
-      using live = SharedMemory.open(name)!;
-      live.truncate(0);
-      return Promise.resolve();
-    });
+    const run = await transferUnder(dir, truncateTo(0));
     for (const result of [run.sent, ...run.received]) {
       assert.ok(result.code !== 0, `nobody succeeds: ${result.stderr}`);
     }
