@@ -40,6 +40,19 @@ export function spawnP2m(
   };
 }
 
+/**
+ * Starts a receiving side (`sharedmem.ts receiver --name N`, `socket.ts
+ * client --socket S`) that writes into `out/` and gives up after 20 s.
+ */
+export function spawnReceiving(
+  program: "socket.ts" | "sharedmem.ts",
+  role: string[],
+  out: string,
+  args: string[],
+): P2mProcess {
+  return spawnP2m(program, [...role, "--out", `${out}/`, "--timeout", "20", ...args]);
+}
+
 /** Creates a temp directory for one test; remove it with the returned function. */
 export async function tempDir(prefix = "p2m-test-"): Promise<string> {
   return await Deno.makeTempDir({ prefix });

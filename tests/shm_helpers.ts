@@ -13,6 +13,7 @@ import {
   type P2mProcess,
   shmEntries,
   spawnP2m,
+  spawnReceiving,
   uniqueName,
   waitFor,
 } from "./helpers.ts";
@@ -36,16 +37,7 @@ export function sender(file: string, name: string, args: string[] = []): P2mProc
 
 /** Starts `sharedmem.ts receiver --name NAME --out DIR/ ...`. */
 export function receiver(name: string, out: string, args: string[] = []): P2mProcess {
-  return spawnP2m("sharedmem.ts", [
-    "receiver",
-    "--name",
-    name,
-    "--out",
-    `${out}/`,
-    "--timeout",
-    "20",
-    ...args,
-  ]);
+  return spawnReceiving("sharedmem.ts", ["receiver", "--name", name], out, args);
 }
 
 /** Bytes in the unfinished (`.part`) outputs of a directory. */
