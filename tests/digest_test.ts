@@ -8,6 +8,7 @@
 import assert from "node:assert/strict";
 import { createXXHash64 } from "hash-wasm";
 import { randomBytes, warnNoXxhsum, XXHSUM, xxhsum } from "./xxhsum.ts";
+import { withTempDir } from "./helpers.ts";
 import {
   createDigest,
   decodeHeader,
@@ -87,8 +88,7 @@ Deno.test({
   ignore: !XXHSUM,
   async fn() {
     const data = randomBytes(2 * MiB + 4321);
-    const dir = await Deno.makeTempDir({ prefix: "p2m-digest-" });
-    try {
+    await withTempDir("p2m-digest-", async (dir) => {
       await Deno.writeFile(`${dir}/data.bin`, data);
       await Deno.writeFile(`${dir}/empty.bin`, new Uint8Array(0));
       const [whole, empty] = await xxhsum(2, [`${dir}/data.bin`, `${dir}/empty.bin`]);
@@ -122,9 +122,7 @@ Deno.test({
           `wasm ${pieces}`,
         );
       }
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
+    });
   },
 });
 
@@ -183,8 +181,7 @@ console.log(toHex(digest.digest()));
 
 Deno.test("xxh3-128: a process with the library never compiles wasm; one without FFI falls back with one notice", async () => {
   const data = randomBytes(MiB + 17);
-  const dir = await Deno.makeTempDir({ prefix: "p2m-digest-" });
-  try {
+  await withTempDir("p2m-digest-", async (dir) => {
     const file = `${dir}/data.bin`;
     await Deno.writeFile(file, data);
     const expected = await digestInPieces(data, [], { native: true });
@@ -196,7 +193,5 @@ Deno.test("xxh3-128: a process with the library never compiles wasm; one without
     assert.equal(fallback.notices.length, 1, fallback.stderr);
     assert.match(fallback.notices[0], /native xxHash unavailable: --allow-ffi is not granted/);
     assert.match(fallback.notices[0], /WebAssembly \(same digests\)/);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });

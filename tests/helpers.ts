@@ -59,13 +59,13 @@ export async function tempDir(prefix = "p2m-test-"): Promise<string> {
 }
 
 /** Runs `body` in a fresh temp directory, removed afterwards whatever `body` does. */
-export async function withTempDir<T>(
+export async function withTempDir(
   prefix: string,
-  body: (dir: string) => Promise<T>,
-): Promise<T> {
+  body: (dir: string) => void | Promise<void>,
+): Promise<void> {
   const dir = await tempDir(prefix);
   try {
-    return await body(dir);
+    await body(dir);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

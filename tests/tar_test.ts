@@ -17,7 +17,7 @@ import {
   type TarEvent,
 } from "../core/tar.ts";
 import { tarEntryOf, walkTree } from "../core/tree.ts";
-import { makeFile, tempDir } from "./helpers.ts";
+import { makeFile, withTempDir } from "./helpers.ts";
 
 const LONG_DIR = `${"d".repeat(60)}/${"e".repeat(70)}`;
 const LONG_NAME = `${"n".repeat(120)}.txt`;
@@ -174,8 +174,7 @@ async function assertMatchesTree(decoded: Decoded[], src: string, prefix: string
 }
 
 Deno.test("GNU tar -x extracts our stream identically (diff -r, modes, link)", async () => {
-  const dir = await tempDir("p2m-tar-");
-  try {
+  await withTempDir("p2m-tar-", async (dir) => {
     const src = await sampleTree(dir);
     const stream = encodeTree(src, "tree", 64 * 1024 + 3);
     // Our stream is what GNU tar would accept as a POSIX archive.
@@ -205,14 +204,11 @@ Deno.test("GNU tar -x extracts our stream identically (diff -r, modes, link)", a
     assert.ok(names.includes(`tree/${LONG_DIR}/${LONG_NAME}`));
     assert.ok(names.includes("tree/ünïcödé-日本語.txt"));
     assert.ok(names.includes("tree/empty/"));
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("decoder reads GNU tar --format=pax output at random splits", async () => {
-  const dir = await tempDir("p2m-tar-");
-  try {
+  await withTempDir("p2m-tar-", async (dir) => {
     const src = await sampleTree(dir);
     await Deno.rename(src, `${dir}/tree`);
     const tar = await new Deno.Command("tar", {
@@ -224,14 +220,11 @@ Deno.test("decoder reads GNU tar --format=pax output at random splits", async ()
       const decoded = decodeAtRandomSplits(stream, seed);
       await assertMatchesTree(decoded, `${dir}/tree`, "tree");
     }
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("decoder reads our encoder's output at random splits, tiny slots too", async () => {
-  const dir = await tempDir("p2m-tar-");
-  try {
+  await withTempDir("p2m-tar-", async (dir) => {
     const src = await sampleTree(dir);
     const big = encodeTree(src, "tree", 1024 * 1024);
     const tiny = encodeTree(src, "tree", 7);
@@ -239,9 +232,7 @@ Deno.test("decoder reads our encoder's output at random splits, tiny slots too",
     for (const seed of [4, 5]) {
       await assertMatchesTree(decodeAtRandomSplits(big, seed), src, "tree");
     }
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("pax records carry long paths, long targets, unicode, large sizes and fractional mtime", () => {

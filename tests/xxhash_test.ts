@@ -12,6 +12,7 @@ import { SharedMemory } from "../ffi/mod.ts";
 import { loadXxhash, type Xxh3Bits, Xxh3Hasher } from "../ffi/xxhash.ts";
 import { toHex } from "../core/digest.ts";
 import { randomBytes, warnNoXxhsum, XXHSUM, xxhsum } from "./xxhsum.ts";
+import { withTempDir } from "./helpers.ts";
 
 const MiB = 1024 * 1024;
 
@@ -82,8 +83,7 @@ Deno.test({
   name: "xxh3-128 and xxh3-64: native digests equal xxhsum -H2 / -H3 at every code-path edge",
   ignore: !XXHSUM,
   async fn() {
-    const dir = await Deno.makeTempDir({ prefix: "p2m-xxhash-" });
-    try {
+    await withTempDir("p2m-xxhash-", async (dir) => {
       const inputs = EDGE_LENGTHS.map((length) => randomBytes(length));
       const files = inputs.map((_, index) => `${dir}/${index}.bin`);
       await Promise.all(inputs.map((bytes, index) => Deno.writeFile(files[index], bytes)));
@@ -95,9 +95,7 @@ Deno.test({
         assert.equal(nativeDigest(64, bytes), reference64[index], label);
       });
       assert.equal(reference128[0], "99aa06d3014798d86001c324468d497f", "XXH128 of nothing");
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
+    });
   },
 });
 
@@ -106,8 +104,7 @@ Deno.test({
   ignore: !XXHSUM,
   async fn() {
     const data = randomBytes(3 * MiB + 12345);
-    const dir = await Deno.makeTempDir({ prefix: "p2m-xxhash-" });
-    try {
+    await withTempDir("p2m-xxhash-", async (dir) => {
       await Deno.writeFile(`${dir}/data.bin`, data);
       const [reference128] = await xxhsum(2, [`${dir}/data.bin`]);
       const [reference64] = await xxhsum(3, [`${dir}/data.bin`]);
@@ -118,9 +115,7 @@ Deno.test({
         assert.equal(nativeDigest(128, data, pieces), reference128, `128, pieces ${pieces}`);
         assert.equal(nativeDigest(64, data, pieces), reference64, `64, pieces ${pieces}`);
       }
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
+    });
   },
 });
 
