@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { createXXHash64 } from "hash-wasm";
-import { randomBytes, warnNoXxhsum, XXHSUM, xxhsum } from "./xxhsum.ts";
+import { feedInPieces, randomBytes, warnNoXxhsum, XXHSUM, xxhsum } from "./xxhsum.ts";
 import { withTempDir } from "./helpers.ts";
 import {
   createDigest,
@@ -56,12 +56,7 @@ async function digestInPieces(
   options: { native: boolean },
 ): Promise<string> {
   const digest = await createDigest("xxh3-128", options);
-  let at = 0;
-  for (const size of pieces) {
-    digest.update(data.subarray(at, at + size));
-    at += size;
-  }
-  digest.update(data.subarray(at));
+  feedInPieces(data, pieces, (bytes) => digest.update(bytes));
   return toHex(digest.digest());
 }
 

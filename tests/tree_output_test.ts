@@ -16,7 +16,7 @@ import {
   type TreeLimits,
   TreeOutput,
 } from "../core/tree_output.ts";
-import { listDir, makeFile, tempDir, withTempDir } from "./helpers.ts";
+import { concatBytes, listDir, makeFile, tempDir, withTempDir } from "./helpers.ts";
 
 const STAGING = /^\.p2m-stage-\d+-[0-9a-z]+$/;
 
@@ -57,13 +57,7 @@ function archive(items: Item[], end = true): Uint8Array {
     encoder.end();
     drain();
   }
-  const stream = new Uint8Array(chunks.reduce((sum, chunk) => sum + chunk.length, 0));
-  let at = 0;
-  for (const chunk of chunks) {
-    stream.set(chunk, at);
-    at += chunk.length;
-  }
-  return stream;
+  return concatBytes(chunks);
 }
 
 /**

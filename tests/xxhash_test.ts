@@ -11,7 +11,7 @@ import { createXXHash128, createXXHash3 } from "hash-wasm";
 import { SharedMemory } from "../ffi/mod.ts";
 import { loadXxhash, type Xxh3Bits, Xxh3Hasher } from "../ffi/xxhash.ts";
 import { toHex } from "../core/digest.ts";
-import { randomBytes, warnNoXxhsum, XXHSUM, xxhsum } from "./xxhsum.ts";
+import { feedInPieces, randomBytes, warnNoXxhsum, XXHSUM, xxhsum } from "./xxhsum.ts";
 import { withTempDir } from "./helpers.ts";
 
 const MiB = 1024 * 1024;
@@ -21,12 +21,7 @@ warnNoXxhsum("the comparisons with it are");
 /** Native digest of `data` fed in pieces of the given sizes (the rest in one last update). */
 function nativeDigest(bits: Xxh3Bits, data: Uint8Array, pieces: number[] = []): string {
   using hasher = new Xxh3Hasher(bits);
-  let at = 0;
-  for (const size of pieces) {
-    hasher.update(data.subarray(at, at + size));
-    at += size;
-  }
-  hasher.update(data.subarray(at));
+  feedInPieces(data, pieces, (bytes) => hasher.update(bytes));
   return toHex(hasher.digest());
 }
 

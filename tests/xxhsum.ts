@@ -1,6 +1,7 @@
 /**
  * The reference `xxhsum` program (Debian's xxhash package) for tests that
- * compare p2m's digests with it, and random test data of any length.
+ * compare p2m's digests with it, random test data of any length, and data
+ * fed to a hasher in pieces.
  *
  * @module
  */
@@ -38,4 +39,18 @@ export function randomBytes(length: number): Uint8Array {
   const bytes = new Uint8Array(length);
   for (let at = 0; at < length; at += 65536) crypto.getRandomValues(bytes.subarray(at, at + 65536));
   return bytes;
+}
+
+/** Feeds `data` to `update` in pieces of the given sizes, then the rest in one last call. */
+export function feedInPieces(
+  data: Uint8Array,
+  pieces: number[],
+  update: (bytes: Uint8Array) => void,
+): void {
+  let at = 0;
+  for (const size of pieces) {
+    update(data.subarray(at, at + size));
+    at += size;
+  }
+  update(data.subarray(at));
 }
