@@ -58,14 +58,14 @@ export async function tempDir(prefix = "p2m-test-"): Promise<string> {
   return await Deno.makeTempDir({ prefix });
 }
 
-/** Runs `body` in a fresh temp directory, removed afterwards whatever `body` does. */
-export async function withTempDir(
+/** Runs `body` in a fresh temp directory, removed afterwards whatever `body` does; returns what it returns. */
+export async function withTempDir<T>(
   prefix: string,
-  body: (dir: string) => void | Promise<void>,
-): Promise<void> {
+  body: (dir: string) => T | Promise<T>,
+): Promise<Awaited<T>> {
   const dir = await tempDir(prefix);
   try {
-    await body(dir);
+    return await body(dir);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -6,6 +6,7 @@
  * @module
  */
 import assert from "node:assert/strict";
+import { withTempDir } from "./helpers.ts";
 
 function canRun(program: string): boolean {
   try {
@@ -25,13 +26,17 @@ export function warnNoXxhsum(what: string): void {
   console.warn(`WARNING: xxhsum not found (apt-get install xxhash): ${what} IGNORED`);
 }
 
-/** `xxhsum -H<variant>` of each file, as hex, in order. */
-export async function xxhsum(variant: 1 | 2 | 3, files: string[]): Promise<string[]> {
-  const output = await new Deno.Command("xxhsum", { args: [`-H${variant}`, ...files] }).output();
-  assert.ok(output.success, new TextDecoder().decode(output.stderr));
-  const lines = new TextDecoder().decode(output.stdout).trim().split("\n");
-  // -H1/-H2 print "HEX  FILE"; -H3 prints "XXH3 (FILE) = HEX".
-  return lines.map((line) => /(?:^|= )([0-9a-f]{16,32})(?:\s|$)/.exec(line)![1]);
+/** `xxhsum -H<variant>` of each input (written to a temp file first), as hex, in order. */
+export async function xxhsum(variant: 1 | 2 | 3, inputs: Uint8Array[]): Promise<string[]> {
+  return await withTempDir("p2m-xxhsum-", async (dir) => {
+    const files = inputs.map((_, index) => `${dir}/${index}.bin`);
+    await Promise.all(inputs.map((bytes, index) => Deno.writeFile(files[index], bytes)));
+    const output = await new Deno.Command("xxhsum", { args: [`-H${variant}`, ...files] }).output();
+    assert.ok(output.success, new TextDecoder().decode(output.stderr));
+    const lines = new TextDecoder().decode(output.stdout).trim().split("\n");
+    // -H1/-H2 print "HEX  FILE"; -H3 prints "XXH3 (FILE) = HEX".
+    return lines.map((line) => /(?:^|= )([0-9a-f]{16,32})(?:\s|$)/.exec(line)![1]);
+  });
 }
 
 /** Random bytes of any length (getRandomValues gives at most 64 KiB per call). */
