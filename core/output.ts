@@ -6,7 +6,7 @@
  * renamed to its final name, and then the directory is fsynced too, so
  * that the name itself survives a power loss right after a reported
  * success (as do the directories that `--out DIR/` made, through their
- * parents): {@linkcode syncDirectory}. A failed, aborted or interrupted
+ * parents): `syncDirectory` in core/paths.ts. A failed, aborted or interrupted
  * transfer removes the temporary file, so no half-written or unverified
  * file is ever seen under a final name.
  *
@@ -18,6 +18,8 @@
  *
  * @module
  */
+import { exists, isDirectory, parentOf, syncDirectory } from "./paths.ts";
+import { ReceivedOutput } from "./received_output.ts";
 import { sweepUnlocked } from "./sweep.ts";
 import { P2mError } from "./errors.ts";
 import { sanitizeName } from "./names.ts";
@@ -38,11 +40,11 @@ export interface OutputOptions {
   force?: boolean;
 }
 
-const live = new Set<OutputFile>();
+const live = new Set<ReceivedOutput>();
 
 /** Removes the temp files of every unfinished output (for signal handlers). */
 export function abortAllOutputs(): void {
-  for (const output of [...live]) output.abort();
+  ReceivedOutput.abortAll(live);
 }
 
 /** Resolves the final path for a copy, without touching the disk beyond stat. */
@@ -58,7 +60,7 @@ export function resolveOutputPath(options: Pick<OutputOptions, "out" | "name">):
 }
 
 /** A copy being written: temp file now, final name after {@linkcode commit}. */
-export class OutputFile implements Disposable {
+export class OutputFile extends ReceivedOutput {
   /** The final path, reached only by a verified copy. */
   readonly path: string;
   /** The hidden temporary path that holds bytes until commit. */
@@ -68,7 +70,6 @@ export class OutputFile implements Disposable {
   #mode: number;
   #force: boolean;
   #written = 0;
-  #done = false;
 
   private constructor(
     path: string,
@@ -77,13 +78,13 @@ export class OutputFile implements Disposable {
     options: OutputOptions,
     madeDirs: string[],
   ) {
+    super(live);
     this.path = path;
     this.tempPath = tempPath;
     this.#file = file;
     this.#madeDirs = madeDirs;
     this.#mode = options.mode & 0o777;
     this.#force = options.force ?? false;
-    live.add(this);
   }
 
   /** Creates the temp file for a copy, or throws a P2mError saying why not. */
@@ -164,8 +165,7 @@ export class OutputFile implements Disposable {
         cause: error,
       });
     }
-    this.#done = true;
-    live.delete(this);
+    this.settle();
     const dir = parentOf(this.path);
     // The name is in place; make it, and any directory we made for it,
     // durable. A failure here is reported, but the copy is not discarded:
@@ -182,11 +182,8 @@ export class OutputFile implements Disposable {
     sweepStaleOutputs(dir);
   }
 
-  /** Discards the copy: closes and removes the temp file. Safe to call twice. */
-  abort(): void {
-    if (this.#done) return;
-    this.#done = true;
-    live.delete(this);
+  /** Discards the copy: closes and removes the temp file. */
+  protected discard(): void {
     try {
       this.#file?.close();
     } catch { /* already closed */ }
@@ -196,29 +193,10 @@ export class OutputFile implements Disposable {
     } catch { /* already gone */ }
   }
 
-  /** Same as {@linkcode abort}: an output that was not committed is discarded. */
-  close(): void {
-    this.abort();
-  }
-
-  /** Discards the copy unless it was committed. */
-  [Symbol.dispose](): void {
-    this.abort();
-  }
-
   #open(): Deno.FsFile {
-    if (this.#done || this.#file === undefined) throw new P2mError("output already closed");
+    if (this.settled || this.#file === undefined) throw new P2mError("output already closed");
     return this.#file;
   }
-}
-
-/**
- * fsyncs a directory, so that the names just linked, renamed or removed in
- * it reach the disk (Deno opens a directory read-only and fsyncs its fd).
- */
-export function syncDirectory(dir: string): void {
-  using handle = Deno.openSync(dir, { read: true });
-  handle.syncSync();
 }
 
 /** Creates `dir` and its missing parents; returns those it made, outermost first. */
@@ -236,14 +214,6 @@ function makeDirs(dir: string): string[] {
   return missing;
 }
 
-/** The directory part of a path ("." for a bare name). */
-function parentOf(path: string): string {
-  const trimmed = path.replace(/\/+$/, "");
-  const slash = trimmed.lastIndexOf("/");
-  if (slash < 0) return ".";
-  return trimmed.slice(0, slash) || "/";
-}
-
 const TEMP_NAME = /^\..*\.p2m-\d+-[0-9a-z]+\.part$/s;
 
 /**
@@ -256,21 +226,4 @@ export function sweepStaleOutputs(dir: string): number {
     (entry) => entry.isFile && TEMP_NAME.test(entry.name),
     (path) => Deno.removeSync(path),
   );
-}
-
-function exists(path: string): boolean {
-  try {
-    Deno.lstatSync(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-function isDirectory(path: string): boolean {
-  try {
-    return Deno.statSync(path).isDirectory;
-  } catch {
-    return false;
-  }
 }

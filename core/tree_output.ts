@@ -29,6 +29,8 @@
  *
  * @module
  */
+import { exists, parentOf, syncDirectory } from "./paths.ts";
+import { ReceivedOutput } from "./received_output.ts";
 import { sweepUnlocked } from "./sweep.ts";
 import {
   AT_FDCWD,
@@ -180,15 +182,15 @@ type Node =
   | { kind: "file"; mode: number }
   | { kind: "symlink"; target: string };
 
-const live = new Set<TreeOutput>();
+const live = new Set<ReceivedOutput>();
 
 /** Removes the staging directories of every unfinished tree (for signal handlers). */
 export function abortAllTreeOutputs(): void {
-  for (const output of [...live]) output.abort();
+  ReceivedOutput.abortAll(live);
 }
 
 /** A tree being received: staging directory now, final name after {@linkcode commit}. */
-export class TreeOutput implements Disposable {
+export class TreeOutput extends ReceivedOutput {
   /** The final path, reached only by a complete, checked tree. */
   readonly path: string;
   /** The hidden staging directory that holds the tree until commit. */
@@ -211,7 +213,6 @@ export class TreeOutput implements Disposable {
   #entries = 0;
   #fileBytes = 0;
   #written = 0;
-  #done = false;
 
   private constructor(
     path: string,
@@ -219,13 +220,13 @@ export class TreeOutput implements Disposable {
     lock: Deno.FsFile,
     options: TreeOutputOptions,
   ) {
+    super(live);
     this.path = path;
     this.stagingPath = stagingPath;
     this.#lock = lock;
     this.#force = options.force ?? false;
     this.#strip = options.stripComponents ?? 0;
     this.#limits = { ...DEFAULT_LIMITS, ...options.limits };
-    live.add(this);
   }
 
   /** Creates the locked staging directory beside `options.path`, or throws a P2mError saying why not. */
@@ -290,17 +291,13 @@ export class TreeOutput implements Disposable {
       this.abort();
       throw asP2mError(error, this.path, "; tree discarded");
     }
-    this.#done = true;
-    live.delete(this);
+    this.settle();
     this.#lock?.close();
     this.#lock = undefined;
   }
 
-  /** Discards the tree: removes the staging directory. Safe to call twice. */
-  abort(): void {
-    if (this.#done) return;
-    this.#done = true;
-    live.delete(this);
+  /** Discards the tree: removes the staging directory. */
+  protected discard(): void {
     try {
       this.#file?.close();
     } catch { /* already closed */ }
@@ -311,18 +308,8 @@ export class TreeOutput implements Disposable {
     this.#lock = undefined;
   }
 
-  /** Same as {@linkcode abort}: a tree that was not committed is discarded. */
-  close(): void {
-    this.abort();
-  }
-
-  /** Discards the tree unless it was committed. */
-  [Symbol.dispose](): void {
-    this.abort();
-  }
-
   #check(): void {
-    if (this.#done) throw new P2mError("tree output already closed");
+    if (this.settled) throw new P2mError("tree output already closed");
   }
 
   #apply(event: TarEvent): void {
@@ -605,25 +592,6 @@ function syncFilesystem(path: string): void {
     if (libc().syncfs(fd) !== 0) fail("syncfs", path);
   } finally {
     libc().close(fd);
-  }
-}
-
-function syncDirectory(path: string): void {
-  using dir = Deno.openSync(path, { read: true });
-  dir.syncSync();
-}
-
-function parentOf(path: string): string {
-  const slash = path.lastIndexOf("/");
-  return slash < 0 ? "." : path.slice(0, slash) || "/";
-}
-
-function exists(path: string): boolean {
-  try {
-    Deno.lstatSync(path);
-    return true;
-  } catch {
-    return false;
   }
 }
 

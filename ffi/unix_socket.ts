@@ -105,13 +105,11 @@ export class UnixSocket implements Disposable {
 
   /** Accepts one pending connection, or null if none is waiting. */
   accept(): UnixSocket | null {
-    const fd = libc().accept4(this.#live("accept4"), null, null, SOCK_CLOEXEC | SOCK_NONBLOCK);
-    if (fd < 0) {
-      const code = errno();
-      if (code === EAGAIN || code === EINTR) return null;
-      throw new LibcError("accept4", code);
-    }
-    return new UnixSocket(fd);
+    const fd = orNullIfBusy(
+      "accept4",
+      libc().accept4(this.#live("accept4"), null, null, SOCK_CLOEXEC | SOCK_NONBLOCK),
+    );
+    return fd === null ? null : new UnixSocket(fd);
   }
 
   /**
@@ -134,20 +132,12 @@ export class UnixSocket implements Disposable {
 
   /** Reads into `buf`: the count, 0 at EOF, or null if nothing is there yet. */
   read(buf: Uint8Array): number | null {
-    const n = Number(libc().read(this.#live("read"), buf, BigInt(buf.length)));
-    if (n >= 0) return n;
-    const code = errno();
-    if (code === EAGAIN || code === EINTR) return null;
-    throw new LibcError("read", code);
+    return orNullIfBusy("read", libc().read(this.#live("read"), buf, BigInt(buf.length)));
   }
 
   /** Writes some of `bytes`: the count, or null if the buffer is full. */
   write(bytes: Uint8Array): number | null {
-    const n = Number(libc().write(this.#live("write"), bytes, BigInt(bytes.length)));
-    if (n >= 0) return n;
-    const code = errno();
-    if (code === EAGAIN || code === EINTR) return null;
-    throw new LibcError("write", code);
+    return orNullIfBusy("write", libc().write(this.#live("write"), bytes, BigInt(bytes.length)));
   }
 
   /**
@@ -156,7 +146,8 @@ export class UnixSocket implements Disposable {
    */
   sendFile(file: ReadOnlyFile, offset: number, count: number): number | null {
     this.#offset[0] = BigInt(offset);
-    const n = Number(
+    return orNullIfBusy(
+      "sendfile",
       libc().sendfile(
         this.#live("sendfile"),
         file.fd,
@@ -164,10 +155,6 @@ export class UnixSocket implements Disposable {
         BigInt(count),
       ),
     );
-    if (n >= 0) return n;
-    const code = errno();
-    if (code === EAGAIN || code === EINTR) return null;
-    throw new LibcError("sendfile", code);
   }
 
   /** Asks for a send (`SO_SNDBUF`) or receive (`SO_RCVBUF`) buffer; best effort. */
@@ -212,6 +199,18 @@ export class UnixSocket implements Disposable {
   [Symbol.dispose](): void {
     this.close();
   }
+}
+
+/**
+ * The one reading of a nonblocking call's result, right after the call:
+ * the count or fd when it is 0 or more, null when the call would block or
+ * was interrupted (try again after a poll), else a LibcError.
+ */
+function orNullIfBusy(fn: string, result: number | bigint): number | null {
+  if (result >= 0) return Number(result);
+  const code = errno();
+  if (code === EAGAIN || code === EINTR) return null;
+  throw new LibcError(fn, code);
 }
 
 /** Removes a file with libc unlink(2); false if it failed (e.g. already gone). */

@@ -7,7 +7,8 @@
  */
 import assert from "node:assert/strict";
 import { createXXHash64 } from "hash-wasm";
-import { randomBytes, warnNoXxhsum, XXHSUM, xxhsum } from "./xxhsum.ts";
+import { feedInPieces, randomBytes, warnNoXxhsum, XXHSUM, xxhsum } from "./xxhsum.ts";
+import { withTempDir } from "./helpers.ts";
 import {
   createDigest,
   decodeHeader,
@@ -55,12 +56,7 @@ async function digestInPieces(
   options: { native: boolean },
 ): Promise<string> {
   const digest = await createDigest("xxh3-128", options);
-  let at = 0;
-  for (const size of pieces) {
-    digest.update(data.subarray(at, at + size));
-    at += size;
-  }
-  digest.update(data.subarray(at));
+  feedInPieces(data, pieces, (bytes) => digest.update(bytes));
   return toHex(digest.digest());
 }
 
@@ -87,43 +83,36 @@ Deno.test({
   ignore: !XXHSUM,
   async fn() {
     const data = randomBytes(2 * MiB + 4321);
-    const dir = await Deno.makeTempDir({ prefix: "p2m-digest-" });
-    try {
-      await Deno.writeFile(`${dir}/data.bin`, data);
-      await Deno.writeFile(`${dir}/empty.bin`, new Uint8Array(0));
-      const [whole, empty] = await xxhsum(2, [`${dir}/data.bin`, `${dir}/empty.bin`]);
-      assert.equal(empty, "99aa06d3014798d86001c324468d497f");
-      for (const native of [true, false]) {
-        assert.equal(await digestInPieces(new Uint8Array(0), [], { native }), empty);
-      }
-      const random = Array.from({ length: 30 }, () => Math.floor(Math.random() * 100000));
-      const splits = [
-        [],
-        [0],
-        [1],
-        [0, 1, 0, 15, 16, 17],
-        [239, 240, 241],
-        [MiB - 1],
-        [MiB],
-        [MiB + 1],
-        [MiB - 1, 2, MiB + 1],
-        [16383, 16385], // across hash-wasm's 16 KiB copy buffer
-        random,
-      ];
-      for (const pieces of splits) {
-        assert.equal(
-          await digestInPieces(data, pieces, { native: true }),
-          whole,
-          `native ${pieces}`,
-        );
-        assert.equal(
-          await digestInPieces(data, pieces, { native: false }),
-          whole,
-          `wasm ${pieces}`,
-        );
-      }
-    } finally {
-      await Deno.remove(dir, { recursive: true });
+    const [whole, empty] = await xxhsum(2, [data, new Uint8Array(0)]);
+    assert.equal(empty, "99aa06d3014798d86001c324468d497f");
+    for (const native of [true, false]) {
+      assert.equal(await digestInPieces(new Uint8Array(0), [], { native }), empty);
+    }
+    const random = Array.from({ length: 30 }, () => Math.floor(Math.random() * 100000));
+    const splits = [
+      [],
+      [0],
+      [1],
+      [0, 1, 0, 15, 16, 17],
+      [239, 240, 241],
+      [MiB - 1],
+      [MiB],
+      [MiB + 1],
+      [MiB - 1, 2, MiB + 1],
+      [16383, 16385], // across hash-wasm's 16 KiB copy buffer
+      random,
+    ];
+    for (const pieces of splits) {
+      assert.equal(
+        await digestInPieces(data, pieces, { native: true }),
+        whole,
+        `native ${pieces}`,
+      );
+      assert.equal(
+        await digestInPieces(data, pieces, { native: false }),
+        whole,
+        `wasm ${pieces}`,
+      );
     }
   },
 });
@@ -183,8 +172,7 @@ console.log(toHex(digest.digest()));
 
 Deno.test("xxh3-128: a process with the library never compiles wasm; one without FFI falls back with one notice", async () => {
   const data = randomBytes(MiB + 17);
-  const dir = await Deno.makeTempDir({ prefix: "p2m-digest-" });
-  try {
+  await withTempDir("p2m-digest-", async (dir) => {
     const file = `${dir}/data.bin`;
     await Deno.writeFile(file, data);
     const expected = await digestInPieces(data, [], { native: true });
@@ -196,7 +184,5 @@ Deno.test("xxh3-128: a process with the library never compiles wasm; one without
     assert.equal(fallback.notices.length, 1, fallback.stderr);
     assert.match(fallback.notices[0], /native xxHash unavailable: --allow-ffi is not granted/);
     assert.match(fallback.notices[0], /WebAssembly \(same digests\)/);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });

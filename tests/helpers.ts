@@ -40,9 +40,35 @@ export function spawnP2m(
   };
 }
 
+/**
+ * Starts a receiving side (`sharedmem.ts receiver --name N`, `socket.ts
+ * client --socket S`) that writes into `out/` and gives up after 20 s.
+ */
+export function spawnReceiving(
+  program: "socket.ts" | "sharedmem.ts",
+  role: string[],
+  out: string,
+  args: string[],
+): P2mProcess {
+  return spawnP2m(program, [...role, "--out", `${out}/`, "--timeout", "20", ...args]);
+}
+
 /** Creates a temp directory for one test; remove it with the returned function. */
 export async function tempDir(prefix = "p2m-test-"): Promise<string> {
   return await Deno.makeTempDir({ prefix });
+}
+
+/** Runs `body` in a fresh temp directory, removed afterwards whatever `body` does; returns what it returns. */
+export async function withTempDir<T>(
+  prefix: string,
+  body: (dir: string) => T | Promise<T>,
+): Promise<Awaited<T>> {
+  const dir = await tempDir(prefix);
+  try {
+    return await body(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 }
 
 /** Writes `size` bytes of seeded pseudo-random data to `path` and returns them. */
@@ -149,4 +175,15 @@ export async function runTask(
   }).output();
   const text = new TextDecoder();
   return { code: out.code, stdout: text.decode(out.stdout), stderr: text.decode(out.stderr) };
+}
+
+/** The bytes of `parts`, one after the other, in one new array. */
+export function concatBytes(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
+  let at = 0;
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.length;
+  }
+  return out;
 }

@@ -1,12 +1,34 @@
 /**
  * Helpers for the shared-memory tests: start real senders and receivers,
- * and watch a receiver's bytes arrive to hit a transfer at a chosen moment.
+ * a slow transfer to hit at a chosen moment, and the checks that nothing is
+ * left in /dev/shm and that a name can be used again.
  *
  * @module
  */
 import assert from "node:assert/strict";
 import { delay } from "../core/delay.ts";
-import { listDir, type P2mProcess, shmEntries, spawnP2m } from "./helpers.ts";
+import {
+  listDir,
+  makeFile,
+  type P2mProcess,
+  shmEntries,
+  spawnP2m,
+  spawnReceiving,
+  uniqueName,
+  waitFor,
+} from "./helpers.ts";
+
+/** The file size of a slow transfer. */
+export const SLOW_SIZE = 4 * 1024 * 1024;
+/** A small, rate-limited ring: about two seconds for SLOW_SIZE, so that a fault lands mid-transfer. */
+export const SLOW_RING = [
+  "--chunk",
+  "65536",
+  "--slots",
+  "4",
+  "--limit-rate",
+  String(SLOW_SIZE / 2),
+];
 
 /** Starts `sharedmem.ts sender FILE --name NAME ...`. */
 export function sender(file: string, name: string, args: string[] = []): P2mProcess {
@@ -15,16 +37,7 @@ export function sender(file: string, name: string, args: string[] = []): P2mProc
 
 /** Starts `sharedmem.ts receiver --name NAME --out DIR/ ...`. */
 export function receiver(name: string, out: string, args: string[] = []): P2mProcess {
-  return spawnP2m("sharedmem.ts", [
-    "receiver",
-    "--name",
-    name,
-    "--out",
-    `${out}/`,
-    "--timeout",
-    "20",
-    ...args,
-  ]);
+  return spawnReceiving("sharedmem.ts", ["receiver", "--name", name], out, args);
 }
 
 /** Bytes in the unfinished (`.part`) outputs of a directory. */
@@ -75,4 +88,58 @@ export async function assertSameBytes(actual: string, expected: string): Promise
     out.success,
     `${actual} differs from ${expected}: ${new TextDecoder().decode(out.stdout)}`,
   );
+}
+
+/** Waits up to `ms` for /dev/shm to hold nothing named `name`. */
+export async function waitForNoSegment(name: string, ms: number, what: string): Promise<void> {
+  await waitFor(async () => (await shmEntries(name)).length === 0, ms, what);
+}
+
+/** A slow transfer under way: its segment name, source file, sender and receivers. */
+export interface SlowTransfer {
+  name: string;
+  /** `DIR/data.bin`, SLOW_SIZE bytes. */
+  file: string;
+  /** One output directory per receiver: `DIR/a`, `DIR/b`, ... */
+  outs: string[];
+  send: P2mProcess;
+  receivers: P2mProcess[];
+}
+
+/**
+ * Starts a SLOW_RING transfer of `DIR/data.bin` (made if it is not there
+ * yet) to `peers` quiet receivers under a fresh name starting `prefix`.
+ */
+export async function startSlowTransfer(
+  dir: string,
+  options: { peers?: number; senderArgs?: string[]; prefix?: string } = {},
+): Promise<SlowTransfer> {
+  const { peers = 2, senderArgs = [], prefix = "p2m-t" } = options;
+  const name = uniqueName(prefix);
+  const file = `${dir}/data.bin`;
+  const exists = await Deno.stat(file).then(() => true, () => false);
+  if (!exists) await makeFile(file, SLOW_SIZE);
+  const send = sender(file, name, ["--peers", String(peers), ...SLOW_RING, ...senderArgs]);
+  const outs = Array.from({ length: peers }, (_, i) => `${dir}/${String.fromCharCode(97 + i)}`);
+  const receivers = outs.map((out) => receiver(name, out, ["--quiet"]));
+  return { name, file, outs, send, receivers };
+}
+
+/**
+ * The next sender under `name` serves a receiver into `out`: its copy is
+ * `file`'s bytes, both exit 0 and the segment is gone afterwards.
+ */
+export async function assertNameReusable(
+  file: string,
+  name: string,
+  out: string,
+  senderArgs: string[] = ["--quiet"],
+): Promise<void> {
+  const next = sender(file, name, senderArgs);
+  const got = await receiver(name, out, ["--quiet"]).done();
+  assert.equal(got.code, 0, got.stderr);
+  const sent = await next.done();
+  assert.equal(sent.code, 0, sent.stderr);
+  await assertSameBytes(`${out}/data.bin`, file);
+  await assertNoSegment(name);
 }

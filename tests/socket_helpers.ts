@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { delay } from "../core/delay.ts";
 import { privateRuntimeDir } from "../core/runtime_dir.ts";
 import { LineReader, readFull, TOKEN_HEX_LENGTH, writeAll } from "../socket/protocol.ts";
-import { listDir, type P2mProcess, spawnP2m, tempDir, waitFor } from "./helpers.ts";
+import { listDir, type P2mProcess, spawnP2m, spawnReceiving, tempDir, waitFor } from "./helpers.ts";
 
 const encoder = new TextEncoder();
 
@@ -33,16 +33,7 @@ export function startServer(file: string, socket: string, args: string[] = []): 
 
 /** Starts a client writing into `out/`. */
 export function startClient(socket: string, out: string, args: string[] = []): P2mProcess {
-  return spawnP2m("socket.ts", [
-    "client",
-    "--socket",
-    socket,
-    "--out",
-    `${out}/`,
-    "--timeout",
-    "20",
-    ...args,
-  ]);
+  return spawnReceiving("socket.ts", ["client", "--socket", socket], out, args);
 }
 
 /** Waits until a socket file exists at `path`. */

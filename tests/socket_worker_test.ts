@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { createDigest, toHex } from "../core/digest.ts";
-import { programPath, SOCKET_PERMISSIONS } from "../core/permissions.ts";
+import { p2mArgv } from "../core/permissions.ts";
 import { Source } from "../core/source.ts";
 import {
   decodeHeader,
@@ -17,13 +17,13 @@ import {
 } from "../core/wire.ts";
 import { newToken, readFull } from "../socket/protocol.ts";
 import { DIGEST_LINE, NOTIFIED, type WorkerConfig } from "../socket/worker_protocol.ts";
-import { makeFile } from "./helpers.ts";
+import { spawnPiped } from "../tools/runner.ts";
+import { makeFile, withTempDir } from "./helpers.ts";
 
 const encoder = new TextEncoder();
 
 Deno.test("socket worker: a digest that arrives after the bytes goes into the trailer", async () => {
-  const dir = await Deno.makeTempDir();
-  try {
+  await withTempDir("p2m-worker-", async (dir) => {
     const path = `${dir}/f.bin`;
     const size = 3 * 1024 * 1024 + 5;
     const data = await makeFile(path, size);
@@ -39,12 +39,7 @@ Deno.test("socket worker: a digest that arrives after the bytes goes into the tr
       stallSeconds: 10,
       limitRate: 0,
     };
-    const child = new Deno.Command(Deno.execPath(), {
-      args: ["run", ...SOCKET_PERMISSIONS, programPath("socket.ts"), "worker"],
-      stdin: "piped",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
+    const child = spawnPiped(p2mArgv("socket.ts", ["worker"]), { stdin: "piped" });
     const stdin = child.stdin.getWriter();
     await stdin.write(encoder.encode(JSON.stringify(config) + "\n"));
     const reports = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
@@ -86,7 +81,5 @@ Deno.test("socket worker: a digest that arrives after the bytes goes into the tr
     await child.stdout.cancel().catch(() => {});
     await child.stderr.cancel();
     assert.throws(() => Deno.lstatSync(socketPath), Deno.errors.NotFound);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });

@@ -9,42 +9,18 @@ import assert from "node:assert/strict";
 import { delay } from "../core/delay.ts";
 import { SharedMemory } from "../ffi/mod.ts";
 import { geometry, writeHeader } from "../shm/layout.ts";
-import { makeFile, shmEntries, tempDir, uniqueName, waitFor } from "./helpers.ts";
+import { makeFile, shmEntries, uniqueName, withTempDir } from "./helpers.ts";
 import {
+  assertNameReusable,
   assertNoSegment,
-  assertSameBytes,
   receiver,
   sender,
+  waitForNoSegment,
   waitForSegment,
 } from "./shm_helpers.ts";
 
-async function withDir(body: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await tempDir("p2m-stale-");
-  try {
-    await body(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
-
-/** Waits up to `ms` for /dev/shm to hold nothing named `name`. */
-async function segmentGoneWithin(name: string, ms: number, what: string): Promise<void> {
-  await waitFor(async () => (await shmEntries(name)).length === 0, ms, what);
-}
-
-/** The next sender with the same name serves a receiver. */
-async function nameIsReusable(dir: string, file: string, name: string): Promise<void> {
-  const next = sender(file, name, ["--quiet"]);
-  const got = await receiver(name, `${dir}/next`, ["--quiet"]).done();
-  assert.equal(got.code, 0, got.stderr);
-  const sent = await next.done();
-  assert.equal(sent.code, 0, sent.stderr);
-  await assertSameBytes(`${dir}/next/data.bin`, file);
-  await assertNoSegment(name);
-}
-
 Deno.test("stale: kill -9 of a sender waiting for receivers: its ring is gone within 3 s, nobody else involved", async () => {
-  await withDir(async (dir) => {
+  await withTempDir("p2m-stale-", async (dir) => {
     const name = uniqueName("p2m-s");
     const file = `${dir}/data.bin`;
     await makeFile(file, 100_000);
@@ -54,13 +30,13 @@ Deno.test("stale: kill -9 of a sender waiting for receivers: its ring is gone wi
     send.child.kill("SIGKILL");
     const result = await send.done();
     assert.equal(result.signal, "SIGKILL");
-    await segmentGoneWithin(name, 3000, "the reaper to remove the killed sender's ring");
-    await nameIsReusable(dir, file, name);
+    await waitForNoSegment(name, 3000, "the reaper to remove the killed sender's ring");
+    await assertNameReusable(file, name, `${dir}/next`);
   });
 });
 
 Deno.test("stale: kill -9 of a sender right after it created the segment (before the header): gone within 3 s", async () => {
-  await withDir(async (dir) => {
+  await withTempDir("p2m-stale-", async (dir) => {
     const name = uniqueName("p2m-s");
     const file = `${dir}/data.bin`;
     await makeFile(file, 100_000);
@@ -69,8 +45,8 @@ Deno.test("stale: kill -9 of a sender right after it created the segment (before
     await waitForSegment(name, 10_000);
     send.child.kill("SIGKILL");
     await send.done();
-    await segmentGoneWithin(name, 3000, "the reaper to remove a segment killed before its header");
-    await nameIsReusable(dir, file, name);
+    await waitForNoSegment(name, 3000, "the reaper to remove a segment killed before its header");
+    await assertNameReusable(file, name, `${dir}/next`);
   });
 });
 
@@ -96,13 +72,13 @@ function leaveStale(name: string, shape: "empty" | "no-magic" | "full"): void {
 
 for (const shape of ["empty", "no-magic", "full"] as const) {
   Deno.test(`stale: a receiver removes a stale segment (${shape}) at once instead of waiting out its timeout`, async () => {
-    await withDir(async (dir) => {
+    await withTempDir("p2m-stale-", async (dir) => {
       const name = uniqueName("p2m-s");
       leaveStale(name, shape);
       assert.equal((await shmEntries(name)).length, 1);
       const waiting = receiver(name, `${dir}/out`, ["--quiet", "--timeout", "3"]);
       try {
-        await segmentGoneWithin(name, 2000, `the receiver to remove the ${shape} stale segment`);
+        await waitForNoSegment(name, 2000, `the receiver to remove the ${shape} stale segment`);
       } finally {
         const result = await waiting.done();
         assert.equal(result.code, 1);
@@ -114,7 +90,7 @@ for (const shape of ["empty", "no-magic", "full"] as const) {
 }
 
 Deno.test("stale: a receiver never removes someone else's object (no sender lock, not p2m's magic)", async () => {
-  await withDir(async (dir) => {
+  await withTempDir("p2m-stale-", async (dir) => {
     const name = uniqueName("p2m-s");
     const foreign = SharedMemory.create(name)!;
     try {

@@ -17,7 +17,7 @@ import {
   type TarEvent,
 } from "../core/tar.ts";
 import { tarEntryOf, walkTree } from "../core/tree.ts";
-import { makeFile, tempDir } from "./helpers.ts";
+import { concatBytes, makeFile, withTempDir } from "./helpers.ts";
 
 const LONG_DIR = `${"d".repeat(60)}/${"e".repeat(70)}`;
 const LONG_NAME = `${"n".repeat(120)}.txt`;
@@ -86,12 +86,7 @@ function encodeTree(src: string, prefix: string, slotSize: number): Uint8Array {
   encoder.end();
   pump();
   flush(used);
-  const out = new Uint8Array(chunks.reduce((sum, chunk) => sum + chunk.length, 0));
-  let at = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, at);
-    at += chunk.length;
-  }
+  const out = concatBytes(chunks);
   assert.equal(out.length, archiveLength(entries));
   assert.equal(encoder.bytesWritten, out.length);
   return out;
@@ -127,13 +122,7 @@ function decodeAtRandomSplits(stream: Uint8Array, seed: number): Decoded[] {
       } else if (event.type === "data") {
         parts.push(event.bytes.slice());
       } else if (event.type === "entryEnd") {
-        const data = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
-        let at = 0;
-        for (const part of parts) {
-          data.set(part, at);
-          at += part.length;
-        }
-        out[out.length - 1].data = data;
+        out[out.length - 1].data = concatBytes(parts);
       }
     }
   };
@@ -174,8 +163,7 @@ async function assertMatchesTree(decoded: Decoded[], src: string, prefix: string
 }
 
 Deno.test("GNU tar -x extracts our stream identically (diff -r, modes, link)", async () => {
-  const dir = await tempDir("p2m-tar-");
-  try {
+  await withTempDir("p2m-tar-", async (dir) => {
     const src = await sampleTree(dir);
     const stream = encodeTree(src, "tree", 64 * 1024 + 3);
     // Our stream is what GNU tar would accept as a POSIX archive.
@@ -205,14 +193,11 @@ Deno.test("GNU tar -x extracts our stream identically (diff -r, modes, link)", a
     assert.ok(names.includes(`tree/${LONG_DIR}/${LONG_NAME}`));
     assert.ok(names.includes("tree/ünïcödé-日本語.txt"));
     assert.ok(names.includes("tree/empty/"));
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("decoder reads GNU tar --format=pax output at random splits", async () => {
-  const dir = await tempDir("p2m-tar-");
-  try {
+  await withTempDir("p2m-tar-", async (dir) => {
     const src = await sampleTree(dir);
     await Deno.rename(src, `${dir}/tree`);
     const tar = await new Deno.Command("tar", {
@@ -224,14 +209,11 @@ Deno.test("decoder reads GNU tar --format=pax output at random splits", async ()
       const decoded = decodeAtRandomSplits(stream, seed);
       await assertMatchesTree(decoded, `${dir}/tree`, "tree");
     }
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("decoder reads our encoder's output at random splits, tiny slots too", async () => {
-  const dir = await tempDir("p2m-tar-");
-  try {
+  await withTempDir("p2m-tar-", async (dir) => {
     const src = await sampleTree(dir);
     const big = encodeTree(src, "tree", 1024 * 1024);
     const tiny = encodeTree(src, "tree", 7);
@@ -239,9 +221,7 @@ Deno.test("decoder reads our encoder's output at random splits, tiny slots too",
     for (const seed of [4, 5]) {
       await assertMatchesTree(decodeAtRandomSplits(big, seed), src, "tree");
     }
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("pax records carry long paths, long targets, unicode, large sizes and fractional mtime", () => {
@@ -352,8 +332,8 @@ Deno.test("decoder refuses malformed and unsupported streams, naming the problem
     ["truncated in header", (s) => s.subarray(0, 100), /truncated/],
     ["one zero block", (s) => s.subarray(0, 3 * TAR_BLOCK), /one zero block/],
     ["no end marker", (s) => s.subarray(0, 2 * TAR_BLOCK), /truncated/],
-    ["data after end", (s) => concat(s, new Uint8Array([0, 0, 7])), /after the end/],
-    ["lone zero block", (s) => concat(new Uint8Array(TAR_BLOCK), s), /lone zero block/],
+    ["data after end", (s) => concatBytes([s, new Uint8Array([0, 0, 7])]), /after the end/],
+    ["lone zero block", (s) => concatBytes([new Uint8Array(TAR_BLOCK), s]), /lone zero block/],
   ];
   for (const [name, corrupt, message] of cases) {
     const stream = corrupt(good.slice());
@@ -371,21 +351,21 @@ Deno.test("decoder refuses malformed and unsupported streams, naming the problem
   assert.throws(() => poisoned.push(good.subarray(600)), /checksum/);
   assert.throws(() => poisoned.finish(), /checksum/);
   // Zero padding after the end marker (tar's record size) is fine.
-  assert.equal(decodeAll(concat(good, new Uint8Array(9000))).at(-1)?.type, "end");
+  assert.equal(decodeAll(concatBytes([good, new Uint8Array(9000)])).at(-1)?.type, "end");
 });
 
 Deno.test("decoder refuses bad pax records", () => {
   const pax = (body: string | Uint8Array, declared?: number) => {
     const bytes = typeof body === "string" ? new TextEncoder().encode(body) : body;
     const header = encodeHeader({ path: `${"p".repeat(200)}`, kind: "file", mode: 0o644, size: 0 });
-    const stream = concat(header.slice(0, TAR_BLOCK), new Uint8Array(2 * TAR_BLOCK));
+    const stream = concatBytes([header.slice(0, TAR_BLOCK), new Uint8Array(2 * TAR_BLOCK)]);
     stream.fill(0, TAR_BLOCK, 2 * TAR_BLOCK);
     stream.set(bytes, TAR_BLOCK);
     const size = (declared ?? bytes.length).toString(8).padStart(11, "0") + "\0";
     stream.set(new TextEncoder().encode(size), 124);
     fixChecksum(stream);
     const entry = encodeHeader({ path: "f", kind: "file", mode: 0o644, size: 0 });
-    return concat(stream.subarray(0, 2 * TAR_BLOCK), entry, new Uint8Array(2 * TAR_BLOCK));
+    return concatBytes([stream.subarray(0, 2 * TAR_BLOCK), entry, new Uint8Array(2 * TAR_BLOCK)]);
   };
   assert.equal((decodeAll(pax("9 path=x\n"))[0] as { entry: TarEntry }).entry.path, "x");
   const cases: [string, Uint8Array, RegExp][] = [
@@ -412,16 +392,6 @@ Deno.test("decoder refuses bad pax records", () => {
   }
 });
 
-function concat(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
-}
-
 Deno.test("decoder fuzz: random corruption only ever raises a TarError", () => {
   const encoder = new TarEncoder();
   const parts: Uint8Array[] = [];
@@ -444,7 +414,7 @@ Deno.test("decoder fuzz: random corruption only ever raises a TarError", () => {
   encoder.end();
   const end = new Uint8Array(encoder.pending);
   encoder.drain(end);
-  const good = concat(...parts, end);
+  const good = concatBytes([...parts, end]);
   assert.equal(decodeAll(good).at(-1)?.type, "end");
   const next = random(42);
   let refused = 0;

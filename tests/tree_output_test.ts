@@ -16,7 +16,7 @@ import {
   type TreeLimits,
   TreeOutput,
 } from "../core/tree_output.ts";
-import { listDir, makeFile, tempDir } from "./helpers.ts";
+import { concatBytes, listDir, makeFile, tempDir, withTempDir } from "./helpers.ts";
 
 const STAGING = /^\.p2m-stage-\d+-[0-9a-z]+$/;
 
@@ -57,13 +57,7 @@ function archive(items: Item[], end = true): Uint8Array {
     encoder.end();
     drain();
   }
-  const stream = new Uint8Array(chunks.reduce((sum, chunk) => sum + chunk.length, 0));
-  let at = 0;
-  for (const chunk of chunks) {
-    stream.set(chunk, at);
-    at += chunk.length;
-  }
-  return stream;
+  return concatBytes(chunks);
 }
 
 /**
@@ -238,8 +232,7 @@ Deno.test("hostile tree streams are refused and nothing lands outside the target
 });
 
 Deno.test("special mode bits are dropped with a warning; truncated streams are discarded", async () => {
-  const dir = await tempDir("p2m-tree-out-");
-  try {
+  await withTempDir("p2m-tree-out-", (dir) => {
     const output = receive(
       `${dir}/t`,
       archive([file("suid", "x", 0o4755), directory("sticky", 0o1777), file("plain", "p", 0o640)]),
@@ -260,14 +253,11 @@ Deno.test("special mode bits are dropped with a warning; truncated streams are d
     const refused = TreeOutput.create({ path: `${dir}/hard` });
     assert.throws(() => refused.write(hardLink), /bad tar stream/);
     assert.deepEqual(listDir(dir), ["t"]);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("without force an existing target is never touched, even one that appears late", async () => {
-  const dir = await tempDir("p2m-tree-out-");
-  try {
+  await withTempDir("p2m-tree-out-", async (dir) => {
     await Deno.mkdir(`${dir}/there`);
     await Deno.writeTextFile(`${dir}/there/old`, "old");
     assert.throws(() => TreeOutput.create({ path: `${dir}/there` }), /already exists; use --force/);
@@ -279,14 +269,11 @@ Deno.test("without force an existing target is never touched, even one that appe
     assert.throws(() => output.commit(), /appeared while receiving/);
     assert.deepEqual(listDir(`${dir}/late`), ["theirs"]);
     assert.deepEqual(listDir(dir).sort(), ["late", "there"], "staging removed");
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("force replaces the whole tree in one exchange and removes the old one", async () => {
-  const dir = await tempDir("p2m-tree-out-");
-  try {
+  await withTempDir("p2m-tree-out-", async (dir) => {
     const target = `${dir}/target`;
     await Deno.mkdir(`${target}/old-sub/deeper`, { recursive: true });
     await Deno.writeTextFile(`${target}/old-sub/deeper/old.txt`, "old");
@@ -313,9 +300,7 @@ Deno.test("force replaces the whole tree in one exchange and removes the old one
     receive(`${dir}/was-file`, archive([file("x", "x")]), { force: true });
     assert.deepEqual(listDir(`${dir}/was-file`), ["x"]);
     assert.deepEqual(listDir(dir).sort(), ["target", "was-file"]);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("a staging dir left by a kill -9'd writer is swept by the next writer", async () => {
@@ -382,8 +367,7 @@ setInterval(() => {}, 1000);
 });
 
 Deno.test("tree output fuzz: corrupted streams commit or fail cleanly, never outside the target", async () => {
-  const dir = await tempDir("p2m-tree-out-");
-  try {
+  await withTempDir("p2m-tree-out-", async (dir) => {
     await Deno.mkdir(`${dir}/parent`);
     const good = archive([
       directory("t"),
@@ -423,7 +407,5 @@ Deno.test("tree output fuzz: corrupted streams commit or fail cleanly, never out
       await Deno.remove(target, { recursive: true }).catch(() => {});
     }
     assert.ok(committed > 0 && committed < 200, `some rounds commit (${committed})`);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });

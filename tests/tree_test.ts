@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { P2mError } from "../core/errors.ts";
 import { tarEntryOf, type TreeFileReader, TreeStream, walkTree } from "../core/tree.ts";
 import { TreeOutput } from "../core/tree_output.ts";
-import { makeFile, tempDir } from "./helpers.ts";
+import { makeFile, tempDir, withTempDir } from "./helpers.ts";
 
 async function run(command: string, ...args: string[]): Promise<void> {
   const result = await new Deno.Command(command, { args }).output();
@@ -107,8 +107,7 @@ Deno.test("walkTree lists files, dirs and inside links in stable order and skips
 });
 
 Deno.test("walkTree refuses what is not a readable directory", async () => {
-  const dir = await tempDir("p2m-tree-");
-  try {
+  await withTempDir("p2m-tree-", async (dir) => {
     await Deno.writeTextFile(`${dir}/file`, "x");
     assert.throws(() => walkTree(`${dir}/file`), (error: unknown) => {
       assert.ok(error instanceof P2mError);
@@ -116,14 +115,11 @@ Deno.test("walkTree refuses what is not a readable directory", async () => {
       return true;
     });
     assert.throws(() => walkTree(`${dir}/missing`), /cannot read .*no such file/);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("TreeStream reads a tree's tar stream into any buffer, one file open at a time", async () => {
-  const dir = await tempDir("p2m-tree-");
-  try {
+  await withTempDir("p2m-tree-", async (dir) => {
     const src = `${dir}/src`;
     await Deno.mkdir(`${src}/a/b`, { recursive: true });
     await Deno.mkdir(`${src}/empty`);
@@ -176,7 +172,5 @@ Deno.test("TreeStream reads a tree's tar stream into any buffer, one file open a
       while (short.read(new Uint8Array(4096)) > 0) { /* drain */ }
     }, /a\/b\/big.bin shrank while being sent/);
     short.close();
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });

@@ -55,19 +55,19 @@ export async function readText(
 }
 
 /**
- * Starts `argv` with no stdin and stdout and stderr piped, in a plain
- * environment (`NO_COLOR=1` plus `env`): how tools and tests start every
- * child.
+ * Starts `argv` with stdout and stderr piped and no stdin (unless
+ * `stdin: "piped"`), in a plain environment (`NO_COLOR=1` plus `env`): how
+ * tools and tests start every child.
  */
 export function spawnPiped(
   argv: string[],
-  options: { cwd?: string; env?: Record<string, string> } = {},
+  options: { cwd?: string; env?: Record<string, string>; stdin?: "piped" | "null" } = {},
 ): Deno.ChildProcess {
   return new Deno.Command(argv[0], {
     args: argv.slice(1),
     cwd: options.cwd,
     env: { NO_COLOR: "1", ...options.env },
-    stdin: "null",
+    stdin: options.stdin ?? "null",
     stdout: "piped",
     stderr: "piped",
   }).spawn();
