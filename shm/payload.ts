@@ -117,6 +117,7 @@ class TreePayload implements Payload {
   #current: Source | undefined;
   #reporter: Reporter;
   #warnedWeak = false;
+  #closing = false;
 
   constructor(path: string, reporter: Reporter) {
     this.path = path;
@@ -147,7 +148,9 @@ class TreePayload implements Payload {
     return why ? `${this.#current!.info.path}: ${why}` : undefined;
   }
 
+  /** Releases the file being read; a change seen now was already reported, or is moot. */
   close(): void {
+    this.#closing = true;
     this.#stream.close();
   }
 
@@ -182,7 +185,7 @@ class TreePayload implements Payload {
         const why = source.changed();
         source.close();
         if (this.#current === source) this.#current = undefined;
-        if (why) {
+        if (why && !this.#closing) {
           throw new PayloadChangedError(
             `${path} changed while the tree was sent (${why}); transfer aborted`,
           );
