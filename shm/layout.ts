@@ -295,16 +295,19 @@ export function readHeader(buffer: ArrayBuffer, realSize: number): SegmentInfo |
     throw new WireError(`bad receiver table offset ${tableOffset}`);
   }
   const tableEnd = tableOffset + tableEntries * ENTRY_SIZE;
-  if (lengthsOffset < tableEnd || lengthsOffset % 64 !== 0) {
-    throw new WireError(`bad slot-length table offset ${lengthsOffset}`);
-  }
-  if (slotsOffset < lengthsOffset + lengthsArea(slotCount) || slotsOffset % 64 !== 0) {
+  if (slotsOffset < tableEnd || slotsOffset % 64 !== 0) {
     throw new WireError(`bad ring offset ${slotsOffset}`);
   }
   if (slotsOffset + chunkSize * slotCount !== realSize) {
     throw new WireError(
       `ring of ${slotCount} × ${chunkSize} bytes at ${slotsOffset} does not end at the segment's end (${realSize})`,
     );
+  }
+  if (
+    lengthsOffset < tableEnd || lengthsOffset % 64 !== 0 ||
+    lengthsOffset + lengthsArea(slotCount) > slotsOffset
+  ) {
+    throw new WireError(`bad slot-length table offset ${lengthsOffset}`);
   }
   const flags = i32[HeaderField.flags];
   if ((flags & ~KNOWN_FLAGS) !== 0) throw new WireError(`unknown flags ${flags}`);
