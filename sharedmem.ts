@@ -40,6 +40,7 @@ import {
   MIN_CHUNK,
   SEGMENT_VERSION,
 } from "./shm/layout.ts";
+import { isStreamPath } from "./core/stream_source.ts";
 import { runReceiver } from "./shm/receiver.ts";
 import { runSender } from "./shm/sender.ts";
 
@@ -78,6 +79,11 @@ Options:
   --no-verify          send no digest (receivers cannot verify)
   --limit-rate BYTES   cap the rate, bytes per second, at least 1 (e.g. 50M);
                        leave it out for no limit
+  --linger S           after the awaited receivers finish, keep serving later ones in
+                       laps, each from the file's start and verified, until S seconds
+                       pass with nobody (restarted after every lap; 0: until SIGINT or
+                       SIGTERM, which then exit 0 if every receiver verified); a lap
+                       starts 0.3 s after its first joiner. Files only, not - or DIR
   --json               JSON events on stdout
   --quiet              errors only
   --debug              stack traces on errors
@@ -122,6 +128,7 @@ const SENDER_SPEC = {
     wait: { type: "string" },
     slots: { type: "string" },
     chunk: { type: "string" },
+    linger: { type: "string" },
     ...SENDING_OPTIONS,
   },
 } as const;
@@ -157,8 +164,17 @@ async function sender(args: string[]): Promise<number> {
   if (slots * chunk > MAX_RING) {
     throw new UsageError(`the ring (--slots × --chunk) may be at most ${MAX_RING} bytes`);
   }
+  const linger = values.linger === undefined
+    ? undefined
+    : secondsFlag(values.linger, "linger", 0, { min: 0 });
+  if (linger !== undefined && isStreamPath(path)) {
+    throw new UsageError(
+      `--linger replays a file for late receivers; ${path} is a stream, which cannot be replayed`,
+    );
+  }
   const reporter = reporterFor(values);
   return await runSender({
+    lingerSeconds: linger,
     path,
     name: segmentName(values.name),
     peers: intFlag(values.peers, "peers", 1, { min: 1, max: MAX_RECEIVERS }),

@@ -17,7 +17,7 @@
  *  64 next entry      68 sender pid      72 published       76 total chunks
  *  80 segment size (f64)                 88 file size (f64)
  *  96 flags (PayloadFlag)  100 slot lengths offset  104 final chunks
- * 112 final size (f64)
+ * 108 lap (1 for the first)                112 final size (f64)
  * 128 sender "space" sem_t (32 bytes, its own cache line)
  * 192 final digest (64 bytes)           256 name (at most 1024 bytes)
  *
@@ -102,6 +102,7 @@ export const HeaderField = {
   flags: 24,
   lengthsOffset: 25,
   finalChunks: 26,
+  lap: 27,
 } as const;
 /** Byte offset of a stream's final size (float64, written before Final). */
 export const FINAL_SIZE_OFFSET = 112;
@@ -112,8 +113,13 @@ export const PayloadFlag = {
   SizeUnknown: 1,
   /** The bytes are a pax tar stream of a directory tree. */
   Tree: 2,
+  /**
+   * The sender lingers (`--linger`): a receiver too late for this lap waits
+   * for the next one, a new segment under the same name with a higher lap.
+   */
+  Laps: 4,
 } as const;
-const KNOWN_FLAGS = PayloadFlag.SizeUnknown | PayloadFlag.Tree;
+const KNOWN_FLAGS = PayloadFlag.SizeUnknown | PayloadFlag.Tree | PayloadFlag.Laps;
 /** Byte offset of the segment size (float64: exact below 2^53). */
 export const SEGMENT_SIZE_OFFSET = 80;
 /** Byte offset of the file size (float64: exact below 2^53). */
@@ -212,6 +218,10 @@ export interface SegmentInfo extends Geometry {
   sizeKnown: boolean;
   /** Whether the bytes are a tar stream of a tree. */
   tree: boolean;
+  /** Whether a later lap will serve a receiver too late for this one. */
+  laps: boolean;
+  /** This segment's lap (1 for the first). */
+  lap: number;
   /** Permission bits of the file. */
   mode: number;
   /** The sender's file name (untrusted; sanitised when used). */
@@ -321,6 +331,8 @@ export function readHeader(buffer: ArrayBuffer, realSize: number): SegmentInfo |
   if (!sizeKnown && (fileSize !== 0 || totalChunks !== 0)) {
     throw new WireError("a stream of unknown size announces a size");
   }
+  const lap = i32[HeaderField.lap];
+  if (lap < 1) throw new WireError(`bad lap ${lap}`);
   const digest = digestFromCode(i32[HeaderField.digestCode]);
   if (digest === undefined) {
     throw new WireError(`unknown digest code ${i32[HeaderField.digestCode]}`);
@@ -353,6 +365,8 @@ export function readHeader(buffer: ArrayBuffer, realSize: number): SegmentInfo |
     totalChunks,
     sizeKnown,
     tree: (flags & PayloadFlag.Tree) !== 0,
+    laps: (flags & PayloadFlag.Laps) !== 0,
+    lap,
     mode,
     name,
     digest,
@@ -366,6 +380,8 @@ export interface HeaderFields extends Geometry {
   fileSize: number;
   /** {@linkcode PayloadFlag} bits (default 0: a file of known size). */
   flags?: number;
+  /** The lap this segment serves (default 1). */
+  lap?: number;
   /** File mode bits. */
   mode: number;
   /** Base name of the file. */
@@ -402,6 +418,7 @@ export function writeHeader(buffer: ArrayBuffer, fields: HeaderFields): void {
   i32[HeaderField.slotsOffset] = fields.slotsOffset;
   i32[HeaderField.lengthsOffset] = fields.lengthsOffset;
   i32[HeaderField.flags] = fields.flags ?? 0;
+  i32[HeaderField.lap] = fields.lap ?? 1;
   i32[HeaderField.senderSemOffset] = SENDER_SEM_OFFSET;
   i32[HeaderField.peers] = fields.peers;
   i32[HeaderField.digestCode] = fields.digestCode;

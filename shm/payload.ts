@@ -51,6 +51,8 @@ export interface Payload extends Disposable {
   readSome(view: Uint8Array, maxWaitMs: number): Promise<number | null>;
   /** Why the input changed while sent, if it did; call at least every ~200 ms. */
   changed(): string | undefined;
+  /** Starts again from the first byte (a file, for `--linger` laps); false if it cannot. */
+  rewind(): boolean;
   /** Releases the input. */
   close(): void;
 }
@@ -77,6 +79,7 @@ class FilePayload implements Payload {
   readonly mode: number;
   readonly size: number;
   #source: Source;
+  #offset = 0;
 
   constructor(source: Source) {
     this.#source = source;
@@ -87,7 +90,16 @@ class FilePayload implements Payload {
   }
 
   fill(view: Uint8Array): void {
-    fillFrom(view, (part) => this.#source.read(part), this.path);
+    fillFrom(view, (part) => {
+      const count = this.#source.pread(part, this.#offset);
+      this.#offset += count;
+      return count;
+    }, this.path);
+  }
+
+  rewind(): boolean {
+    this.#offset = 0;
+    return true;
   }
 
   readSome(): Promise<number | null> {
@@ -141,6 +153,10 @@ class TreePayload implements Payload {
 
   readSome(): Promise<number | null> {
     return Promise.reject(new Error("a tree is read with fill()"));
+  }
+
+  rewind(): boolean {
+    return false;
   }
 
   changed(): string | undefined {
@@ -220,6 +236,10 @@ class StreamPayload implements Payload {
 
   changed(): undefined {
     return undefined;
+  }
+
+  rewind(): boolean {
+    return false;
   }
 
   close(): void {

@@ -67,9 +67,27 @@ const POLL_MS = 5;
 
 /** Runs a receiver to the end; returns the exit code. */
 export async function runReceiver(options: ReceiverOptions, reporter: Reporter): Promise<number> {
-  const { segment, info } = await findSegment(options);
-  using _segment = segment;
-  return await receive(segment, info, options, reporter);
+  // A lingering sender (--linger) serves a receiver too late for one lap in
+  // the next: a new segment under the same name with a higher lap number.
+  for (let afterLap = 0;;) {
+    const { segment, info } = await findSegment(options, afterLap);
+    using _segment = segment;
+    try {
+      return await receive(segment, info, options, reporter);
+    } catch (error) {
+      if (!(error instanceof NextLap)) throw error;
+      reporter.event("waiting-for-lap", { after: info.lap });
+      afterLap = info.lap;
+    }
+  }
+}
+
+/** This lap is too far along for us; the sender lingers, so wait for its next one. */
+class NextLap extends P2mError {
+  constructor() {
+    super("waiting for the next lap");
+    this.name = "NextLap";
+  }
 }
 
 /**
@@ -80,8 +98,9 @@ export async function runReceiver(options: ReceiverOptions, reporter: Reporter):
  */
 async function findSegment(
   options: ReceiverOptions,
+  afterLap = 0,
 ): Promise<{ segment: Segment; info: SegmentInfo }> {
-  const deadline = performance.now() + options.timeoutSeconds * 1000;
+  let deadline = performance.now() + options.timeoutSeconds * 1000;
   const uid = Deno.uid();
   let stale = false;
   for (;;) {
@@ -125,7 +144,11 @@ async function findSegment(
               { cause: error },
             );
           }
-          if (info) {
+          if (info && info.lap <= afterLap) {
+            // The lap we were too late for is still running: its sender is
+            // alive, so the wait for the next one starts again.
+            deadline = performance.now() + options.timeoutSeconds * 1000;
+          } else if (info) {
             keep = true;
             return { segment: new Segment(memory, buffer, info), info };
           }
@@ -153,6 +176,7 @@ async function receive(
 ): Promise<number> {
   const early = seg.transferState();
   if (early === TransferState.Aborted) throw new P2mError(abortMessage(seg));
+  if (info.laps && early >= TransferState.Closed) throw new NextLap();
   if (early === TransferState.Closed) {
     throw new P2mError(`the transfer on ${options.name} has already finished`);
   }
@@ -207,6 +231,14 @@ async function receive(
     // the gate check for chunk K comes after our entry, and we are served
     // from the start. A file that fits in the ring is never overwritten.
     const state = seg.transferState();
+    // Too late for this lap (the rules below), with a lingering sender:
+    // wait for the next lap instead of failing.
+    const tooLate = state === TransferState.Closed ||
+      (info.totalChunks > info.slotCount && seg.published() >= info.slotCount);
+    if (info.laps && tooLate) {
+      refused = true;
+      throw new NextLap();
+    }
     if (state === TransferState.Closed) {
       refused = true;
       throw new P2mError(`the transfer on ${options.name} has already finished`);

@@ -24,7 +24,9 @@ import {
   formatBytes,
   formatTable,
   gibPerSecond,
+  exitForSignal,
   onAbort,
+  onSignal,
   P2mError,
   type Progress,
   RateLimit,
@@ -70,12 +72,16 @@ export interface SenderOptions {
   digest: DigestAlgorithm;
   /** Bytes per second cap (0: none). */
   limitRate: number;
+  /** `--linger S`: serve later receivers in laps until S idle seconds (0: until a signal). */
+  lingerSeconds?: number;
 }
 
 /** One receiver's line in the sender's summary. */
 export interface PeerSummary {
   /** Table index. */
   peer: number;
+  /** The lap that served it (1 for the first). */
+  lap: number;
   /** Its pid (for people; liveness never relies on it). */
   pid: number;
   /** Outcome: verified, failed, died, stalled, left. */
@@ -96,15 +102,88 @@ const HOUSEKEEPING_MS = 200;
 /** Runs a sender to the end; returns the exit code. */
 export async function runSender(options: SenderOptions, reporter: Reporter): Promise<number> {
   using payload = openPayload(options.path, reporter);
+  if (options.lingerSeconds !== undefined && payload.kind !== "file") {
+    throw new P2mError(
+      `--linger replays a regular file for late receivers; ${payload.path} is a ` +
+        `${payload.kind === "tree" ? "directory" : "stream"}, which cannot be replayed`,
+    );
+  }
   const size = payload.size ?? 0;
   const totalChunks = chunksFor(size, options.chunk);
   if (totalChunks > MAX_CHUNKS) {
     throw new P2mError(`file too large for --chunk ${options.chunk}; use a larger chunk`);
   }
-  const geo = geometry(options.chunk, options.slots);
-  // Disposed in reverse: the segment's owner unlinks the name, then the
+  // Disposed last: the segment's owner unlinks the name first, then the
   // reaper's pipe closes (it finds nothing). A kill -9 leaves the reaper.
   using _reaper = Reaper.start(options.name);
+  const first = await runLap(1, payload, options, reporter, undefined);
+  if (options.lingerSeconds === undefined || first === undefined) return first?.ok ? 0 : 1;
+  // --linger: serve later receivers in laps until S idle seconds pass or a
+  // signal comes while no lap runs.
+  const linger: Linger = { seconds: options.lingerSeconds, idle: false, stopped: false };
+  const laps: LapResult[] = [first];
+  onSignal((signal) => {
+    if (!linger.idle) exitForSignal(signal as "SIGINT" | "SIGTERM");
+    linger.stopped = true;
+  });
+  try {
+    for (let lap = 2;; lap++) {
+      const changed = payload.changed();
+      if (changed) throw new P2mError(`${payload.path} changed (${changed}); linger ended`);
+      payload.rewind();
+      const result = await runLap(lap, payload, options, reporter, linger);
+      if (result === undefined) break;
+      laps.push(result);
+    }
+  } finally {
+    onSignal(undefined);
+  }
+  const peers = laps.flatMap((lap) => lap.peers);
+  const verified = peers.filter((p) => p.verified).length;
+  const ok = laps.every((lap) => lap.ok);
+  reporter.event("linger-summary", { ok, laps: laps.length, peers });
+  reporter.info(
+    `${laps.length} lap(s): ${verified} of ${peers.length} receiver(s) verified` +
+      (linger.stopped ? "; linger ended by a signal" : `; idle for ${linger.seconds} s`),
+  );
+  if (!ok) reporter.error(`not every receiver of every lap verified`);
+  return ok ? 0 : 1;
+}
+
+/** How a lingering sender waits between laps. */
+interface Linger {
+  /** Idle seconds before the sender leaves (0: until a signal). */
+  seconds: number;
+  /** Whether no lap is running (a signal then ends the linger, exit by verdict). */
+  idle: boolean;
+  /** Whether a signal asked to stop. */
+  stopped: boolean;
+}
+
+/** One lap's verdicts. */
+interface LapResult {
+  ok: boolean;
+  peers: PeerSummary[];
+}
+
+/** How long a lap after the first waits after its first joiner, so others can join it (ms). */
+const GATHER_MS = 300;
+
+/**
+ * Creates the segment for lap `lap`, serves it and removes it. Lap 1 waits
+ * for `--peers`; a later lap (`linger` set) for its first joiner, up to the
+ * linger time, then GATHER_MS more. Returns undefined when a later lap
+ * ended idle.
+ */
+async function runLap(
+  lap: number,
+  payload: Payload,
+  options: SenderOptions,
+  reporter: Reporter,
+  linger: Linger | undefined,
+): Promise<LapResult | undefined> {
+  const size = payload.size ?? 0;
+  const geo = geometry(options.chunk, options.slots);
   using memory = await createOrReplace(options.name, reporter);
   let segment: Segment | undefined;
   using _abortHook = {
@@ -131,34 +210,40 @@ export async function runSender(options: SenderOptions, reporter: Reporter): Pro
       ...geo,
       fileSize: size,
       flags: (payload.size === undefined ? PayloadFlag.SizeUnknown : 0) |
-        (payload.kind === "tree" ? PayloadFlag.Tree : 0),
+        (payload.kind === "tree" ? PayloadFlag.Tree : 0) |
+        (options.lingerSeconds !== undefined ? PayloadFlag.Laps : 0),
+      lap,
       mode: payload.mode,
       name: payload.name,
       digestCode: digestCode(options.digest),
       digestLength: DIGEST_LENGTH[options.digest],
-      peers: options.peers,
+      peers: linger ? 1 : options.peers,
       pid: Deno.pid,
     });
-    reporter.event("start", {
-      transport: "shm",
-      name: options.name,
-      file: payload.path,
-      kind: payload.kind,
-      size: payload.size ?? null,
-      peers: options.peers,
-      slots: geo.slotCount,
-      chunk: geo.chunkSize,
-    });
-    const what = payload.kind === "stream"
-      ? `${payload.name} (a stream of unknown size)`
-      : `${payload.kind === "tree" ? "tree " : ""}${payload.name} (${formatBytes(size)})`;
-    reporter.info(
-      `shm ${options.name}: sending ${what} through ` +
-        `${geo.slotCount} × ${
-          formatBytes(geo.chunkSize)
-        }; waiting for ${options.peers} receiver(s)`,
-    );
-    return await new SenderRun(segment, options, reporter, totalChunks, payload).transfer();
+    if (lap === 1) {
+      reporter.event("start", {
+        transport: "shm",
+        name: options.name,
+        file: payload.path,
+        kind: payload.kind,
+        size: payload.size ?? null,
+        peers: options.peers,
+        slots: geo.slotCount,
+        chunk: geo.chunkSize,
+      });
+      const what = payload.kind === "stream"
+        ? `${payload.name} (a stream of unknown size)`
+        : `${payload.kind === "tree" ? "tree " : ""}${payload.name} (${formatBytes(size)})`;
+      reporter.info(
+        `shm ${options.name}: sending ${what} through ` +
+          `${geo.slotCount} × ${
+            formatBytes(geo.chunkSize)
+          }; waiting for ${options.peers} receiver(s)`,
+      );
+    }
+    const totalChunks = chunksFor(size, options.chunk);
+    return await new SenderRun(segment, options, reporter, totalChunks, payload, lap, linger)
+      .transfer();
   } catch (error) {
     if (segment) {
       const corrupt = error instanceof SegmentCorruptError ||
@@ -210,6 +295,8 @@ class SenderRun {
   #nextHousekeeping = 0;
   #streamStart = 0;
   #wakeLag: number;
+  #lap: number;
+  #linger: Linger | undefined;
 
   constructor(
     segment: Segment,
@@ -217,7 +304,11 @@ class SenderRun {
     reporter: Reporter,
     total: number,
     payload: Payload,
+    lap: number,
+    linger: Linger | undefined,
   ) {
+    this.#lap = lap;
+    this.#linger = linger;
     this.#seg = segment;
     this.#options = options;
     this.#reporter = reporter;
@@ -229,9 +320,16 @@ class SenderRun {
     this.#wakeLag = Math.max(1, Math.floor(segment.geometry.slotCount / 4));
   }
 
-  async transfer(): Promise<number> {
+  async transfer(): Promise<LapResult | undefined> {
     const digest = await createDigest(this.#options.digest);
-    await this.#waitForPeers();
+    if (this.#linger) {
+      if (!await this.#waitForLap()) {
+        this.#setState(TransferState.Closed);
+        return undefined;
+      }
+    } else {
+      await this.#waitForPeers();
+    }
     const seg = this.#seg;
     this.#streamStart = performance.now();
     this.#setState(TransferState.Streaming);
@@ -406,6 +504,36 @@ class SenderRun {
     }
   }
 
+  /**
+   * A later lap: waits up to the linger time (restarted for every lap) for
+   * a first joiner, then GATHER_MS more so that others share the lap.
+   * False when the time ran out or a signal came first.
+   */
+  async #waitForLap(): Promise<boolean> {
+    const linger = this.#linger!;
+    const seg = this.#seg;
+    const nobody = () => seg.countEntries((state) => state !== ReceiverState.Free) === 0;
+    const deadline = linger.seconds > 0 ? performance.now() + linger.seconds * 1000 : Infinity;
+    linger.idle = true;
+    this.#reporter.event("lap-waiting", { lap: this.#lap });
+    try {
+      while (this.#count((state) => state !== ReceiverState.Free) === 0) {
+        if (linger.stopped || performance.now() > deadline) return false;
+        seg.park(SENDER, nobody);
+        await this.#housekeeping(true);
+      }
+    } finally {
+      linger.idle = false;
+    }
+    const gathered = performance.now() + GATHER_MS;
+    while (performance.now() < gathered) {
+      seg.park(SENDER, () => true, Math.max(1, gathered - performance.now()));
+      await this.#housekeeping(true);
+    }
+    this.#reporter.event("lap", { lap: this.#lap, peers: this.#count(ReceiverState.Attached) });
+    return true;
+  }
+
   async #waitForVerdicts(): Promise<void> {
     const attached = () => this.#count(ReceiverState.Attached) > 0;
     while (attached()) {
@@ -536,7 +664,7 @@ class SenderRun {
     await delay(0);
   }
 
-  #summarise(digestHex: string): number {
+  #summarise(digestHex: string): LapResult {
     const seg = this.#seg;
     const now = performance.now();
     const peers: PeerSummary[] = [];
@@ -552,6 +680,7 @@ class SenderRun {
         : Math.min(this.#size, seg.cursor(i) * seg.geometry.chunkSize);
       peers.push({
         peer: i,
+        lap: this.#lap,
         pid: this.#pid(i),
         status: PEER_STATE_TEXT[state] ?? String(state),
         verified: state === ReceiverState.Verified,
@@ -562,10 +691,12 @@ class SenderRun {
     });
     const verified = peers.filter((p) => p.verified).length;
     const failed = peers.filter((p) => !p.verified && p.status !== "left").length;
-    const ok = verified >= this.#options.peers && failed === 0;
+    const wanted = this.#lap === 1 ? this.#options.peers : 1;
+    const ok = verified >= wanted && failed === 0;
     const seconds = (now - this.#streamStart) / 1000;
     this.#reporter.event("summary", {
       ok,
+      lap: this.#lap,
       bytes: this.#size,
       seconds,
       digest: this.#options.digest,
@@ -584,15 +715,15 @@ class SenderRun {
       ]),
     ));
     this.#reporter.info(
-      `${verified} of ${peers.length} receiver(s) verified; ` +
+      (this.#linger || this.#options.lingerSeconds !== undefined ? `lap ${this.#lap}: ` : "") +
+        `${verified} of ${peers.length} receiver(s) verified; ` +
         `${formatBytes(this.#size)} in ${seconds.toFixed(3)} s`,
     );
     if (!ok) {
       this.#reporter.error(
-        `${verified} of ${this.#options.peers} receiver(s) verified` +
-          (failed ? `; ${failed} failed` : ""),
+        `${verified} of ${wanted} receiver(s) verified` + (failed ? `; ${failed} failed` : ""),
       );
     }
-    return ok ? 0 : 1;
+    return { ok, peers };
   }
 }
