@@ -211,3 +211,26 @@ Deno.test("shm stream: --out - | sha256sum gives the source's hash; a closed pip
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("shm stream: kill -9 of the sender mid-stream fails every receiver, keeps nothing", async () => {
+  const dir = await tempDir("p2m-shm-stream-");
+  const name = uniqueName("p2m-st");
+  try {
+    const outs = [`${dir}/a`, `${dir}/b`];
+    const receivers = outs.map((out) => receiver(name, out, ["--quiet"]));
+    const send = streamSender(name, ["--peers", "2"]);
+    await send.writer.write(new Uint8Array(200_000).fill(1));
+    for (const out of outs) await waitForPart(out, 200_000);
+    send.child.kill("SIGKILL");
+    await send.writer.close().catch(() => {});
+    await send.done();
+    for (const result of await Promise.all(receivers.map((r) => r.done()))) {
+      assert.equal(result.code, 1);
+      assert.match(result.stderr, /sender .* died/);
+    }
+    for (const out of outs) assertEmptyDir(out, "a receiver of a killed sender");
+    await assertNoSegment(name);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

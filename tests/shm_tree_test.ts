@@ -173,3 +173,30 @@ Deno.test("shm tree: a file that changes while the tree is sent fails the transf
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("shm tree: kill -9 of the sender mid-tree fails the receiver, leaves no tree", async () => {
+  const dir = await tempDir("p2m-shm-tree-");
+  const name = uniqueName("p2m-tr");
+  try {
+    const root = `${dir}/proj`;
+    await Deno.mkdir(root);
+    await makeFile(`${root}/big.bin`, 32 * 1024 * 1024, 2);
+    const out = `${dir}/o`;
+    const send = sender(root, name, ["--limit-rate", "8M"]);
+    const got = receiver(name, out);
+    const deadline = performance.now() + 20_000;
+    while (stagingBytes(out) < 1024 * 1024) {
+      assert.ok(performance.now() < deadline, "the receiver never staged 1 MiB");
+      await delay(10);
+    }
+    send.child.kill("SIGKILL");
+    await send.done();
+    const result = await got.done();
+    assert.equal(result.code, 1);
+    assert.match(result.stderr, /sender .* died/);
+    assert.deepEqual(listDir(out), [], "no tree and no staging directory");
+    await assertNoSegment(name);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
