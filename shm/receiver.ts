@@ -243,7 +243,8 @@ async function receive(
       refused = true;
       throw new P2mError(`the transfer on ${options.name} has already finished`);
     }
-    if (!info.sizeKnown && seg.published() > 0) {
+    // A stream (size unknown) may always outgrow the ring.
+    if (!info.sizeKnown && seg.published() >= info.slotCount) {
       refused = true;
       throw new P2mError(
         `the transfer on ${options.name} sends a stream (${info.name}) that has already ` +
