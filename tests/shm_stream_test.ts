@@ -7,7 +7,10 @@
  */
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
+import { delay } from "../core/delay.ts";
 import { p2mArgv } from "../core/permissions.ts";
+import { SharedMemory } from "../ffi/mod.ts";
+import { HeaderField } from "../shm/layout.ts";
 import { makeFile, tempDir, uniqueName } from "./helpers.ts";
 import {
   assertEmptyDir,
@@ -233,5 +236,64 @@ Deno.test("shm stream: kill -9 of the sender mid-stream fails every receiver, ke
     await assertNoSegment(name);
   } finally {
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("shm stream: a corrupted slot makes an --out - receiver exit non-zero, saying so", async () => {
+  const name = uniqueName("p2m-st");
+  const argv = p2mArgv("sharedmem.ts", [
+    "receiver",
+    "--name",
+    name,
+    "--out",
+    "-",
+    "--timeout",
+    "20",
+  ]);
+  const reader = new Deno.Command(argv[0], {
+    args: argv.slice(1),
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const stderr = new Response(reader.stderr).text();
+  let got = 0;
+  const { promise: firstPart, resolve } = Promise.withResolvers<void>();
+  const drained = (async () => {
+    for await (const chunk of reader.stdout) {
+      got += chunk.length;
+      if (got >= 5000) resolve();
+    }
+  })();
+  const send = streamSender(name, ["--peers", "1", ...SMALL_RING]);
+  try {
+    await send.writer.write(new Uint8Array(5000).fill(1));
+    await firstPart;
+    // Stop the receiver, publish one more slot, and flip a byte in it.
+    reader.kill("SIGSTOP");
+    const memory = SharedMemory.open(name)!;
+    const words = new Int32Array(memory.map(memory.stat().size));
+    const before = Atomics.load(words, HeaderField.published);
+    await send.writer.write(new Uint8Array(3000).fill(2));
+    const deadline = performance.now() + 10_000;
+    while (Atomics.load(words, HeaderField.published) === before) {
+      assert.ok(performance.now() < deadline, "the sender never published the second part");
+      await delay(5);
+    }
+    const slots = words[HeaderField.slotCount];
+    const slot = words[HeaderField.slotsOffset] + (before % slots) * words[HeaderField.chunkSize];
+    new Uint8Array(words.buffer)[slot + 10] ^= 0xff;
+    memory.close();
+    reader.kill("SIGCONT");
+    await send.writer.close();
+    const status = await reader.status;
+    await drained;
+    assert.equal(status.code, 1);
+    assert.match(await stderr, /did NOT verify/);
+    assert.equal((await send.done()).code, 1);
+    await assertNoSegment(name);
+  } finally {
+    try {
+      reader.kill("SIGKILL");
+    } catch { /* exited */ }
   }
 });
