@@ -297,3 +297,34 @@ Deno.test("shm stream: a corrupted slot makes an --out - receiver exit non-zero,
     } catch { /* exited */ }
   }
 });
+
+Deno.test("shm stream: a FIFO path is a stream too", async () => {
+  const dir = await tempDir("p2m-shm-stream-");
+  const name = uniqueName("p2m-st");
+  try {
+    const fifo = `${dir}/feed`;
+    assert.equal((await new Deno.Command("mkfifo", { args: [fifo] }).output()).code, 0);
+    await makeFile(`${dir}/data.bin`, 300_001, 8);
+    const got = receiver(name, `${dir}/out`, ["--quiet"]);
+    const argv = p2mArgv("sharedmem.ts", ["sender", fifo, "--name", name, "--json"]);
+    const send = new Deno.Command(argv[0], {
+      args: argv.slice(1),
+      stdout: "piped",
+      stderr: "piped",
+    })
+      .output();
+    // The sender opens the FIFO without waiting for a writer; this one comes later.
+    const feed = await new Deno.Command("sh", { args: ["-c", `cat '${dir}/data.bin' > '${fifo}'`] })
+      .output();
+    assert.equal(feed.code, 0);
+    const result = await got.done();
+    const sent = await send;
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(sent.code, 0, decoder.decode(sent.stderr));
+    assert.equal(summaryOf(decoder.decode(sent.stdout)).bytes, 300_001);
+    await assertSameBytes(`${dir}/out/feed`, `${dir}/data.bin`);
+    await assertNoSegment(name);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
