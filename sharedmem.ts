@@ -40,6 +40,7 @@ import {
   MIN_CHUNK,
   SEGMENT_VERSION,
 } from "./shm/layout.ts";
+import { isStreamPath } from "./core/stream_source.ts";
 import { runReceiver } from "./shm/receiver.ts";
 import { runSender } from "./shm/sender.ts";
 
@@ -47,17 +48,25 @@ const TOP_USAGE = `
 Usage: p2m shm <command> [options]
 
 Commands:
-  sender <file>   publish a file through a shared-memory ring
+  sender <file>   publish a file, a directory tree or a stream (-) through a shared-memory ring
   receiver        receive it
 
 Run 'p2m shm <command> --help' for a command's options.
 `;
 
 const SENDER_USAGE = `
-Usage: p2m shm sender <file> [options]
+Usage: p2m shm sender <file|DIR|-> [options]
 
 Publishes <file> through the POSIX shared-memory segment /dev/shm/NAME and
 streams it to every attached receiver at once.
+
+  <file>   a regular file
+  DIR      a directory: every regular file, directory and inside symlink
+           under it, as one pax tar stream (symlinks out of the tree,
+           devices, FIFOs and sockets are skipped with a warning)
+  -        stdin (or a FIFO path): a stream of unknown size; bytes flow as
+           they arrive once the receivers are attached, and a receiver that
+           comes later is refused (a stream cannot be replayed)
 
 Options:
   --name NAME          segment name (default p2m-<uid>)
@@ -70,6 +79,11 @@ Options:
   --no-verify          send no digest (receivers cannot verify)
   --limit-rate BYTES   cap the rate, bytes per second, at least 1 (e.g. 50M);
                        leave it out for no limit
+  --linger S           after the awaited receivers finish, keep serving later ones in
+                       laps, each from the file's start and verified, until S seconds
+                       pass with nobody (restarted after every lap; 0: until SIGINT or
+                       SIGTERM, which then exit 0 if every receiver verified); a lap
+                       starts 0.3 s after its first joiner. Files only, not - or DIR
   --json               JSON events on stdout
   --quiet              errors only
   --debug              stack traces on errors
@@ -85,7 +99,11 @@ Attaches to the segment /dev/shm/NAME, copies the file and verifies it.
 Options:
   --name NAME      segment name (default p2m-<uid>)
   --out DIR|FILE   where to write: a directory (existing, or a path ending in /) or a file
-                   (default: received-files/pid-<pid>_<name>)
+                   (default: received-files/pid-<pid>_<name>); a tree goes to DIR/<name>/
+                   or to FILE as a directory
+  --out -          write the bytes (a tree's tar stream) to stdout as they arrive;
+                   they cannot be taken back, so the exit status is the verdict
+                   (0 only when the digest matched); events go to stderr
   --timeout S      seconds to wait for a sender (default 30)
   --force          replace an existing file
   --expect DIGEST  also refuse the copy unless its digest is DIGEST (hex, as
@@ -110,6 +128,7 @@ const SENDER_SPEC = {
     wait: { type: "string" },
     slots: { type: "string" },
     chunk: { type: "string" },
+    linger: { type: "string" },
     ...SENDING_OPTIONS,
   },
 } as const;
@@ -138,15 +157,24 @@ async function sender(args: string[]): Promise<number> {
   const { values, positionals } = parseCommand(SENDER_SPEC, args);
   if (maybeHelp(values, SENDER_USAGE)) return 0;
   const path = positionals[0];
-  if (path === undefined) throw new UsageError("missing <file>");
+  if (path === undefined) throw new UsageError("missing <file|DIR|->");
   const chunk = sizeFlag(values.chunk, "chunk", 1024 * 1024, { min: MIN_CHUNK, max: MAX_CHUNK });
   if (chunk % MIN_CHUNK !== 0) throw new UsageError(`--chunk must be a multiple of ${MIN_CHUNK}`);
   const slots = intFlag(values.slots, "slots", 16, { min: 1, max: MAX_SLOTS });
   if (slots * chunk > MAX_RING) {
     throw new UsageError(`the ring (--slots × --chunk) may be at most ${MAX_RING} bytes`);
   }
+  const linger = values.linger === undefined
+    ? undefined
+    : secondsFlag(values.linger, "linger", 0, { min: 0 });
+  if (linger !== undefined && isStreamPath(path)) {
+    throw new UsageError(
+      `--linger replays a file for late receivers; ${path} is a stream, which cannot be replayed`,
+    );
+  }
   const reporter = reporterFor(values);
   return await runSender({
+    lingerSeconds: linger,
     path,
     name: segmentName(values.name),
     peers: intFlag(values.peers, "peers", 1, { min: 1, max: MAX_RECEIVERS }),
@@ -161,6 +189,7 @@ async function receiver(args: string[]): Promise<number> {
   const { values } = parseCommand(RECEIVER_SPEC, args);
   if (maybeHelp(values, RECEIVER_USAGE)) return 0;
   const reporter = reporterFor(values);
+  if (values.out === "-") reporter.eventsToStderr(); // stdout carries the data
   return await runReceiver({
     name: segmentName(values.name),
     ...receivingFlags(values, 30),
