@@ -79,56 +79,54 @@ export function openSink(options: SinkOptions): Sink {
   return FileSink.create(options);
 }
 
-/** A file copy: temp file, renamed into place after verify. */
-export class FileSink implements Sink {
-  /** Always `file`. */
-  readonly kind = "file" as const;
-  /** Nothing to warn about for a file. */
-  readonly warnings: readonly string[] = [];
-  #output: OutputFile;
+/** What a file or tree sink wraps: an output staged until it is committed. */
+interface StagedOutput {
+  readonly path: string;
+  readonly bytesWritten: number;
+  write(bytes: Uint8Array): void;
+  commit(): void;
+  abort(): void;
+}
 
-  private constructor(output: OutputFile) {
-    this.#output = output;
-  }
+/** The part file and tree sinks share: everything is delegated to the staged output. */
+abstract class StagedSink<Output extends StagedOutput> implements Sink {
+  abstract readonly kind: "file" | "tree";
+  abstract readonly warnings: readonly string[];
+  /** The staged output (core/output.ts or core/tree_output.ts). */
+  protected readonly output: Output;
 
-  /** Creates the temp file (see core/output.ts). */
-  static create(options: Pick<SinkOptions, "out" | "name" | "mode" | "force">): FileSink {
-    return new FileSink(OutputFile.create(options));
+  protected constructor(output: Output) {
+    this.output = output;
   }
 
   /** The final path. */
   get path(): string {
-    return this.#output.path;
+    return this.output.path;
   }
 
-  /** The temp path that holds the bytes until commit. */
-  get tempPath(): string {
-    return this.#output.tempPath;
-  }
-
-  /** Bytes written. */
+  /** Bytes taken so far. */
   get bytesWritten(): number {
-    return this.#output.bytesWritten;
+    return this.output.bytesWritten;
   }
 
-  /** Appends bytes (synchronously; the promise is already settled). */
+  /** Takes bytes (synchronously; the promise is already settled). */
   write(bytes: Uint8Array): Promise<void> {
     try {
-      this.#output.write(bytes);
+      this.output.write(bytes);
     } catch (error) {
       return Promise.reject(error);
     }
     return Promise.resolve();
   }
 
-  /** fsync, then rename into place. */
+  /** Syncs the copy and renames it into place. */
   commit(): void {
-    this.#output.commit();
+    this.output.commit();
   }
 
-  /** Removes the temp file. */
+  /** Removes what is staged. */
   abort(): void {
-    this.#output.abort();
+    this.output.abort();
   }
 
   /** Same as {@linkcode abort} unless committed. */
@@ -137,15 +135,28 @@ export class FileSink implements Sink {
   }
 }
 
+/** A file copy: temp file, renamed into place after verify. */
+export class FileSink extends StagedSink<OutputFile> {
+  /** Always `file`. */
+  readonly kind = "file" as const;
+  /** Nothing to warn about for a file. */
+  readonly warnings: readonly string[] = [];
+
+  /** Creates the temp file (see core/output.ts). */
+  static create(options: Pick<SinkOptions, "out" | "name" | "mode" | "force">): FileSink {
+    return new FileSink(OutputFile.create(options));
+  }
+
+  /** The temp path that holds the bytes until commit. */
+  get tempPath(): string {
+    return this.output.tempPath;
+  }
+}
+
 /** A tree copy: staged, checked, renamed into place after verify. */
-export class TreeSink implements Sink {
+export class TreeSink extends StagedSink<TreeOutput> {
   /** Always `tree`. */
   readonly kind = "tree" as const;
-  #output: TreeOutput;
-
-  private constructor(output: TreeOutput) {
-    this.#output = output;
-  }
 
   /**
    * Creates the staging directory for a tree whose stream entries all sit
@@ -170,49 +181,14 @@ export class TreeSink implements Sink {
     }));
   }
 
-  /** The final path of the tree. */
-  get path(): string {
-    return this.#output.path;
-  }
-
   /** The staging directory that holds the tree until commit. */
   get stagingPath(): string {
-    return this.#output.stagingPath;
-  }
-
-  /** Bytes of tar stream taken. */
-  get bytesWritten(): number {
-    return this.#output.bytesWritten;
+    return this.output.stagingPath;
   }
 
   /** What sanitising changed (dropped mode bits). */
   get warnings(): readonly string[] {
-    return this.#output.warnings;
-  }
-
-  /** Feeds tar bytes (synchronously; the promise is already settled). */
-  write(bytes: Uint8Array): Promise<void> {
-    try {
-      this.#output.write(bytes);
-    } catch (error) {
-      return Promise.reject(error);
-    }
-    return Promise.resolve();
-  }
-
-  /** Checks the whole tree, syncs it and renames it into place. */
-  commit(): void {
-    this.#output.commit();
-  }
-
-  /** Removes the staging directory. */
-  abort(): void {
-    this.#output.abort();
-  }
-
-  /** Same as {@linkcode abort} unless committed. */
-  [Symbol.dispose](): void {
-    this.abort();
+    return this.output.warnings;
   }
 }
 

@@ -29,6 +29,11 @@ import { osReason } from "./source.ts";
 
 /** Longest single poll(2) wait, so signal handlers run at least this often (ms). */
 export const STREAM_SLICE_MS = 100;
+/**
+ * How long the end of a stream waits for a signal that arrived with it
+ * (see {@linkcode StreamSource.readSome}), in ms.
+ */
+const END_GRACE_MS = 50;
 
 /** What a path names, for choosing how to send it. */
 export type InputKind = "stream" | "file" | "directory";
@@ -126,7 +131,15 @@ export class StreamSource implements Disposable {
         throw new P2mError(`cannot read ${this.#label()}: ${osReason(error)}`, { cause: error });
       }
       if (count !== null) {
-        if (count === 0) this.#ended = true;
+        if (count === 0) {
+          // A pipe ends the same way whether its producer finished or was
+          // killed. When the whole job was interrupted (Ctrl-C, a kill of
+          // the process group), this process has the same signal pending:
+          // let its handler run before the end is reported, so that the
+          // transfer is aborted rather than completed.
+          await delay(END_GRACE_MS);
+          this.#ended = true;
+        }
         this.#read += count;
         return count;
       }
