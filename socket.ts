@@ -36,6 +36,7 @@ import {
 import { PROTOCOL_VERSION } from "./socket/protocol.ts";
 import { runClient } from "./socket/client.ts";
 import { runServer } from "./socket/server.ts";
+import { defaultSpoolDir } from "./socket/spool.ts";
 import { workerMain } from "./socket/worker.ts";
 
 const MAIN_USAGE = `
@@ -44,17 +45,29 @@ Usage: p2m socket <command> [options]
 Copies one file from one server to many clients over Unix sockets.
 
 Commands:
-  server <file>   serve a file to peers (one worker subprocess per peer)
+  server <file>   serve a file, stdin (-), a FIFO or a directory tree to
+                  peers (one worker subprocess per peer)
   client          receive the file from a server
 
 Run 'p2m socket <command> --help' for the options of a command.
 `;
 
 const SERVER_USAGE = `
-Usage: p2m socket server <file> [options]
+Usage: p2m socket server <file|-|FIFO|DIR> [options]
 
 Serves <file> on a Unix socket. Each peer gets its own worker subprocess,
 which streams the file to it directly; the peer verifies the digest.
+
+'-' (stdin), a FIFO or another non-seekable input is read once, as it
+arrives, into a spool file (see --spool) that every worker sends from
+while it grows: peers get the first bytes while the producer still writes,
+and a slow peer holds up nobody. The size is not known in advance; the
+trailer carries the final size and the digest. End of input is the end of
+the stream (a killed producer looks the same: check its exit status).
+A directory is sent as a whole tree (pax tar, under the directory's name):
+regular files with their modes, empty directories, symlinks that stay
+inside; what is skipped (devices, FIFOs, sockets, links out) is warned
+about. A file that changes while it is sent fails every peer.
 
 Options:
   --socket PATH     socket path (default: $XDG_RUNTIME_DIR/p2m/p2m.sock,
@@ -75,6 +88,11 @@ Options:
                     (e.g. 50M); leave it out for no limit
   --grace S         after SIGINT/SIGTERM, seconds running transfers get to
                     finish (default 5; 0 stops them at once)
+  --spool DIR       where a stream or a tree is spooled, on disk (default
+                    $TMPDIR, else /tmp; not the runtime dir). The spool
+                    file is private and has no name (O_TMPFILE): nothing is
+                    left however the server ends. It is kept while the
+                    server runs, so later peers get the whole stream too
   --json            one JSON event per line on stdout
   --quiet           print only errors
   --debug           stack traces on errors
@@ -119,6 +137,7 @@ const SERVER_SPEC = {
     "max-active": { type: "string" },
     raw: { type: "boolean" },
     grace: { type: "string" },
+    spool: { type: "string" },
     ...SENDING_OPTIONS,
   },
 } as const;
@@ -152,6 +171,7 @@ async function server(args: string[]): Promise<number> {
     : intFlag(values.peers, "peers", 1, { min: 1, max: 100_000 });
   return await runServer({
     file,
+    spoolDir: values.spool ?? defaultSpoolDir(),
     socket: values.socket ?? defaultSocket(),
     peers,
     maxActive: intFlag(values["max-active"], "max-active", 32, { min: 1, max: 10_000 }),

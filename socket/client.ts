@@ -23,12 +23,16 @@ import { onSignal } from "../core/cli.ts";
 import { delay } from "../core/delay.ts";
 import { describeError, P2mError, VerifyError } from "../core/errors.ts";
 import { formatBytes, formatRate } from "../core/format.ts";
-import { OutputFile } from "../core/output.ts";
+import { OutputFile, resolveOutputPath } from "../core/output.ts";
+import { TreeOutput } from "../core/tree_output.ts";
 import type { Reporter } from "../core/report.ts";
 import { osReason } from "../core/source.ts";
 import {
+  CHUNK_LENGTH_BYTES,
+  decodeChunkLength,
   decodeHeader,
   decodeTrailer,
+  type FileHeader,
   HEADER_FIXED_LENGTH,
   headerLength,
   TRAILER_FIXED_LENGTH,
@@ -157,7 +161,7 @@ async function receiveFramed(conn: Deno.UnixConn, options: ClientOptions, deadli
     settle();
   })();
 
-  let output: OutputFile | undefined;
+  let output: Output | undefined;
   let received = 0;
   let verdictSent = false;
   try {
@@ -209,7 +213,10 @@ async function receiveFramed(conn: Deno.UnixConn, options: ClientOptions, deadli
         formatRate(received, result.seconds)
       }), ${verified ? `${result.digest} verified` : "NOT verified (the server sent no digest)"}`,
     );
-    if (verified) reporter.info(checksumLine(result.value, output!.path));
+    // A tree's digest is its tar stream's: no checksum line a tool could check.
+    if (verified && output instanceof OutputFile) {
+      reporter.info(checksumLine(result.value, output.path));
+    }
     return 0;
   } catch (error) {
     output?.abort();
@@ -348,12 +355,33 @@ function notProtocol(error: unknown): P2mError {
   );
 }
 
+/** Where the copy goes: a file, or a tree (`--out DIR/` gives DIR/<name>/). */
+type Output = OutputFile | TreeOutput;
+
+/** Opens the output for what the header announces. */
+function openOutput(header: FileHeader, options: ClientOptions): Output {
+  if (!header.tree) {
+    return OutputFile.create({
+      out: options.out,
+      name: header.name,
+      mode: header.mode,
+      force: options.force,
+    });
+  }
+  return TreeOutput.create({
+    path: resolveOutputPath({ out: options.out, name: header.name }),
+    force: options.force,
+    stripComponents: 1, // every path is under the sender's directory name
+    limits: { maxTotalBytes: header.size },
+  });
+}
+
 /** Reads header, bytes and trailer; checks everything; returns digest info. */
 async function receiveStream(
   data: DataChannel,
   options: ClientOptions,
   usual: Promise<Digest>,
-  setOutput: (out: OutputFile) => void,
+  setOutput: (out: Output) => void,
   setReceived: (n: number) => void,
 ): Promise<{ digest: string; value: string; seconds: number }> {
   const reporter = options.reporter;
@@ -372,44 +400,60 @@ async function receiveStream(
   const header = decodeHeader(headerBytes);
   // A sender whose digest cannot be compared with --expect is refused first.
   options.expect?.checkAlgorithm(header.digest);
-  const output = OutputFile.create({
-    out: options.out,
-    name: header.name,
-    mode: header.mode,
-    force: options.force,
-  });
+  const output = openOutput(header, options);
   setOutput(output);
   reporter.event("start", {
     name: header.name,
     path: output.path,
-    size: header.size,
+    size: header.sizeUnknown ? null : header.size,
+    tree: header.tree ?? false,
     digest: header.digest,
   });
   const digest = header.digest === DEFAULT_DIGEST ? await usual : await createDigest(header.digest);
-  const progress = reporter.progress(output.path.split("/").pop() ?? "receiving", header.size);
+  const progress = reporter.progress(
+    output.path.split("/").pop() ?? "receiving",
+    header.sizeUnknown ? 0 : header.size,
+  );
   const buf = new Uint8Array(RECEIVE_CHUNK);
   let got = 0;
-  while (got < header.size) {
-    const n = await data.read(buf.subarray(0, Math.min(buf.length, header.size - got)));
-    if (n === 0) {
-      throw new P2mError(
-        `server stopped after ${got} of ${header.size} bytes (connection closed); copy discarded`,
-      );
+  /** Receives `count` payload bytes into the digest and the output. */
+  const receive = async (count: number) => {
+    for (const until = got + count; got < until;) {
+      const n = await data.read(buf.subarray(0, Math.min(buf.length, until - got)));
+      if (n === 0) {
+        const of = header.sizeUnknown ? "a stream of unknown size" : `${header.size}`;
+        throw new P2mError(
+          `server stopped after ${got} of ${of} bytes (connection closed); copy discarded`,
+        );
+      }
+      const view = buf.subarray(0, n);
+      digest.update(view);
+      output.write(view);
+      got += n;
+      setReceived(got);
+      progress.update(got);
+      await data.breathe();
     }
-    const view = buf.subarray(0, n);
-    digest.update(view);
-    output.write(view);
-    got += n;
-    setReceived(got);
-    progress.update(got);
-    await data.breathe();
-  }
+  };
+  if (header.sizeUnknown) {
+    // Chunks of announced length, ended by a zero length (core/wire.ts).
+    const length = new Uint8Array(CHUNK_LENGTH_BYTES);
+    while (true) {
+      await data.readFull(length, "chunk length");
+      const count = decodeChunkLength(length);
+      if (count === 0) break;
+      await receive(count);
+    }
+  } else await receive(header.size);
   const trailerFixed = new Uint8Array(TRAILER_FIXED_LENGTH);
   await data.readFull(trailerFixed, "trailer");
   const trailerBytes = new Uint8Array(trailerLength(trailerFixed, header.digest));
   trailerBytes.set(trailerFixed);
   await data.readFull(trailerBytes.subarray(TRAILER_FIXED_LENGTH), "trailer");
   const trailer = decodeTrailer(trailerBytes, header.digest);
+  if (trailer.size !== got) {
+    throw new WireError(`the trailer says ${trailer.size} bytes, ${got} arrived; copy discarded`);
+  }
   if (await data.read(buf.subarray(0, 1)) !== 0) {
     throw new WireError("server sent more bytes than announced; copy discarded");
   }
