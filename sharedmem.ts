@@ -47,17 +47,25 @@ const TOP_USAGE = `
 Usage: p2m shm <command> [options]
 
 Commands:
-  sender <file>   publish a file through a shared-memory ring
+  sender <file>   publish a file, a directory tree or a stream (-) through a shared-memory ring
   receiver        receive it
 
 Run 'p2m shm <command> --help' for a command's options.
 `;
 
 const SENDER_USAGE = `
-Usage: p2m shm sender <file> [options]
+Usage: p2m shm sender <file|DIR|-> [options]
 
 Publishes <file> through the POSIX shared-memory segment /dev/shm/NAME and
 streams it to every attached receiver at once.
+
+  <file>   a regular file
+  DIR      a directory: every regular file, directory and inside symlink
+           under it, as one pax tar stream (symlinks out of the tree,
+           devices, FIFOs and sockets are skipped with a warning)
+  -        stdin (or a FIFO path): a stream of unknown size; bytes flow as
+           they arrive once the receivers are attached, and a receiver that
+           comes later is refused (a stream cannot be replayed)
 
 Options:
   --name NAME          segment name (default p2m-<uid>)
@@ -85,7 +93,11 @@ Attaches to the segment /dev/shm/NAME, copies the file and verifies it.
 Options:
   --name NAME      segment name (default p2m-<uid>)
   --out DIR|FILE   where to write: a directory (existing, or a path ending in /) or a file
-                   (default: received-files/pid-<pid>_<name>)
+                   (default: received-files/pid-<pid>_<name>); a tree goes to DIR/<name>/
+                   or to FILE as a directory
+  --out -          write the bytes (a tree's tar stream) to stdout as they arrive;
+                   they cannot be taken back, so the exit status is the verdict
+                   (0 only when the digest matched); events go to stderr
   --timeout S      seconds to wait for a sender (default 30)
   --force          replace an existing file
   --expect DIGEST  also refuse the copy unless its digest is DIGEST (hex, as
@@ -138,7 +150,7 @@ async function sender(args: string[]): Promise<number> {
   const { values, positionals } = parseCommand(SENDER_SPEC, args);
   if (maybeHelp(values, SENDER_USAGE)) return 0;
   const path = positionals[0];
-  if (path === undefined) throw new UsageError("missing <file>");
+  if (path === undefined) throw new UsageError("missing <file|DIR|->");
   const chunk = sizeFlag(values.chunk, "chunk", 1024 * 1024, { min: MIN_CHUNK, max: MAX_CHUNK });
   if (chunk % MIN_CHUNK !== 0) throw new UsageError(`--chunk must be a multiple of ${MIN_CHUNK}`);
   const slots = intFlag(values.slots, "slots", 16, { min: 1, max: MAX_SLOTS });
@@ -161,6 +173,7 @@ async function receiver(args: string[]): Promise<number> {
   const { values } = parseCommand(RECEIVER_SPEC, args);
   if (maybeHelp(values, RECEIVER_USAGE)) return 0;
   const reporter = reporterFor(values);
+  if (values.out === "-") reporter.eventsToStderr(); // stdout carries the data
   return await runReceiver({
     name: segmentName(values.name),
     ...receivingFlags(values, 30),

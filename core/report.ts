@@ -8,6 +8,9 @@
  *   most four times a second, `done`, `error`, plus transport events).
  * - `--quiet`: nothing but errors, on stderr.
  *
+ * When stdout carries data (`--out -`), `eventsTo: "stderr"` sends what
+ * would go to stdout (JSON events, human lines) to stderr instead.
+ *
  * Every human line goes through {@linkcode escapeControls} here, so no
  * caller can print a raw ESC, BEL or newline from a file name; a
  * {@linkcode TextBlock} keeps its own line breaks. Every JSON line goes
@@ -30,11 +33,24 @@ export class Reporter {
   readonly mode: ReportMode;
   #tty: boolean;
   #lineShown = false;
+  #out: { writeSync(p: Uint8Array): number } = Deno.stdout;
 
-  /** Creates a reporter from the `--json` and `--quiet` flags. */
-  constructor(options: { json?: boolean; quiet?: boolean } = {}) {
+  /**
+   * Creates a reporter from the `--json` and `--quiet` flags; with
+   * `eventsTo: "stderr"`, events and human lines go to stderr (stdout
+   * carries data).
+   */
+  constructor(
+    options: { json?: boolean; quiet?: boolean; eventsTo?: "stdout" | "stderr" } = {},
+  ) {
     this.mode = options.json ? "json" : options.quiet ? "quiet" : "human";
     this.#tty = this.mode === "human" && Deno.stderr.isTerminal();
+    if (options.eventsTo === "stderr") this.#out = Deno.stderr;
+  }
+
+  /** Sends events and human lines to stderr from now on (stdout carries data). */
+  eventsToStderr(): void {
+    this.#out = Deno.stderr;
   }
 
   /**
@@ -45,13 +61,13 @@ export class Reporter {
   info(text: string | TextBlock): void {
     if (this.mode !== "human") return;
     this.#clearLine();
-    writeText(Deno.stdout, humanText(text) + "\n");
+    writeText(this.#out, humanText(text) + "\n");
   }
 
   /** Emits a JSON event (json mode only). */
   event(event: string, fields: Record<string, unknown> = {}): void {
     if (this.mode !== "json") return;
-    writeText(Deno.stdout, jsonLine({ event, time: Date.now(), ...fields }) + "\n");
+    writeText(this.#out, jsonLine({ event, time: Date.now(), ...fields }) + "\n");
   }
 
   /** Reports a failure: one line on stderr, plus an `error` event in json mode. */

@@ -265,3 +265,11 @@ export function cString(text: string, what = "name"): Uint8Array {
   buf.set(bytes);
   return buf;
 }
+/** open(2) flag: write only. */
+export const O_WRONLY = 0o1;
+/** st_mode: a character device. */
+export const S_IFCHR = 0o020000;
+/** st_mode: a socket. */
+export const S_IFSOCK = 0o140000;
+/** errno: no such device or address (a FIFO opened for writing has no reader). */
+export const ENXIO = 6;

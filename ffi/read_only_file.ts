@@ -17,6 +17,13 @@
  * whose default action is to be ignored, and callers poll
  * {@linkcode ReadOnlyFile.leaseBroken}.
  *
+ * A stream input (a FIFO, or stdin borrowed with
+ * {@linkcode ReadOnlyFile.inherited}) is waited on with
+ * {@linkcode ReadOnlyFile.poll} and read with
+ * {@linkcode ReadOnlyFile.readNow}, so that no read blocks for long.
+ * A FIFO keeps its `O_NONBLOCK`; an inherited descriptor's flags are never
+ * changed, since its open file description is shared with the shell.
+ *
  * @module
  */
 import { errno, fail, LibcError } from "./errors.ts";
@@ -42,6 +49,7 @@ import {
   S_IFREG,
   SIGURG,
 } from "./libc.ts";
+import { PollSlot } from "./poll.ts";
 import { fstatOf, type StatInfo } from "./stat.ts";
 
 /** Why a read lease could not be taken. */
@@ -55,10 +63,22 @@ export class ReadOnlyFile implements Disposable {
   #fd: number;
   #path: string;
   #leased = false;
+  #borrowed = false;
+  #poll: PollSlot | undefined;
 
   private constructor(fd: number, path: string) {
     this.#fd = fd;
     this.#path = path;
+  }
+
+  /**
+   * Wraps a descriptor this process inherited (0 for stdin) without owning
+   * it: {@linkcode close} only forgets it, and its flags are left alone.
+   */
+  static inherited(fd: number, name: string): ReadOnlyFile {
+    const file = new ReadOnlyFile(fd, name);
+    file.#borrowed = true;
+    return file;
   }
 
   /**
@@ -121,6 +141,27 @@ export class ReadOnlyFile implements Disposable {
   }
 
   /**
+   * read(2) into `view` that reports "nothing yet" instead of waiting:
+   * bytes read, 0 at end of file, or null on EAGAIN/EINTR.
+   */
+  readNow(view: Uint8Array): number | null {
+    const n = Number(libc().read(this.#live("read"), view, BigInt(view.length)));
+    if (n >= 0) return n;
+    const code = errno();
+    if (code === EAGAIN || code === EINTR) return null;
+    throw new LibcError("read", code, this.#path);
+  }
+
+  /**
+   * Waits up to `timeoutMs` for `events` (POLLIN); returns the events that
+   * occurred (0 on timeout; POLLHUP/POLLERR may be set too).
+   */
+  poll(events: number, timeoutMs: number): number {
+    this.#poll ??= new PollSlot();
+    return this.#poll.wait(this.#live("poll"), events, timeoutMs);
+  }
+
+  /**
    * Takes a read lease. Returns undefined on success, or why not: someone
    * has the file open for writing (EAGAIN), we neither own it nor have
    * CAP_LEASE (EACCES/EPERM), or the file system or the kernel has no
@@ -170,7 +211,7 @@ export class ReadOnlyFile implements Disposable {
   /** Closes the file (idempotent); this also drops any lease. */
   close(): void {
     if (this.#fd < 0) return;
-    libc().close(this.#fd);
+    if (!this.#borrowed) libc().close(this.#fd);
     this.#fd = -1;
     this.#leased = false;
   }

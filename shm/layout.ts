@@ -6,7 +6,8 @@
  * offset  size        what
  * 0       4096        header (fields below), sender semaphore, digest, name
  * 4096    128 × 128   receiver table: 128 entries of 128 bytes
- * 20480   K × chunk   the ring: K slots of `chunk` bytes
+ * 20480   K × 4       slot lengths (i32 per slot), padded to 64 bytes
+ * after   K × chunk   the ring: K slots of `chunk` bytes
  *
  * header (i32 little-endian unless noted)
  *   0 magic "P2MS"     4 version          8 state           12 abort reason
@@ -15,6 +16,8 @@
  *  48 digest length   52 file mode       56 name length     60 sender waiting
  *  64 next entry      68 sender pid      72 published       76 total chunks
  *  80 segment size (f64)                 88 file size (f64)
+ *  96 flags (PayloadFlag)  100 slot lengths offset  104 final chunks
+ * 112 final size (f64)
  * 128 sender "space" sem_t (32 bytes, its own cache line)
  * 192 final digest (64 bytes)           256 name (at most 1024 bytes)
  *
@@ -23,6 +26,13 @@
  *  16 committing flag (fsync and rename under way)
  *  64 the receiver's own sem_t (32 bytes)
  * ```
+ *
+ * A file or a tree of known size fills every slot but the last; its slot
+ * lengths follow from the size. A stream of unknown size
+ * (`PayloadFlag.SizeUnknown`: file size and total chunks are 0 in the
+ * header) publishes each slot with its byte length in the slot-length
+ * table, a partial slot whenever the input pauses, and at the end its
+ * final chunk count and size, then Final.
  *
  * Counters are Atomics on an Int32Array view (atomic across processes);
  * the sem_t areas are never touched by Atomics. Liveness is an OFD lock on
@@ -37,7 +47,7 @@ import type { SharedMemory } from "../ffi/mod.ts";
 /** "P2MS" as a little-endian u32. */
 export const SEGMENT_MAGIC = 0x534d3250;
 /** Layout version this build speaks. */
-export const SEGMENT_VERSION = 1;
+export const SEGMENT_VERSION = 2;
 /** Bytes of the header area. */
 export const HEADER_AREA = 4096;
 /** Bytes per receiver table entry. */
@@ -89,7 +99,21 @@ export const HeaderField = {
   senderPid: 17,
   published: 18,
   totalChunks: 19,
+  flags: 24,
+  lengthsOffset: 25,
+  finalChunks: 26,
 } as const;
+/** Byte offset of a stream's final size (float64, written before Final). */
+export const FINAL_SIZE_OFFSET = 112;
+
+/** Bits of the header's flags word. */
+export const PayloadFlag = {
+  /** A stream: size unknown until Final; slots carry their own lengths. */
+  SizeUnknown: 1,
+  /** The bytes are a pax tar stream of a directory tree. */
+  Tree: 2,
+} as const;
+const KNOWN_FLAGS = PayloadFlag.SizeUnknown | PayloadFlag.Tree;
 /** Byte offset of the segment size (float64: exact below 2^53). */
 export const SEGMENT_SIZE_OFFSET = 80;
 /** Byte offset of the file size (float64: exact below 2^53). */
@@ -170,6 +194,8 @@ export interface Geometry {
   tableOffset: number;
   /** Entries in the receiver table. */
   tableEntries: number;
+  /** Offset of the slot-length table (one i32 per slot). */
+  lengthsOffset: number;
   /** Offset of slot 0. */
   slotsOffset: number;
   /** Total bytes of the segment. */
@@ -178,10 +204,14 @@ export interface Geometry {
 
 /** Everything a receiver learns from a validated header. */
 export interface SegmentInfo extends Geometry {
-  /** File size in bytes. */
+  /** File size in bytes (0 while a stream's size is unknown). */
   fileSize: number;
-  /** Chunks in the file. */
+  /** Chunks in the file (0 while a stream's size is unknown). */
   totalChunks: number;
+  /** Whether the size is known in advance (false: a stream; see the final size). */
+  sizeKnown: boolean;
+  /** Whether the bytes are a tar stream of a tree. */
+  tree: boolean;
   /** Permission bits of the file. */
   mode: number;
   /** The sender's file name (untrusted; sanitised when used). */
@@ -195,15 +225,22 @@ export interface SegmentInfo extends Geometry {
 /** Computes the geometry for a ring of `slotCount` × `chunkSize`. */
 export function geometry(chunkSize: number, slotCount: number): Geometry {
   const tableOffset = HEADER_AREA;
-  const slotsOffset = tableOffset + MAX_RECEIVERS * ENTRY_SIZE;
+  const lengthsOffset = tableOffset + MAX_RECEIVERS * ENTRY_SIZE;
+  const slotsOffset = lengthsOffset + lengthsArea(slotCount);
   return {
     chunkSize,
     slotCount,
     tableOffset,
     tableEntries: MAX_RECEIVERS,
+    lengthsOffset,
     slotsOffset,
     segmentSize: slotsOffset + chunkSize * slotCount,
   };
+}
+
+/** Bytes of the slot-length table for `slotCount` slots (a whole number of cache lines). */
+function lengthsArea(slotCount: number): number {
+  return Math.ceil((slotCount * 4) / 64) * 64;
 }
 
 /** Chunks needed for `size` bytes. */
@@ -230,7 +267,9 @@ export function readHeader(buffer: ArrayBuffer, realSize: number): SegmentInfo |
   if (magic !== SEGMENT_MAGIC) throw new WireError("not a p2m segment (bad magic)");
   const version = i32[HeaderField.version];
   if (version !== SEGMENT_VERSION) {
-    throw new WireError(`unsupported segment version ${version} (this build speaks 1)`);
+    throw new WireError(
+      `unsupported segment version ${version} (this build speaks ${SEGMENT_VERSION})`,
+    );
   }
   const segmentSize = f64[SEGMENT_SIZE_OFFSET / 8];
   if (segmentSize !== realSize) {
@@ -241,6 +280,7 @@ export function readHeader(buffer: ArrayBuffer, realSize: number): SegmentInfo |
   const tableEntries = i32[HeaderField.tableEntries];
   const tableOffset = i32[HeaderField.tableOffset];
   const slotsOffset = i32[HeaderField.slotsOffset];
+  const lengthsOffset = i32[HeaderField.lengthsOffset];
   if (chunkSize < MIN_CHUNK || chunkSize > MAX_CHUNK || chunkSize % MIN_CHUNK !== 0) {
     throw new WireError(`bad chunk size ${chunkSize}`);
   }
@@ -263,11 +303,23 @@ export function readHeader(buffer: ArrayBuffer, realSize: number): SegmentInfo |
       `ring of ${slotCount} × ${chunkSize} bytes at ${slotsOffset} does not end at the segment's end (${realSize})`,
     );
   }
+  if (
+    lengthsOffset < tableEnd || lengthsOffset % 64 !== 0 ||
+    lengthsOffset + lengthsArea(slotCount) > slotsOffset
+  ) {
+    throw new WireError(`bad slot-length table offset ${lengthsOffset}`);
+  }
+  const flags = i32[HeaderField.flags];
+  if ((flags & ~KNOWN_FLAGS) !== 0) throw new WireError(`unknown flags ${flags}`);
+  const sizeKnown = (flags & PayloadFlag.SizeUnknown) === 0;
   const fileSize = f64[FILE_SIZE_OFFSET / 8];
   if (!Number.isSafeInteger(fileSize) || fileSize < 0) throw new WireError(`bad file size`);
   const totalChunks = i32[HeaderField.totalChunks];
   if (totalChunks !== chunksFor(fileSize, chunkSize)) {
     throw new WireError(`chunk count ${totalChunks} does not match the file size`);
+  }
+  if (!sizeKnown && (fileSize !== 0 || totalChunks !== 0)) {
+    throw new WireError("a stream of unknown size announces a size");
   }
   const digest = digestFromCode(i32[HeaderField.digestCode]);
   if (digest === undefined) {
@@ -294,10 +346,13 @@ export function readHeader(buffer: ArrayBuffer, realSize: number): SegmentInfo |
     slotCount,
     tableOffset,
     tableEntries,
+    lengthsOffset,
     slotsOffset,
     segmentSize,
     fileSize,
     totalChunks,
+    sizeKnown,
+    tree: (flags & PayloadFlag.Tree) !== 0,
     mode,
     name,
     digest,
@@ -307,8 +362,10 @@ export function readHeader(buffer: ArrayBuffer, realSize: number): SegmentInfo |
 
 /** Header fields the sender writes (everything but the live counters). */
 export interface HeaderFields extends Geometry {
-  /** File size. */
+  /** File size (0 for a stream of unknown size). */
   fileSize: number;
+  /** {@linkcode PayloadFlag} bits (default 0: a file of known size). */
+  flags?: number;
   /** File mode bits. */
   mode: number;
   /** Base name of the file. */
@@ -343,6 +400,8 @@ export function writeHeader(buffer: ArrayBuffer, fields: HeaderFields): void {
   i32[HeaderField.tableEntries] = fields.tableEntries;
   i32[HeaderField.tableOffset] = fields.tableOffset;
   i32[HeaderField.slotsOffset] = fields.slotsOffset;
+  i32[HeaderField.lengthsOffset] = fields.lengthsOffset;
+  i32[HeaderField.flags] = fields.flags ?? 0;
   i32[HeaderField.senderSemOffset] = SENDER_SEM_OFFSET;
   i32[HeaderField.peers] = fields.peers;
   i32[HeaderField.digestCode] = fields.digestCode;

@@ -3,7 +3,10 @@
  * table entry, drains the ring into its output file and reports a verdict.
  *
  * Data path: the loop in {@linkcode receive} writes each published slot
- * to the output file and hashes it in place, then publishes its cursor.
+ * to its {@linkcode Sink} (a file, a tree built from the tar stream, or
+ * stdout for `--out -`; see core/sink.ts) and hashes it in place, then
+ * publishes its cursor. A stream of unknown size gives each slot's length
+ * in the slot-length table and its final size at the end.
  * Every shared word goes through {@link ./segment.ts}.
  *
  * @module
@@ -17,13 +20,13 @@ import {
   type ExpectedDigest,
   formatBytes,
   onAbort,
-  OutputFile,
   P2mError,
   type Reporter,
   toHex,
   VerifyError,
   WireError,
 } from "../core/mod.ts";
+import { openSink, type Sink } from "../core/sink.ts";
 import { SharedMemory } from "../ffi/mod.ts";
 import {
   AbortReason,
@@ -43,7 +46,7 @@ import { removeIfStale } from "./stale.ts";
 export interface ReceiverOptions {
   /** Segment name (without the leading slash). */
   name: string;
-  /** `--out`: directory or file. */
+  /** `--out`: directory, file or tree path, or `-` for stdout. */
   out?: string;
   /** Seconds to wait for a sender. */
   timeoutSeconds: number;
@@ -155,11 +158,16 @@ async function receive(
   }
   // A sender whose digest cannot be compared with --expect is refused first.
   options.expect?.checkAlgorithm(info.digest);
-  const output = OutputFile.create({
+  let checker: Checker | undefined;
+  const output: Sink = openSink({
     out: options.out,
     name: info.name,
     mode: info.mode,
     force: options.force,
+    kind: info.tree ? "tree" : "file",
+    limits: info.tree && info.sizeKnown ? { maxTotalBytes: info.fileSize } : undefined,
+    // stdout full: keep watching the sender, the abort flag and signals.
+    onWait: () => checker?.check(),
   });
   using _output = output;
   // Ready everything before joining: the sender streams once all have joined.
@@ -185,7 +193,12 @@ async function receive(
       }
     } catch { /* a corrupt or truncated segment: the sender notices our exit */ }
   };
-  using _abortHook = { [Symbol.dispose]: onAbort(() => leaveAs(ReceiverState.Left)) };
+  using _abortHook = {
+    [Symbol.dispose]: onAbort(() => {
+      leaveAs(ReceiverState.Left);
+      output.abort();
+    }),
+  };
   let refused = false;
   try {
     // Read the shared state only after our entry is visible. From then on
@@ -197,6 +210,13 @@ async function receive(
     if (state === TransferState.Closed) {
       refused = true;
       throw new P2mError(`the transfer on ${options.name} has already finished`);
+    }
+    if (!info.sizeKnown && seg.published() > 0) {
+      refused = true;
+      throw new P2mError(
+        `the transfer on ${options.name} sends a stream (${info.name}) that has already ` +
+          `started; a stream cannot be replayed, so start receivers before its input flows`,
+      );
     }
     if (info.totalChunks > info.slotCount && seg.published() >= info.slotCount) {
       refused = true;
@@ -212,18 +232,23 @@ async function receive(
       name: options.name,
       peer: index,
       file: info.name,
-      size: info.fileSize,
+      kind: info.tree ? "tree" : "file",
+      size: info.sizeKnown ? info.fileSize : null,
       path: output.path,
     });
     const started = performance.now();
     const progress = reporter.progress("receiving", info.fileSize);
-    const checker = new Checker(seg, index);
+    const live = new Checker(seg, index);
+    checker = live;
     const chunk = info.chunkSize;
     const wakeSpace = Math.max(1, Math.floor(info.slotCount / 4));
+    // A stream's chunk count is known once the state is Final.
+    const announced = info.sizeKnown ? info.totalChunks : Infinity;
     let cursor = 0;
+    let bytes = 0;
     for (;;) {
       const published = seg.published();
-      if (published > info.totalChunks || published < cursor) {
+      if (published > announced || published < cursor) {
         throw seg.corrupt(
           `the header says ${published} chunks published (of ${info.totalChunks}; ` +
             `this receiver has ${cursor})`,
@@ -231,15 +256,21 @@ async function receive(
       }
       if (cursor < published) {
         while (cursor < published) {
-          const length = Math.min(chunk, info.fileSize - cursor * chunk);
+          const length = info.sizeKnown
+            ? Math.min(chunk, info.fileSize - cursor * chunk)
+            : seg.slotLength(cursor);
+          if (!info.sizeKnown && (length < 1 || length > chunk)) {
+            throw seg.corrupt(`slot of chunk ${cursor} says ${length} bytes (chunk ${chunk})`);
+          }
           const view = seg.slot(cursor, length);
           try {
-            output.write(view);
+            await output.write(view);
           } catch (error) {
             seg.checkSize(); // EFAULT from a truncated segment: say so
             throw error;
           }
           digest.update(view);
+          bytes += length;
           cursor++;
           seg.setCursor(index, cursor);
           // Wake a waiting sender once a quarter of the ring is free (or we
@@ -250,17 +281,30 @@ async function receive(
               info.slotCount - (published - seg.minCursor(published)) >= wakeSpace)
           ) seg.wakeSender();
         }
-        progress.update(Math.min(info.fileSize, cursor * chunk));
-        await checker.check();
+        progress.update(bytes);
+        await live.check();
         continue;
       }
       const state = seg.transferState();
-      if (cursor === info.totalChunks && state >= TransferState.Final) break;
+      if (state >= TransferState.Final && state !== TransferState.Aborted) {
+        const total = info.sizeKnown ? info.totalChunks : seg.finalChunks();
+        if (cursor === total) break;
+        if (!info.sizeKnown && seg.published() !== total) {
+          throw seg.corrupt(
+            `the stream ended at ${total} chunks but ${seg.published()} are published`,
+          );
+        }
+        if (cursor < seg.published()) continue;
+      }
       // Caught up: park until the sender publishes more or changes state.
       seg.park(index, () => seg.published() === cursor && seg.transferState() === state);
-      await checker.check();
+      await live.check();
     }
-    await checker.check(true);
+    await live.check(true);
+    const size = info.sizeKnown ? info.fileSize : seg.finalSize();
+    if (bytes !== size) {
+      throw seg.corrupt(`the transfer says ${size} bytes but ${bytes} arrived`);
+    }
     const expected = seg.digest(DIGEST_LENGTH[info.digest]);
     if (expected.length > 0 && expected.every((byte) => byte === 0)) {
       throw seg.corrupt("the header says final but holds no digest");
@@ -269,6 +313,11 @@ async function receive(
     if (!digestsEqual(expected, actual)) {
       output.abort();
       leaveAs(ReceiverState.Failed);
+      if (output.kind === "stdout") {
+        reporter.error(
+          "the bytes written to stdout did NOT verify (digest mismatch); discard them",
+        );
+      }
       throw new VerifyError(toHex(expected), toHex(actual));
     }
     try {
@@ -292,29 +341,35 @@ async function receive(
       // Evicted at the last moment: the sender counts us out, so do we. But
       // with --force the copy has already replaced the user's old file, and
       // removing it would lose both: keep the verified copy and say so.
-      const why = checker.entryChanged();
+      const why = live.entryChanged();
       if (options.force) {
         throw new P2mError(
           `${why.message}; the copy had already verified and replaced ${output.path}, so it is kept`,
         );
       }
-      try {
-        Deno.removeSync(output.path);
-      } catch { /* gone */ }
+      if (output.kind !== "stdout") {
+        try {
+          Deno.removeSync(output.path, { recursive: output.kind === "tree" });
+        } catch { /* gone */ }
+      }
       throw why;
     }
     seg.wakeSender();
+    for (const warning of output.warnings) reporter.warn(warning);
     const verified = info.digest !== "none";
     reporter.event("done", {
-      bytes: info.fileSize,
+      bytes: size,
       path: output.path,
       seconds,
       verified,
       digest: info.digest,
       value: toHex(actual),
     });
+    const where = output.kind === "stdout"
+      ? "to stdout"
+      : `${output.kind === "tree" ? "tree " : ""}${output.path}`;
     reporter.info(
-      `received ${output.path} (${formatBytes(info.fileSize)}) in ${seconds.toFixed(3)} s; ` +
+      `received ${where} (${formatBytes(size)}) in ${seconds.toFixed(3)} s; ` +
         (verified ? `${info.digest} verified` : "not verified (sender used --no-verify)"),
     );
     if (verified) reporter.info(checksumLine(toHex(actual), output.path));

@@ -30,6 +30,7 @@ import {
   ENTRY_SEM_OFFSET,
   ENTRY_SIZE,
   EntryField,
+  FINAL_SIZE_OFFSET,
   type Geometry,
   HeaderField,
   ReceiverState,
@@ -68,6 +69,7 @@ export class Segment implements Disposable {
   readonly segmentName: string;
   #words: Int32Array;
   #bytes: Uint8Array;
+  #finalSize: Float64Array;
   #ring: Uint8Array;
   #senderSem: Semaphore;
   #entrySems: Semaphore[] = [];
@@ -79,6 +81,7 @@ export class Segment implements Disposable {
     this.segmentName = memory.name.replace(/^\//, "");
     this.#words = new Int32Array(buffer, 0, geometry.slotsOffset / 4);
     this.#bytes = new Uint8Array(buffer);
+    this.#finalSize = new Float64Array(buffer, FINAL_SIZE_OFFSET, 1);
     this.#ring = new Uint8Array(
       buffer,
       geometry.slotsOffset,
@@ -136,6 +139,26 @@ export class Segment implements Disposable {
   /** Writes the final digest; the Final state stored after it releases it. */
   setDigest(digest: Uint8Array): void {
     this.#bytes.set(digest, DIGEST_OFFSET);
+  }
+
+  /** A stream's final chunk count. Valid once the state is Final. */
+  finalChunks(): number {
+    return Atomics.load(this.#words, HeaderField.finalChunks);
+  }
+
+  /** Writes a stream's final chunk count; the Final state stored after it releases it. */
+  setFinalChunks(count: number): void {
+    Atomics.store(this.#words, HeaderField.finalChunks, count);
+  }
+
+  /** A stream's final size in bytes. Valid once the state is Final. */
+  finalSize(): number {
+    return this.#finalSize[0];
+  }
+
+  /** Writes a stream's final size; the Final state stored after it releases it. */
+  setFinalSize(bytes: number): void {
+    this.#finalSize[0] = bytes;
   }
 
   // --- receiver table ----------------------------------------------------
@@ -275,6 +298,16 @@ export class Segment implements Disposable {
 
   // --- the ring ------------------------------------------------------------
 
+  /** Bytes in chunk `n`'s slot (a stream's slots). Acquire through {@linkcode published}. */
+  slotLength(n: number): number {
+    return Atomics.load(this.#words, this.#lengthField(n));
+  }
+
+  /** Says chunk `n`'s slot holds `length` bytes; the publish after it releases it. */
+  setSlotLength(n: number, length: number): void {
+    Atomics.store(this.#words, this.#lengthField(n), length);
+  }
+
   /** The slot view for chunk `n` holding `length` bytes. */
   slot(n: number, length: number): Uint8Array {
     const start = (n % this.geometry.slotCount) * this.geometry.chunkSize;
@@ -310,6 +343,10 @@ export class Segment implements Disposable {
   /** Same as {@linkcode close}. */
   [Symbol.dispose](): void {
     this.close();
+  }
+
+  #lengthField(n: number): number {
+    return this.geometry.lengthsOffset / 4 + (n % this.geometry.slotCount);
   }
 
   #entryOffset(index: number): number {

@@ -3,8 +3,12 @@
  * streams the file through the ring and reports each receiver's verdict.
  *
  * Data path: {@linkcode SenderRun.transfer} reads each chunk from the
- * {@linkcode Source} straight into its ring slot, hashes it there and
- * publishes it. Every shared word goes through {@link ./segment.ts}; the
+ * {@linkcode Payload} (a file through {@linkcode Source}, a directory's tar
+ * stream, or a stream such as stdin; see {@link ./payload.ts}) straight
+ * into its ring slot, hashes it there and publishes it. A file or a tree
+ * fills every slot; a stream of unknown size publishes a partial slot
+ * (with its byte length) as soon as its input pauses, and at its end the
+ * final size and the digest. Every shared word goes through {@link ./segment.ts}; the
  * name is owned by the {@linkcode SharedMemory} from {@link ./stale.ts},
  * whose reaper removes it if this process is killed. Receivers' verdicts
  * are checked against the sender's own observations ({@link ./entry_audit.ts}).
@@ -22,11 +26,12 @@ import {
   gibPerSecond,
   onAbort,
   P2mError,
+  type Progress,
   RateLimit,
   type Reporter,
-  Source,
   toHex,
 } from "../core/mod.ts";
+import type { Digest } from "../core/digest.ts";
 import { CorruptSemaphoreError } from "../ffi/mod.ts";
 import { EntryAudit, type SenderView } from "./entry_audit.ts";
 import {
@@ -35,6 +40,7 @@ import {
   COMMIT_GRACE_MS,
   geometry,
   MAX_CHUNKS,
+  PayloadFlag,
   PEER_STATE_TEXT,
   ReceiverState,
   TransferState,
@@ -42,10 +48,11 @@ import {
 } from "./layout.ts";
 import { receiverLockByte, Segment, SegmentCorruptError, SENDER } from "./segment.ts";
 import { createOrReplace, Reaper } from "./stale.ts";
+import { openPayload, type Payload, PayloadChangedError } from "./payload.ts";
 
 /** What the sender is asked to do. */
 export interface SenderOptions {
-  /** File to send. */
+  /** File, directory or stream (`-` for stdin) to send. */
   path: string;
   /** Segment name (without the leading slash). */
   name: string;
@@ -88,11 +95,9 @@ const HOUSEKEEPING_MS = 200;
 
 /** Runs a sender to the end; returns the exit code. */
 export async function runSender(options: SenderOptions, reporter: Reporter): Promise<number> {
-  using source = Source.open(options.path);
-  const info = source.info;
-  const weak = source.weakGuardWarning;
-  if (weak) reporter.warn(weak);
-  const totalChunks = chunksFor(info.size, options.chunk);
+  using payload = openPayload(options.path, reporter);
+  const size = payload.size ?? 0;
+  const totalChunks = chunksFor(size, options.chunk);
   if (totalChunks > MAX_CHUNKS) {
     throw new P2mError(`file too large for --chunk ${options.chunk}; use a larger chunk`);
   }
@@ -124,9 +129,11 @@ export async function runSender(options: SenderOptions, reporter: Reporter): Pro
     segment.initSemaphores();
     writeHeader(buffer, {
       ...geo,
-      fileSize: info.size,
-      mode: info.mode,
-      name: info.name,
+      fileSize: size,
+      flags: (payload.size === undefined ? PayloadFlag.SizeUnknown : 0) |
+        (payload.kind === "tree" ? PayloadFlag.Tree : 0),
+      mode: payload.mode,
+      name: payload.name,
       digestCode: digestCode(options.digest),
       digestLength: DIGEST_LENGTH[options.digest],
       peers: options.peers,
@@ -135,19 +142,23 @@ export async function runSender(options: SenderOptions, reporter: Reporter): Pro
     reporter.event("start", {
       transport: "shm",
       name: options.name,
-      file: info.path,
-      size: info.size,
+      file: payload.path,
+      kind: payload.kind,
+      size: payload.size ?? null,
       peers: options.peers,
       slots: geo.slotCount,
       chunk: geo.chunkSize,
     });
+    const what = payload.kind === "stream"
+      ? `${payload.name} (a stream of unknown size)`
+      : `${payload.kind === "tree" ? "tree " : ""}${payload.name} (${formatBytes(size)})`;
     reporter.info(
-      `shm ${options.name}: sending ${info.name} (${formatBytes(info.size)}) through ` +
+      `shm ${options.name}: sending ${what} through ` +
         `${geo.slotCount} × ${
           formatBytes(geo.chunkSize)
         }; waiting for ${options.peers} receiver(s)`,
     );
-    return await new SenderRun(segment, options, reporter, totalChunks, source).transfer();
+    return await new SenderRun(segment, options, reporter, totalChunks, payload).transfer();
   } catch (error) {
     if (segment) {
       const corrupt = error instanceof SegmentCorruptError ||
@@ -188,8 +199,10 @@ class SenderRun {
   #reporter: Reporter;
   #total: number;
   #size: number;
-  #source: Source;
+  #payload: Payload;
   #published = 0;
+  /** Bytes published so far. */
+  #bytes = 0;
   /** The transfer state this process last wrote; the header must still say it. */
   #state: number = TransferState.Waiting;
   #tracks: Track[] = [];
@@ -203,21 +216,20 @@ class SenderRun {
     options: SenderOptions,
     reporter: Reporter,
     total: number,
-    source: Source,
+    payload: Payload,
   ) {
     this.#seg = segment;
     this.#options = options;
     this.#reporter = reporter;
     this.#total = total;
-    this.#size = source.info.size;
-    this.#source = source;
+    this.#size = payload.size ?? 0;
+    this.#payload = payload;
     // A waiting receiver is woken once a quarter of the ring is ready for
     // it, so a wake-up (~60 µs here) is paid per batch, not per chunk.
     this.#wakeLag = Math.max(1, Math.floor(segment.geometry.slotCount / 4));
   }
 
   async transfer(): Promise<number> {
-    const source = this.#source;
     const digest = await createDigest(this.#options.digest);
     await this.#waitForPeers();
     const seg = this.#seg;
@@ -226,36 +238,22 @@ class SenderRun {
     this.#reporter.event("streaming", { peers: this.#count(ReceiverState.Attached) });
     const rate = new RateLimit(this.#options.limitRate);
     const progress = this.#reporter.progress("sending", this.#size);
-    const slots = seg.geometry.slotCount;
-    const chunk = seg.geometry.chunkSize;
-    const ringFull = () => this.#published - seg.minCursor(this.#published) >= slots;
-    while (this.#published < this.#total) {
-      // The slowest live receiver gates the ring.
-      while (ringFull()) {
-        this.#wakeAll();
-        seg.park(SENDER, ringFull);
-        await this.#housekeeping();
-      }
-      const n = this.#published;
-      const length = Math.min(chunk, this.#size - n * chunk);
-      const view = seg.slot(n, length);
-      this.#fill(view);
-      digest.update(view);
-      this.#published = n + 1;
-      seg.setPublished(this.#published);
-      const last = this.#published === this.#total;
-      seg.forEachEntry((i, state) => {
-        if (state !== ReceiverState.Attached) return;
-        if (last || this.#published - seg.cursor(i) >= this.#wakeLag) seg.wakeReceiver(i);
-      });
-      progress.update(this.#published * chunk > this.#size ? this.#size : this.#published * chunk);
-      if (rate.enabled) await rate.pace(length);
-      await this.#housekeeping();
+    if (this.#payload.size === undefined) {
+      await this.#sendStream(digest, rate, progress);
+    } else {
+      await this.#sendKnown(digest, rate, progress);
     }
-    const changed = source.changed();
+    const changed = this.#payload.changed();
     if (changed) this.#sourceChanged(changed);
     const raw = digest.digest();
     seg.setDigest(raw);
+    if (this.#payload.size === undefined) {
+      // The stream's end: its size and chunk count are known only now.
+      this.#total = this.#published;
+      this.#size = this.#bytes;
+      seg.setFinalChunks(this.#published);
+      seg.setFinalSize(this.#bytes);
+    }
     this.#setState(TransferState.Final);
     this.#wakeAll();
     await this.#waitForVerdicts();
@@ -265,28 +263,106 @@ class SenderRun {
     return this.#summarise(toHex(raw));
   }
 
-  /** Reads the next chunk into its slot; a short file or a truncated segment fails clearly. */
+  /** A file or a tree: every slot full but the last. */
+  async #sendKnown(digest: Digest, rate: RateLimit, progress: Progress): Promise<void> {
+    const chunk = this.#seg.geometry.chunkSize;
+    while (this.#published < this.#total) {
+      await this.#waitForSpace();
+      const n = this.#published;
+      const view = this.#seg.slot(n, Math.min(chunk, this.#size - n * chunk));
+      this.#fill(view);
+      this.#publish(view, digest, false);
+      progress.update(this.#bytes);
+      if (rate.enabled) await rate.pace(view.length);
+      await this.#housekeeping();
+    }
+  }
+
+  /**
+   * A stream: waits (in bounded slices, with housekeeping) for the first
+   * bytes of a slot, then takes whatever else is there at once, and
+   * publishes the slot as soon as it is full or the input pauses.
+   */
+  async #sendStream(digest: Digest, rate: RateLimit, progress: Progress): Promise<void> {
+    const chunk = this.#seg.geometry.chunkSize;
+    let ended = false;
+    while (!ended) {
+      await this.#waitForSpace();
+      const view = this.#seg.slot(this.#published, chunk);
+      let filled = 0;
+      while (filled < chunk) {
+        const got = await this.#payload.readSome(
+          view.subarray(filled),
+          filled === 0 ? HOUSEKEEPING_MS : 0,
+        );
+        if (got === null) {
+          if (filled > 0) break; // a pause: publish what is there
+          await this.#housekeeping();
+          continue;
+        }
+        if (got === 0) {
+          ended = true;
+          break;
+        }
+        filled += got;
+      }
+      if (filled === 0) break;
+      this.#publish(view.subarray(0, filled), digest, filled < chunk || ended);
+      progress.update(this.#bytes);
+      if (rate.enabled) await rate.pace(filled);
+      await this.#housekeeping();
+    }
+  }
+
+  /** Waits until the slowest live receiver has freed the next slot. */
+  async #waitForSpace(): Promise<void> {
+    const seg = this.#seg;
+    const slots = seg.geometry.slotCount;
+    const ringFull = () => this.#published - seg.minCursor(this.#published) >= slots;
+    while (ringFull()) {
+      this.#wakeAll();
+      seg.park(SENDER, ringFull);
+      await this.#housekeeping();
+    }
+  }
+
+  /**
+   * Hashes and publishes the next slot (`view` holds its bytes) and wakes
+   * receivers: all of them when `flush` (a stream paused) or at the last
+   * chunk, else only those a quarter of the ring behind.
+   */
+  #publish(view: Uint8Array, digest: Digest, flush: boolean): void {
+    const seg = this.#seg;
+    digest.update(view);
+    seg.setSlotLength(this.#published, view.length);
+    this.#published++;
+    this.#bytes += view.length;
+    seg.setPublished(this.#published);
+    const wakeAll = flush || this.#published === this.#total;
+    seg.forEachEntry((i, state) => {
+      if (state !== ReceiverState.Attached) return;
+      if (wakeAll || this.#published - seg.cursor(i) >= this.#wakeLag) seg.wakeReceiver(i);
+    });
+  }
+
+  /** Reads the next chunk of a file or tree into its slot; a change or a truncated segment fails clearly. */
   #fill(view: Uint8Array): void {
-    for (let got = 0; got < view.length;) {
-      let read: number;
-      try {
-        read = this.#source.read(view.subarray(got));
-      } catch (error) {
-        this.#seg.checkSize(); // EFAULT into a truncated segment: say so
+    try {
+      this.#payload.fill(view);
+    } catch (error) {
+      if (error instanceof PayloadChangedError) {
+        abortTransfer(this.#seg, AbortReason.SourceChanged);
         throw error;
       }
-      if (read === 0) {
-        abortTransfer(this.#seg, AbortReason.SourceChanged);
-        throw new P2mError(`${this.#source.info.path} shrank while it was sent; transfer aborted`);
-      }
-      got += read;
+      this.#seg.checkSize(); // EFAULT into a truncated segment: say so
+      throw error;
     }
   }
 
   #sourceChanged(why: string): never {
     abortTransfer(this.#seg, AbortReason.SourceChanged);
     throw new P2mError(
-      `${this.#source.info.path} changed while it was sent (${why}); transfer aborted`,
+      `${this.#payload.path} changed while it was sent (${why}); transfer aborted`,
     );
   }
 
@@ -419,7 +495,7 @@ class SenderRun {
     this.#checkOwnHeader();
     // A writer that breaks our lease waits for us: notice it now, not at the end.
     if (this.#state < TransferState.Final) {
-      const changed = this.#source.changed();
+      const changed = this.#payload.changed();
       if (changed) this.#sourceChanged(changed);
     }
     const stallMs = this.#options.stallSeconds * 1000;
@@ -471,7 +547,9 @@ class SenderRun {
       // its clock when streaming did.
       const start = Math.max(track.start, this.#streamStart);
       const seconds = ((track.end ?? now) - start) / 1000;
-      const bytes = Math.min(this.#size, seg.cursor(i) * seg.geometry.chunkSize);
+      const bytes = state === ReceiverState.Verified
+        ? this.#size
+        : Math.min(this.#size, seg.cursor(i) * seg.geometry.chunkSize);
       peers.push({
         peer: i,
         pid: this.#pid(i),
