@@ -109,7 +109,16 @@ gives it its final name. Exits 0 only for a complete, verified copy.
 Options:
   --socket PATH     server socket (default: as for the server)
   --out DIR|FILE    where to write (default: received-files/pid-<pid>_<name>);
-                    a path ending in / or an existing directory is a directory
+                    a path ending in / or an existing directory is a directory.
+                    A tree goes to DIR/<name>/, or to FILE as a directory;
+                    it is built hidden beside its target and renamed into
+                    place only once verified
+  --out -           write the bytes (a tree's tar stream) to stdout as they
+                    arrive, e.g. '| tar x' or '| sha256sum'. They cannot be
+                    taken back, so the exit status is the verdict: 0 only
+                    when the digest matched. Messages and --json events go
+                    to stderr; a consumer that closes the pipe fails this
+                    client alone
   --timeout S       seconds to wait for the server to appear and answer, and
                     for the next bytes of the file (default 10, at least 0.1)
   --force           replace an existing output file
@@ -188,6 +197,7 @@ async function client(args: string[]): Promise<number> {
   const { values } = parseCommand(CLIENT_SPEC, args);
   if (maybeHelp(values, CLIENT_USAGE)) return 0;
   const reporter = reporterFor(values);
+  if (values.out === "-") reporter.eventsToStderr(); // stdout carries the data
   const receiving = receivingFlags(values, 10);
   if (values.raw && receiving.expect) {
     throw new UsageError("--raw carries no digest, so --expect cannot be checked");

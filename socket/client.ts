@@ -23,8 +23,7 @@ import { onSignal } from "../core/cli.ts";
 import { delay } from "../core/delay.ts";
 import { describeError, P2mError, VerifyError } from "../core/errors.ts";
 import { formatBytes, formatRate } from "../core/format.ts";
-import { OutputFile, resolveOutputPath } from "../core/output.ts";
-import { TreeOutput } from "../core/tree_output.ts";
+import { openSink, type Sink } from "../core/sink.ts";
 import type { Reporter } from "../core/report.ts";
 import { osReason } from "../core/source.ts";
 import {
@@ -32,7 +31,6 @@ import {
   decodeChunkLength,
   decodeHeader,
   decodeTrailer,
-  type FileHeader,
   HEADER_FIXED_LENGTH,
   headerLength,
   TRAILER_FIXED_LENGTH,
@@ -161,7 +159,7 @@ async function receiveFramed(conn: Deno.UnixConn, options: ClientOptions, deadli
     settle();
   })();
 
-  let output: Output | undefined;
+  let output: Sink | undefined;
   let received = 0;
   let verdictSent = false;
   try {
@@ -196,6 +194,7 @@ async function receiveFramed(conn: Deno.UnixConn, options: ClientOptions, deadli
     // From here the copy is kept: a late SIGINT/SIGTERM must not undo it.
     onSignal(() => {});
     output!.commit();
+    for (const warning of output!.warnings) reporter.warn(warning);
     try {
       await writeAll(conn, encodeMessage({ type: "committed", ok: true }));
     } catch { /* kept and verified; the server may have gone */ }
@@ -214,8 +213,8 @@ async function receiveFramed(conn: Deno.UnixConn, options: ClientOptions, deadli
       }), ${verified ? `${result.digest} verified` : "NOT verified (the server sent no digest)"}`,
     );
     // A tree's digest is its tar stream's: no checksum line a tool could check.
-    if (verified && output instanceof OutputFile) {
-      reporter.info(checksumLine(result.value, output.path));
+    if (verified && output!.kind === "file") {
+      reporter.info(checksumLine(result.value, output!.path));
     }
     return 0;
   } catch (error) {
@@ -355,33 +354,12 @@ function notProtocol(error: unknown): P2mError {
   );
 }
 
-/** Where the copy goes: a file, or a tree (`--out DIR/` gives DIR/<name>/). */
-type Output = OutputFile | TreeOutput;
-
-/** Opens the output for what the header announces. */
-function openOutput(header: FileHeader, options: ClientOptions): Output {
-  if (!header.tree) {
-    return OutputFile.create({
-      out: options.out,
-      name: header.name,
-      mode: header.mode,
-      force: options.force,
-    });
-  }
-  return TreeOutput.create({
-    path: resolveOutputPath({ out: options.out, name: header.name }),
-    force: options.force,
-    stripComponents: 1, // every path is under the sender's directory name
-    limits: { maxTotalBytes: header.size },
-  });
-}
-
 /** Reads header, bytes and trailer; checks everything; returns digest info. */
 async function receiveStream(
   data: DataChannel,
   options: ClientOptions,
   usual: Promise<Digest>,
-  setOutput: (out: Output) => void,
+  setOutput: (out: Sink) => void,
   setReceived: (n: number) => void,
 ): Promise<{ digest: string; value: string; seconds: number }> {
   const reporter = options.reporter;
@@ -400,7 +378,16 @@ async function receiveStream(
   const header = decodeHeader(headerBytes);
   // A sender whose digest cannot be compared with --expect is refused first.
   options.expect?.checkAlgorithm(header.digest);
-  const output = openOutput(header, options);
+  // A file, a tree (`--out DIR/` gives DIR/<name>/) or stdout (`--out -`).
+  const output = openSink({
+    out: options.out,
+    name: header.name,
+    mode: header.mode,
+    force: options.force,
+    kind: header.tree ? "tree" : "file",
+    limits: header.tree ? { maxTotalBytes: header.size } : undefined,
+    onWait: () => data.breathe(),
+  });
   setOutput(output);
   reporter.event("start", {
     name: header.name,
@@ -428,7 +415,7 @@ async function receiveStream(
       }
       const view = buf.subarray(0, n);
       digest.update(view);
-      output.write(view);
+      await output.write(view);
       got += n;
       setReceived(got);
       progress.update(got);

@@ -28,30 +28,14 @@ import { createDigest, type DigestAlgorithm, toHex } from "../core/digest.ts";
 import { delay } from "../core/delay.ts";
 import { P2mError } from "../core/errors.ts";
 import type { Reporter } from "../core/report.ts";
-import { osReason, Source, type SourceInfo } from "../core/source.ts";
+import { Source, type SourceInfo } from "../core/source.ts";
+import { STREAM_SLICE_MS, StreamSource } from "../core/stream_source.ts";
 import { type TreeFile, type TreeFileReader, TreeStream, walkTree } from "../core/tree.ts";
 import { Spool } from "./spool.ts";
 import type { WorkerSpool } from "./worker_protocol.ts";
 
 /** Bytes read from the input per turn of the event loop. */
 const SPOOL_CHUNK = 1024 * 1024;
-
-/** What a served input is, from the command line. */
-export type InputKind = "file" | "stream" | "tree";
-
-/** Whether `path` is a regular file, a stream (`-`, a FIFO, a device) or a directory tree. */
-export function inputKind(path: string): InputKind {
-  if (path === "-") return "stream";
-  let info: Deno.FileInfo;
-  try {
-    info = Deno.statSync(path);
-  } catch (error) {
-    throw new P2mError(`cannot open ${path}: ${osReason(error)}`, { cause: error });
-  }
-  if (info.isDirectory) return "tree";
-  if (info.isFile) return "file";
-  return "stream";
-}
 
 /** The spooled stream or tree, its digest and its failure. */
 export class ServedStream implements Disposable {
@@ -85,21 +69,26 @@ export class ServedStream implements Disposable {
     algorithm: DigestAlgorithm,
     spoolDir: string,
   ): ServedStream {
-    const name = path === "-" ? "stdin" : path.split("/").filter(Boolean).pop() ?? "stream";
-    const info = { path, name, size: 0, mode: 0o644, identity: NO_IDENTITY };
-    const spool = Spool.create(spoolDir);
+    const input = StreamSource.open(path);
+    const { name, mode } = input;
+    const info = { path, name, size: 0, mode, identity: NO_IDENTITY };
+    let spool: Spool;
+    try {
+      spool = Spool.create(spoolDir);
+    } catch (error) {
+      input.close();
+      throw error;
+    }
     return new ServedStream(info, spool, false, async (into) => {
-      const input = path === "-" ? Deno.stdin : await openInput(path);
+      using _input = input;
       const digest = await createDigest(algorithm);
       const buffer = new Uint8Array(SPOOL_CHUNK);
-      try {
-        for (let n; (n = await readInput(input, buffer, path)) !== null;) {
-          const bytes = buffer.subarray(0, n);
-          digest.update(bytes);
-          into.write(bytes);
-        }
-      } finally {
-        if (input !== Deno.stdin) input.close();
+      // readSome waits in bounded poll slices: signals are heard throughout.
+      for (let n; (n = await input.readSome(buffer, STREAM_SLICE_MS)) !== 0;) {
+        if (n === null) continue;
+        const bytes = buffer.subarray(0, n);
+        digest.update(bytes);
+        into.write(bytes);
       }
       return digest.digest();
     });
@@ -177,29 +166,6 @@ export class ServedStream implements Disposable {
 
 /** A stream has no file identity: its workers read the spool, never the input. */
 const NO_IDENTITY = { dev: "0", ino: "0", mtimeNs: "0", ctimeNs: "0" };
-
-async function openInput(path: string): Promise<Deno.FsFile> {
-  try {
-    return await Deno.open(path, { read: true });
-  } catch (error) {
-    throw new P2mError(`cannot open ${path}: ${osReason(error)}`, { cause: error });
-  }
-}
-
-async function readInput(
-  input: Deno.FsFile | typeof Deno.stdin,
-  buffer: Uint8Array,
-  path: string,
-): Promise<number | null> {
-  try {
-    return await input.read(buffer);
-  } catch (error) {
-    const what = path === "-" ? "stdin" : path;
-    throw new P2mError(`reading ${what} failed: ${osReason(error)}; every peer fails`, {
-      cause: error,
-    });
-  }
-}
 
 /**
  * Opens a file of a tree through core/source.ts: it must still be what the

@@ -48,7 +48,8 @@ import {
 } from "./peer_session.ts";
 import { sendRaw } from "./raw.ts";
 import { ServedFile } from "./served_file.ts";
-import { inputKind, ServedStream } from "./served_stream.ts";
+import { ServedStream } from "./served_stream.ts";
+import { inputKind } from "../core/stream_source.ts";
 import { WorkerPool } from "./worker_handle.ts";
 
 /** How the server runs. */
@@ -93,7 +94,7 @@ export async function runServer(options: ServerOptions): Promise<number> {
   }
   using file = kind === "file"
     ? new ServedFile(options.file, skip, options.reporter)
-    : kind === "tree"
+    : kind === "directory"
     ? ServedStream.fromTree(options.file, options.digest, options.spoolDir, options.reporter)
     : ServedStream.fromStream(options.file, options.digest, options.spoolDir);
   const workers = new WorkerPool(options.raw ? "" : privateRuntimeDir());
