@@ -29,10 +29,13 @@ import { delay } from "../core/delay.ts";
 import { P2mError } from "../core/errors.ts";
 import type { Reporter } from "../core/report.ts";
 import { Source, type SourceInfo } from "../core/source.ts";
-import { STREAM_SLICE_MS, StreamSource } from "../core/stream_source.ts";
+import { StreamSource } from "../core/stream_source.ts";
 import { type TreeFile, type TreeFileReader, TreeStream, walkTree } from "../core/tree.ts";
 import { Spool } from "./spool.ts";
 import type { WorkerSpool } from "./worker_protocol.ts";
+
+/** How long the parent sleeps when its input has nothing (ms). */
+const INPUT_IDLE_MS = 5;
 
 /** Bytes read from the input per turn of the event loop. */
 const SPOOL_CHUNK = 1024 * 1024;
@@ -83,9 +86,13 @@ export class ServedStream implements Disposable {
       using _input = input;
       const digest = await createDigest(algorithm);
       const buffer = new Uint8Array(SPOOL_CHUNK);
-      // readSome waits in bounded poll slices: signals are heard throughout.
-      for (let n; (n = await input.readSome(buffer, STREAM_SLICE_MS)) !== 0;) {
-        if (n === null) continue;
+      // Only look (a wait of 0), then sleep on a timer: a poll that waits
+      // would hold the whole event loop (peers, workers, signals) meanwhile.
+      for (let n; (n = await input.readSome(buffer, 0)) !== 0;) {
+        if (n === null) {
+          await delay(INPUT_IDLE_MS);
+          continue;
+        }
         const bytes = buffer.subarray(0, n);
         digest.update(bytes);
         into.write(bytes);
