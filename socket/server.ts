@@ -150,7 +150,9 @@ class Server {
     this.#reporter.event("listening", {
       socket,
       file: this.#info.path,
-      size: this.#info.size,
+      // null: a stream, whose size is known only at its end
+      size: this.file instanceof ServedStream && !this.file.spool.tree ? null : this.#info.size,
+      tree: this.file instanceof ServedStream && this.file.spool.tree,
       digest: raw ? "none" : digest,
       raw,
       peers: peers ?? null,

@@ -314,3 +314,41 @@ Deno.test("socket: a server serving stdin refuses --raw", async () => {
   assert.equal(served.code, 2);
   assert.match(served.stderr, /--raw serves a regular file only/);
 });
+
+Deno.test("socket: a FIFO path is served as a stream; a peer that comes after its end is served from the spool", async () => {
+  await using place = await socketPlace();
+  const fifo = `${place.dir}/in.fifo`;
+  assert.ok((await new Deno.Command("mkfifo", { args: [fifo] }).output()).success);
+  const spool = `${place.dir}/spool`;
+  await Deno.mkdir(spool);
+  // No --peers: serve until SIGTERM, so a late peer still finds the spool.
+  const argv = p2mArgv("socket.ts", ["server", fifo, "--socket", place.socket, "--spool", spool]);
+  const server = new Deno.Command(argv[0], {
+    args: argv.slice(1),
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const output = server.output();
+  const data = new Uint8Array(2 * CHUNK + 3).map((_, i) => (i * 7) & 0xff);
+  // Opening a FIFO for writing waits for its reader: the server.
+  const writer = await Deno.open(fifo, { write: true });
+  const first = startClient(place.socket, `${place.dir}/out0`);
+  await writer.write(data.subarray(0, 1000));
+  for (let at = 1000; at < data.length;) at += await writer.write(data.subarray(at));
+  writer.close();
+  const early = await first.done();
+  assert.equal(early.code, 0, early.stderr);
+  // The stream has ended and been sent; a peer arriving now gets all of it.
+  const late = await startClient(place.socket, `${place.dir}/out1`).done();
+  assert.equal(late.code, 0, late.stderr);
+  for (const i of [0, 1]) {
+    const copy = await Deno.readFile(`${place.dir}/out${i}/in.fifo`);
+    assert.ok(Buffer.compare(copy, data) === 0, `copy ${i} differs`);
+  }
+  server.kill("SIGTERM");
+  const served = await output;
+  assert.equal(served.code, 143);
+  assert.match(new TextDecoder().decode(served.stdout), /2 of 2 peers ok/);
+  assert.deepEqual(listDir(spool), [], "no spool file left");
+});
