@@ -25,7 +25,10 @@
  *   chunks, each a u32 length (1 to {@linkcode MAX_WIRE_CHUNK}) and that
  *   many bytes, ended by a zero length; the trailer then says how many
  *   bytes there were. With a known size the payload is exactly `size` raw
- *   bytes and the trailer repeats that size.
+ *   bytes and the trailer repeats that size. The length
+ *   {@linkcode KEEPALIVE_CHUNK} carries no bytes: it says "still here, the
+ *   producer pauses", so a receiver's stall timeout measures the sender,
+ *   not the producer.
  * - **tree**: the payload is a pax tar stream (core/tar.ts), to be unpacked
  *   by a sanitising writer (core/tree_output.ts), not written as one file.
  *
@@ -54,6 +57,9 @@ export const MAX_DIGEST_BYTES = 64;
 export const CHUNK_LENGTH_BYTES = 4;
 /** Longest chunk of a payload of unknown size. */
 export const MAX_WIRE_CHUNK = 64 * 1024 * 1024;
+
+/** A chunk length that carries no bytes: the sender is alive, the producer pauses. */
+export const KEEPALIVE_CHUNK = 0xffffffff;
 
 /** Header flag: the size is not known in advance (chunked payload). */
 const FLAG_SIZE_UNKNOWN = 1;
@@ -238,9 +244,13 @@ export function decodeTrailer(bytes: Uint8Array, algorithm: DigestAlgorithm): Fi
   };
 }
 
-/** Encodes the length of a chunk of a payload of unknown size (0 ends the payload). */
+/**
+ * Encodes the length of a chunk of a payload of unknown size (0 ends the
+ * payload; {@linkcode KEEPALIVE_CHUNK} is a keepalive).
+ */
 export function encodeChunkLength(length: number): Uint8Array {
-  if (!Number.isSafeInteger(length) || length < 0 || length > MAX_WIRE_CHUNK) {
+  const valid = Number.isSafeInteger(length) && length >= 0 && length <= MAX_WIRE_CHUNK;
+  if (!valid && length !== KEEPALIVE_CHUNK) {
     throw new RangeError(`bad chunk length ${length}`);
   }
   const bytes = new Uint8Array(CHUNK_LENGTH_BYTES);
@@ -248,11 +258,14 @@ export function encodeChunkLength(length: number): Uint8Array {
   return bytes;
 }
 
-/** Decodes and checks a chunk length (0: the payload has ended). */
+/**
+ * Decodes and checks a chunk length (0: the payload has ended;
+ * {@linkcode KEEPALIVE_CHUNK}: no bytes, more to come).
+ */
 export function decodeChunkLength(bytes: Uint8Array): number {
   if (bytes.length !== CHUNK_LENGTH_BYTES) throw new WireError("truncated chunk length");
   const length = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(0, true);
-  if (length > MAX_WIRE_CHUNK) {
+  if (length > MAX_WIRE_CHUNK && length !== KEEPALIVE_CHUNK) {
     throw new WireError(`chunk of ${length} bytes exceeds ${MAX_WIRE_CHUNK}`);
   }
   return length;

@@ -33,6 +33,7 @@ import {
   decodeTrailer,
   HEADER_FIXED_LENGTH,
   headerLength,
+  KEEPALIVE_CHUNK,
   TRAILER_FIXED_LENGTH,
   trailerLength,
   TrailerStatus,
@@ -429,6 +430,7 @@ async function receiveStream(
       await data.readFull(length, "chunk length");
       const count = decodeChunkLength(length);
       if (count === 0) break;
+      if (count === KEEPALIVE_CHUNK) continue; // the producer pauses; the worker lives
       await receive(count);
     }
   } else await receive(header.size);

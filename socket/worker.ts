@@ -38,6 +38,7 @@ import {
   encodeChunkLength,
   encodeHeader,
   encodeTrailer,
+  KEEPALIVE_CHUNK,
   MAX_WIRE_CHUNK,
   TrailerStatus,
 } from "../core/wire.ts";
@@ -245,6 +246,9 @@ interface StreamHooks {
   setChannel: (channel: DataChannel) => void;
 }
 
+/** How long a producer's pause lasts before the peer gets a keepalive (ms). */
+const KEEPALIVE_MS = 250;
+
 /** How often a worker looks at a growing spool while it waits for more (ms). */
 const SPOOL_POLL_MS = 5;
 
@@ -331,6 +335,7 @@ async function stream(
       // Every byte is in it once the digest (computed as it was spooled) arrived.
       let ended = false;
       digestHex.then(() => ended = true, () => {});
+      let lastSent = performance.now();
       while (true) {
         const end = ended; // read before the size: the size is then final
         const available = raw.stat().size;
@@ -342,9 +347,15 @@ async function stream(
           if (unknown) await channel.writeAll(encodeChunkLength(count));
           await send(sent, count);
           sent += count;
+          lastSent = performance.now();
         } else if (end) break;
         else {
           channel.progress(); // waiting on the producer is no peer stall
+          if (unknown && performance.now() - lastSent >= KEEPALIVE_MS) {
+            // The peer's stall clock measures us, not the producer's pauses.
+            await channel.writeAll(encodeChunkLength(KEEPALIVE_CHUNK));
+            lastSent = performance.now();
+          }
           await delay(SPOOL_POLL_MS);
         }
       }

@@ -352,3 +352,22 @@ Deno.test("socket: a FIFO path is served as a stream; a peer that comes after it
   assert.match(new TextDecoder().decode(served.stdout), /2 of 2 peers ok/);
   assert.deepEqual(listDir(spool), [], "no spool file left");
 });
+
+Deno.test("socket: a producer pausing longer than the client's --timeout does not fail it (keepalives)", async () => {
+  await using place = await socketPlace();
+  const server = stdinServer(place.socket, place.dir, ["--peers", "1"]);
+  const client = stdoutClient(place.socket, ["--timeout", "2"]);
+  const errors = stderrOf(client);
+  const reader = client.stdout.getReader();
+  await server.stdin.write(new Uint8Array(10).fill(1));
+  const first = await reader.read(); // the client is streaming now
+  assert.ok(!first.done);
+  await new Promise((resolve) => setTimeout(resolve, 5000)); // 2.5 × its stall timeout
+  await server.stdin.write(new Uint8Array(10).fill(2));
+  await server.stdin.close();
+  let count = first.value.length;
+  for (let part; !(part = await reader.read()).done;) count += part.value.length;
+  assert.equal((await client.status).code, 0, await errors);
+  assert.equal(count, 20);
+  assert.equal((await server.done()).code, 0);
+});
