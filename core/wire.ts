@@ -154,7 +154,7 @@ export function headerLength(fixed: Uint8Array): number {
   const version = view.getUint16(4, true);
   if (version !== WIRE_VERSION) {
     throw new WireError(
-      `peer speaks wire version ${version}, this build speaks ${WIRE_VERSION}: ` +
+      `unsupported wire version ${version} (this build speaks ${WIRE_VERSION}); ` +
         "run the same p2m version on both ends",
     );
   }
