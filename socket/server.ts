@@ -19,6 +19,10 @@
  * most `--max-active` workers are ever alive, however many peers only say
  * hello.
  *
+ * A stream (`-`, a FIFO) or a directory tree is read once into a spool
+ * (socket/served_stream.ts, socket/spool.ts) that the workers send from
+ * while it grows; the parent still relays no byte to a peer.
+ *
  * @module
  */
 import { exitForSignal, onAbort, onSignal } from "../core/cli.ts";
