@@ -192,11 +192,11 @@ function isAlive(pid: number): boolean {
   }
 }
 
-Deno.test("socket: --out - into sha256sum gives the source's hash; a closed pipe fails that client alone", async () => {
+Deno.test("socket: --out - into sha256sum gives the source's hash (--json events on stderr); a closed pipe fails that client alone", async () => {
   await using place = await socketPlace();
   const data = await makeFile(`${place.dir}/src`, 24 * CHUNK + 5, 9);
   const server = stdinServer(place.socket, place.dir, ["--peers", "2"]);
-  const good = stdoutClient(place.socket);
+  const good = stdoutClient(place.socket, ["--json"]); // events to stderr: stdout is data
   const quitter = stdoutClient(place.socket);
   const sum = new Deno.Command("sha256sum", { stdin: "piped", stdout: "piped" }).spawn();
   const piped = good.stdout.pipeTo(sum.stdin);
@@ -210,6 +210,7 @@ Deno.test("socket: --out - into sha256sum gives the source's hash; a closed pipe
   await server.stdin.close();
   const [goodErr, quitErr] = await Promise.all([stderrOf(good), stderrOf(quitter)]);
   assert.equal((await good.status).code, 0, goodErr);
+  assert.match(goodErr, /"event":"done"/, "--json events went to stderr");
   assert.equal((await quitter.status).code, 1, quitErr);
   assert.match(quitErr, /stdout was closed/);
   await quit;
