@@ -14,7 +14,7 @@ import { p2mArgv } from "../core/permissions.ts";
 import { TarEncoder, type TarEntry } from "../core/tar.ts";
 import { encodeHeader, encodeTrailer, TrailerStatus } from "../core/wire.ts";
 import { writeAll } from "../socket/protocol.ts";
-import { listDir, makeFile } from "./helpers.ts";
+import { listDir, makeFile, waitFor } from "./helpers.ts";
 import { FakeServer, socketPlace, startClient, startServer } from "./socket_helpers.ts";
 
 /** Builds the test tree under `root` (named `src`). */
@@ -188,4 +188,41 @@ Deno.test("socket client refuses hostile tree streams; nothing lands outside the
     assert.equal(result.code, 0, result.stderr);
     assert.equal(await Deno.readTextFile(`${out}/tree/ok.txt`), "fine");
   });
+});
+
+Deno.test("socket: kill -9 of a client mid-tree leaves no tree under its name; the next client sweeps the staging", async () => {
+  await using place = await socketPlace();
+  const src = `${place.dir}/src`;
+  await Deno.mkdir(`${src}/d`, { recursive: true });
+  await makeFile(`${src}/d/big.bin`, 8 * 1024 * 1024, 3);
+  const out = `${place.dir}/out`;
+  await Deno.mkdir(out);
+  // A slow peer (1 MiB/s) is surely mid-tree once its staging directory holds bytes.
+  const server = startServer(src, place.socket, ["--peers", "1", "--limit-rate", "1M"]);
+  const argv = p2mArgv("socket.ts", ["client", "--socket", place.socket, "--out", `${out}/`]);
+  const victim = new Deno.Command(argv[0], { args: argv.slice(1), stdout: "null", stderr: "null" })
+    .spawn();
+  const staged = () => listDir(out).filter((name) => name.startsWith(".p2m-stage-"));
+  const bigIn = (stage: string) => {
+    try {
+      return Deno.statSync(`${out}/${stage}/d/big.bin`).size > 0;
+    } catch {
+      return false;
+    }
+  };
+  await waitFor(() => staged().some(bigIn), 20_000, "the client to be mid-tree");
+  victim.kill("SIGKILL");
+  await victim.status;
+  const left = staged();
+  assert.equal(left.length, 1, "kill -9 leaves its staging directory behind");
+  assert.deepEqual(listDir(out).filter((n) => !n.startsWith(".p2m-stage-")), [], "no tree");
+  const served = await server.done();
+  assert.equal(served.code, 1, "the server counts the killed peer failed");
+  // The next writer in that directory sweeps it and lands the tree.
+  const again = startServer(src, place.socket, ["--peers", "1"]);
+  const next = await startClient(place.socket, out).done();
+  assert.equal(next.code, 0, next.stderr);
+  assert.equal((await again.done()).code, 0);
+  assert.deepEqual(listDir(out), ["src"], "the stale staging directory was swept");
+  assert.equal(await diffTrees(src, `${out}/src`), "");
 });
