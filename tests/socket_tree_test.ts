@@ -13,7 +13,9 @@ import { createDigest } from "../core/digest.ts";
 import { p2mArgv } from "../core/permissions.ts";
 import { TarEncoder, type TarEntry } from "../core/tar.ts";
 import { encodeHeader, encodeTrailer, TrailerStatus } from "../core/wire.ts";
+import { Reporter } from "../core/report.ts";
 import { writeAll } from "../socket/protocol.ts";
+import { ServedStream } from "../socket/served_stream.ts";
 import { listDir, makeFile, waitFor } from "./helpers.ts";
 import { FakeServer, socketPlace, startClient, startServer } from "./socket_helpers.ts";
 
@@ -225,4 +227,21 @@ Deno.test("socket: kill -9 of a client mid-tree leaves no tree under its name; t
   assert.equal((await again.done()).code, 0);
   assert.deepEqual(listDir(out), ["src"], "the stale staging directory was swept");
   assert.equal(await diffTrees(src, `${out}/src`), "");
+});
+
+Deno.test("socket: a tree file that changes after the walk fails the whole tree stream", async () => {
+  await using place = await socketPlace();
+  const src = `${place.dir}/src`;
+  await Deno.mkdir(src);
+  await Deno.writeTextFile(`${src}/a.txt`, "first\n");
+  await Deno.writeTextFile(`${src}/b.txt`, "second\n");
+  // The walk is done when fromTree returns; the files are read after its first await.
+  const served = ServedStream.fromTree(src, "xxh64", place.dir, new Reporter({ quiet: true }));
+  try {
+    Deno.writeTextFileSync(`${src}/b.txt`, "grown\n", { append: true }); // before any await
+    await assert.rejects(served.digest, /b\.txt changed while the tree was sent/);
+  } finally {
+    served.close();
+  }
+  assert.deepEqual(listDir(place.dir), ["src"], "no spool file");
 });
