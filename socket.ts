@@ -36,6 +36,7 @@ import {
 import { PROTOCOL_VERSION } from "./socket/protocol.ts";
 import { runClient } from "./socket/client.ts";
 import { runServer } from "./socket/server.ts";
+import { defaultSpoolDir } from "./socket/spool.ts";
 import { workerMain } from "./socket/worker.ts";
 
 const MAIN_USAGE = `
@@ -44,17 +45,29 @@ Usage: p2m socket <command> [options]
 Copies one file from one server to many clients over Unix sockets.
 
 Commands:
-  server <file>   serve a file to peers (one worker subprocess per peer)
+  server <file>   serve a file, stdin (-), a FIFO or a directory tree to
+                  peers (one worker subprocess per peer)
   client          receive the file from a server
 
 Run 'p2m socket <command> --help' for the options of a command.
 `;
 
 const SERVER_USAGE = `
-Usage: p2m socket server <file> [options]
+Usage: p2m socket server <file|-|FIFO|DIR> [options]
 
 Serves <file> on a Unix socket. Each peer gets its own worker subprocess,
 which streams the file to it directly; the peer verifies the digest.
+
+'-' (stdin), a FIFO or another non-seekable input is read once, as it
+arrives, into a spool file (see --spool) that every worker sends from
+while it grows: peers get the first bytes while the producer still writes,
+and a slow peer holds up nobody. The size is not known in advance; the
+trailer carries the final size and the digest. End of input is the end of
+the stream (a killed producer looks the same: check its exit status).
+A directory is sent as a whole tree (pax tar, under the directory's name):
+regular files with their modes, empty directories, symlinks that stay
+inside; what is skipped (devices, FIFOs, sockets, links out) is warned
+about. A file that changes while it is sent fails every peer.
 
 Options:
   --socket PATH     socket path (default: $XDG_RUNTIME_DIR/p2m/p2m.sock,
@@ -75,6 +88,11 @@ Options:
                     (e.g. 50M); leave it out for no limit
   --grace S         after SIGINT/SIGTERM, seconds running transfers get to
                     finish (default 5; 0 stops them at once)
+  --spool DIR       where a stream or a tree is spooled, on disk (default
+                    $TMPDIR, else /tmp; not the runtime dir). The spool
+                    file is private and has no name (O_TMPFILE): nothing is
+                    left however the server ends. It is kept while the
+                    server runs, so later peers get the whole stream too
   --json            one JSON event per line on stdout
   --quiet           print only errors
   --debug           stack traces on errors
@@ -91,7 +109,16 @@ gives it its final name. Exits 0 only for a complete, verified copy.
 Options:
   --socket PATH     server socket (default: as for the server)
   --out DIR|FILE    where to write (default: received-files/pid-<pid>_<name>);
-                    a path ending in / or an existing directory is a directory
+                    a path ending in / or an existing directory is a directory.
+                    A tree goes to DIR/<name>/, or to FILE as a directory;
+                    it is built hidden beside its target and renamed into
+                    place only once verified
+  --out -           write the bytes (a tree's tar stream) to stdout as they
+                    arrive, e.g. '| tar x' or '| sha256sum'. They cannot be
+                    taken back, so the exit status is the verdict: 0 only
+                    when the digest matched. Messages and --json events go
+                    to stderr; a consumer that closes the pipe fails this
+                    client alone
   --timeout S       seconds to wait for the server to appear and answer, and
                     for the next bytes of the file (default 10, at least 0.1)
   --force           replace an existing output file
@@ -119,6 +146,7 @@ const SERVER_SPEC = {
     "max-active": { type: "string" },
     raw: { type: "boolean" },
     grace: { type: "string" },
+    spool: { type: "string" },
     ...SENDING_OPTIONS,
   },
 } as const;
@@ -152,6 +180,7 @@ async function server(args: string[]): Promise<number> {
     : intFlag(values.peers, "peers", 1, { min: 1, max: 100_000 });
   return await runServer({
     file,
+    spoolDir: values.spool ?? defaultSpoolDir(),
     socket: values.socket ?? defaultSocket(),
     peers,
     maxActive: intFlag(values["max-active"], "max-active", 32, { min: 1, max: 10_000 }),
@@ -168,6 +197,7 @@ async function client(args: string[]): Promise<number> {
   const { values } = parseCommand(CLIENT_SPEC, args);
   if (maybeHelp(values, CLIENT_USAGE)) return 0;
   const reporter = reporterFor(values);
+  if (values.out === "-") reporter.eventsToStderr(); // stdout carries the data
   const receiving = receivingFlags(values, 10);
   if (values.raw && receiving.expect) {
     throw new UsageError("--raw carries no digest, so --expect cannot be checked");

@@ -23,14 +23,17 @@ import { onSignal } from "../core/cli.ts";
 import { delay } from "../core/delay.ts";
 import { describeError, P2mError, VerifyError } from "../core/errors.ts";
 import { formatBytes, formatRate } from "../core/format.ts";
-import { OutputFile } from "../core/output.ts";
+import { openSink, type Sink } from "../core/sink.ts";
 import type { Reporter } from "../core/report.ts";
 import { osReason } from "../core/source.ts";
 import {
+  CHUNK_LENGTH_BYTES,
+  decodeChunkLength,
   decodeHeader,
   decodeTrailer,
   HEADER_FIXED_LENGTH,
   headerLength,
+  KEEPALIVE_CHUNK,
   TRAILER_FIXED_LENGTH,
   trailerLength,
   TrailerStatus,
@@ -157,7 +160,7 @@ async function receiveFramed(conn: Deno.UnixConn, options: ClientOptions, deadli
     settle();
   })();
 
-  let output: OutputFile | undefined;
+  let output: Sink | undefined;
   let received = 0;
   let verdictSent = false;
   try {
@@ -192,6 +195,7 @@ async function receiveFramed(conn: Deno.UnixConn, options: ClientOptions, deadli
     // From here the copy is kept: a late SIGINT/SIGTERM must not undo it.
     onSignal(() => {});
     output!.commit();
+    for (const warning of output!.warnings) reporter.warn(warning);
     try {
       await writeAll(conn, encodeMessage({ type: "committed", ok: true }));
     } catch { /* kept and verified; the server may have gone */ }
@@ -209,7 +213,10 @@ async function receiveFramed(conn: Deno.UnixConn, options: ClientOptions, deadli
         formatRate(received, result.seconds)
       }), ${verified ? `${result.digest} verified` : "NOT verified (the server sent no digest)"}`,
     );
-    if (verified) reporter.info(checksumLine(result.value, output!.path));
+    // A tree's digest is its tar stream's: no checksum line a tool could check.
+    if (verified && output!.kind === "file") {
+      reporter.info(checksumLine(result.value, output!.path));
+    }
     return 0;
   } catch (error) {
     output?.abort();
@@ -353,7 +360,7 @@ async function receiveStream(
   data: DataChannel,
   options: ClientOptions,
   usual: Promise<Digest>,
-  setOutput: (out: OutputFile) => void,
+  setOutput: (out: Sink) => void,
   setReceived: (n: number) => void,
 ): Promise<{ digest: string; value: string; seconds: number }> {
   const reporter = options.reporter;
@@ -372,44 +379,70 @@ async function receiveStream(
   const header = decodeHeader(headerBytes);
   // A sender whose digest cannot be compared with --expect is refused first.
   options.expect?.checkAlgorithm(header.digest);
-  const output = OutputFile.create({
+  // A file, a tree (`--out DIR/` gives DIR/<name>/) or stdout (`--out -`).
+  const output = openSink({
     out: options.out,
     name: header.name,
     mode: header.mode,
     force: options.force,
+    kind: header.tree ? "tree" : "file",
+    limits: header.tree ? { maxTotalBytes: header.size } : undefined,
+    onWait: () => data.breathe(),
   });
   setOutput(output);
   reporter.event("start", {
     name: header.name,
     path: output.path,
-    size: header.size,
+    size: header.sizeUnknown ? null : header.size,
+    tree: header.tree ?? false,
     digest: header.digest,
   });
   const digest = header.digest === DEFAULT_DIGEST ? await usual : await createDigest(header.digest);
-  const progress = reporter.progress(output.path.split("/").pop() ?? "receiving", header.size);
+  const progress = reporter.progress(
+    output.path.split("/").pop() ?? "receiving",
+    header.sizeUnknown ? 0 : header.size,
+  );
   const buf = new Uint8Array(RECEIVE_CHUNK);
   let got = 0;
-  while (got < header.size) {
-    const n = await data.read(buf.subarray(0, Math.min(buf.length, header.size - got)));
-    if (n === 0) {
-      throw new P2mError(
-        `server stopped after ${got} of ${header.size} bytes (connection closed); copy discarded`,
-      );
+  /** Receives `count` payload bytes into the digest and the output. */
+  const receive = async (count: number) => {
+    for (const until = got + count; got < until;) {
+      const n = await data.read(buf.subarray(0, Math.min(buf.length, until - got)));
+      if (n === 0) {
+        const of = header.sizeUnknown ? "a stream of unknown size" : `${header.size}`;
+        throw new P2mError(
+          `server stopped after ${got} of ${of} bytes (connection closed); copy discarded`,
+        );
+      }
+      const view = buf.subarray(0, n);
+      digest.update(view);
+      await output.write(view);
+      got += n;
+      setReceived(got);
+      progress.update(got);
+      await data.breathe();
     }
-    const view = buf.subarray(0, n);
-    digest.update(view);
-    output.write(view);
-    got += n;
-    setReceived(got);
-    progress.update(got);
-    await data.breathe();
-  }
+  };
+  if (header.sizeUnknown) {
+    // Chunks of announced length, ended by a zero length (core/wire.ts).
+    const length = new Uint8Array(CHUNK_LENGTH_BYTES);
+    while (true) {
+      await data.readFull(length, "chunk length");
+      const count = decodeChunkLength(length);
+      if (count === 0) break;
+      if (count === KEEPALIVE_CHUNK) continue; // the producer pauses; the worker lives
+      await receive(count);
+    }
+  } else await receive(header.size);
   const trailerFixed = new Uint8Array(TRAILER_FIXED_LENGTH);
   await data.readFull(trailerFixed, "trailer");
   const trailerBytes = new Uint8Array(trailerLength(trailerFixed, header.digest));
   trailerBytes.set(trailerFixed);
   await data.readFull(trailerBytes.subarray(TRAILER_FIXED_LENGTH), "trailer");
   const trailer = decodeTrailer(trailerBytes, header.digest);
+  if (trailer.size !== got) {
+    throw new WireError(`the trailer says ${trailer.size} bytes, ${got} arrived; copy discarded`);
+  }
   if (await data.read(buf.subarray(0, 1)) !== 0) {
     throw new WireError("server sent more bytes than announced; copy discarded");
   }

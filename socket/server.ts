@@ -19,6 +19,10 @@
  * most `--max-active` workers are ever alive, however many peers only say
  * hello.
  *
+ * A stream (`-`, a FIFO) or a directory tree is read once into a spool
+ * (socket/served_stream.ts, socket/spool.ts) that the workers send from
+ * while it grows; the parent still relays no byte to a peer.
+ *
  * @module
  */
 import { exitForSignal, onAbort, onSignal } from "../core/cli.ts";
@@ -48,12 +52,16 @@ import {
 } from "./peer_session.ts";
 import { sendRaw } from "./raw.ts";
 import { ServedFile } from "./served_file.ts";
+import { ServedStream } from "./served_stream.ts";
+import { inputKind } from "../core/stream_source.ts";
 import { WorkerPool } from "./worker_handle.ts";
 
 /** How the server runs. */
 export interface ServerOptions {
-  /** The file to send. */
+  /** The file to send: a regular file, `-` (stdin), a FIFO, or a directory tree. */
   file: string;
+  /** Where a stream or a tree is spooled (socket/spool.ts). */
+  spoolDir: string;
   /** Public socket path. */
   socket: string;
   /** Exit after this many peers finished; undefined serves until a signal. */
@@ -82,7 +90,17 @@ export async function runServer(options: ServerOptions): Promise<number> {
   const problem = socketPathProblem(options.socket);
   if (problem) throw new P2mError(problem, { exitCode: 2 });
   const skip = options.raw ? "skip" : options.digest;
-  using file = new ServedFile(options.file, skip, options.reporter);
+  const kind = inputKind(options.file);
+  if (kind !== "file" && options.raw) {
+    throw new P2mError("--raw serves a regular file only, not a stream or a tree", {
+      exitCode: 2,
+    });
+  }
+  using file = kind === "file"
+    ? new ServedFile(options.file, skip, options.reporter)
+    : kind === "directory"
+    ? ServedStream.fromTree(options.file, options.digest, options.spoolDir, options.reporter)
+    : ServedStream.fromStream(options.file, options.digest, options.spoolDir);
   const workers = new WorkerPool(options.raw ? "" : privateRuntimeDir());
   const unregisterSpares = onAbort(() => workers.discardSpares());
   let server: Server;
@@ -121,7 +139,7 @@ class Server {
 
   constructor(
     readonly options: ServerOptions,
-    readonly file: ServedFile,
+    readonly file: ServedFile | ServedStream,
     readonly listener: SocketListener,
     readonly workers: WorkerPool,
   ) {
@@ -136,13 +154,15 @@ class Server {
     this.#reporter.event("listening", {
       socket,
       file: this.#info.path,
-      size: this.#info.size,
+      // null: a stream, whose size is known only at its end
+      size: this.file instanceof ServedStream && !this.file.spool.tree ? null : this.#info.size,
+      tree: this.file instanceof ServedStream && this.file.spool.tree,
       digest: raw ? "none" : digest,
       raw,
       peers: peers ?? null,
     });
     this.#reporter.info(
-      `serving ${this.#info.name} (${formatBytes(this.#info.size)}, ${mode}) on ${socket}` +
+      `serving ${this.#info.name} (${this.#describeSize()}, ${mode}) on ${socket}` +
         (peers ? ` to ${peers} peer${peers === 1 ? "" : "s"}` : "; Ctrl-C to stop"),
     );
     onSignal((signal) => {
@@ -175,6 +195,12 @@ class Server {
     reportSummary(this.#reporter, results);
     if (this.#signal) return this.#signal === "SIGINT" ? 130 : 143;
     return results.every((x) => x.ok) ? 0 : 1;
+  }
+
+  #describeSize(): string {
+    if (!(this.file instanceof ServedStream)) return formatBytes(this.#info.size);
+    if (this.file.spool.tree) return `tree, ${formatBytes(this.#info.size)} of tar`;
+    return "a stream of unknown size";
   }
 
   /** Kills every worker and stops listening (for aborts). */
@@ -345,7 +371,16 @@ class Server {
     peer.workerSeconds = undefined;
     const { digest, stallSeconds, limitRate } = this.options;
     const digestHex = this.file.digestHex; // null: the digest follows once hashed
-    const config = { source: this.#info, digest, digestHex, token, stallSeconds, limitRate };
+    const spool = this.file instanceof ServedStream ? this.file.spool : undefined;
+    const config = {
+      source: this.#info,
+      digest,
+      digestHex,
+      token,
+      stallSeconds,
+      limitRate,
+      ...(spool ? { spool } : {}),
+    };
     const late = digestHex === null ? this.file.digest : undefined;
     const end = await worker.configure(config, late, (report) => {
       if (report.type === "ready") {

@@ -34,9 +34,16 @@ import { onAbort, runCleanups } from "../core/cli.ts";
 import { delay } from "../core/delay.ts";
 import { describeError, P2mError } from "../core/errors.ts";
 import { Source } from "../core/source.ts";
-import { encodeHeader, encodeTrailer, TrailerStatus } from "../core/wire.ts";
+import {
+  encodeChunkLength,
+  encodeHeader,
+  encodeTrailer,
+  KEEPALIVE_CHUNK,
+  MAX_WIRE_CHUNK,
+  TrailerStatus,
+} from "../core/wire.ts";
 import { RateLimit } from "../core/rate_limit.ts";
-import { LibcError, POLLIN, POLLOUT, UnixSocket, unlinkPath } from "../ffi/mod.ts";
+import { LibcError, POLLIN, POLLOUT, ReadOnlyFile, UnixSocket, unlinkPath } from "../ffi/mod.ts";
 import { DataChannel, SEND_BUFFER } from "./data_channel.ts";
 import { chunkSize, constantTimeEqual, LineReader, oneLine, TOKEN_HEX_LENGTH } from "./protocol.ts";
 import { StallClock } from "./stall_clock.ts";
@@ -177,7 +184,25 @@ export async function workerMain(): Promise<number> {
 
 async function serveOne(config: WorkerConfig, inbox: ParentInbox): Promise<number> {
   const digestHex = inbox.digestFor(config);
-  const { source } = config;
+  const { source, spool } = config;
+  if (spool) {
+    // The parent's spool of a stream or a tree: it only grows, and every byte
+    // is in it once the digest arrives. No lease: nobody else writes it.
+    let file: ReadOnlyFile;
+    try {
+      file = ReadOnlyFile.open(spool.path);
+    } catch (error) {
+      throw new P2mError(`cannot open the server's spool: ${describeError(error)}`);
+    }
+    using _file = file;
+    return await stream(config, file, {
+      notified: () => inbox.notified,
+      digestHex,
+      sourceChange: () => undefined,
+      finalChange: () => undefined,
+      setChannel: () => {},
+    });
+  }
   // Our own lease and identity check: the bytes we send must be the bytes
   // the parent hashed, so the file must still be exactly what it recorded.
   using file = Source.open(source.path);
@@ -195,10 +220,11 @@ async function serveOne(config: WorkerConfig, inbox: ParentInbox): Promise<numbe
   }, SOURCE_CHECK_MS);
   Deno.unrefTimer(watch);
   try {
-    return await stream(config, file, {
+    return await stream(config, file.file, {
       notified: () => inbox.notified,
       digestHex,
       sourceChange: () => sourceChange,
+      finalChange: () => file.changed() ?? file.differsFrom(source),
       setChannel: (opened) => channel = opened,
     });
   } finally {
@@ -214,15 +240,26 @@ interface StreamHooks {
   digestHex: Promise<string>;
   /** Why the source changed, once it did. */
   sourceChange: () => P2mError | undefined;
+  /** Why the source changed, checked once the peer has read every byte. */
+  finalChange: () => string | undefined;
   /** Hands over the data channel, so a source change can abort it. */
   setChannel: (channel: DataChannel) => void;
 }
 
-/** Listens, accepts the peer and streams the file to it. */
-async function stream(config: WorkerConfig, file: Source, hooks: StreamHooks): Promise<number> {
+/** How long a producer's pause lasts before the peer gets a keepalive (ms). */
+const KEEPALIVE_MS = 250;
+
+/** How often a worker looks at a growing spool while it waits for more (ms). */
+const SPOOL_POLL_MS = 5;
+
+/** Listens, accepts the peer and streams the file (or the spool) to it. */
+async function stream(
+  config: WorkerConfig,
+  raw: ReadOnlyFile,
+  hooks: StreamHooks,
+): Promise<number> {
   const { sourceChange, setChannel, digestHex, notified } = hooks;
-  const { source } = config;
-  const raw = file.file;
+  const { source, spool } = config;
 
   const stallMs = config.stallSeconds * 1000;
   let listener: UnixSocket;
@@ -262,9 +299,12 @@ async function stream(config: WorkerConfig, file: Source, hooks: StreamHooks): P
   const changedNow = sourceChange();
   if (changedNow) channel.abort(changedNow);
   try {
+    const unknown = spool !== undefined && spool.size === null;
     await channel.writeAll(
       encodeHeader({
-        size: source.size,
+        size: spool ? spool.size ?? 0 : source.size,
+        ...(unknown ? { sizeUnknown: true } : {}),
+        ...(spool?.tree ? { tree: true } : {}),
         mode: source.mode,
         name: source.name,
         digest: config.digest,
@@ -273,29 +313,69 @@ async function stream(config: WorkerConfig, file: Source, hooks: StreamHooks): P
     const limit = new RateLimit(config.limitRate);
     // Unlimited: as much per call as the socket takes. Limited: rate-sized pieces.
     const piece = limit.enabled ? chunkSize(config.limitRate) : SENDFILE_PIECE;
+    const send = async (from: number, count: number) => {
+      for (let sent = 0; sent < count;) {
+        const n = conn.sendFile(raw, from + sent, Math.min(piece, count - sent));
+        if (n === null) {
+          await channel.wait(POLLOUT);
+          continue;
+        }
+        if (n === 0) {
+          throw new P2mError(`source ${source.path} shrank while it was sent; transfer aborted`);
+        }
+        sent += n;
+        channel.progress();
+        if (limit.enabled) await limit.pace(n);
+        await channel.breathe(); // also throws at once if the source changed
+      }
+    };
     let sent = 0;
-    while (sent < source.size) {
-      const n = conn.sendFile(raw, sent, Math.min(piece, source.size - sent));
-      if (n === null) {
-        await channel.wait(POLLOUT);
-        continue;
+    if (spool) {
+      // The spool grows while we send: send what is there, then look again.
+      // Every byte is in it once the digest (computed as it was spooled) arrived.
+      let ended = false;
+      digestHex.then(() => ended = true, () => {});
+      let lastSent = performance.now();
+      while (true) {
+        const end = ended; // read before the size: the size is then final
+        const available = raw.stat().size;
+        if (spool.size !== null && available > spool.size) {
+          throw new P2mError(`the spool grew past the announced ${spool.size} bytes`);
+        }
+        if (available > sent) {
+          const count = Math.min(available - sent, unknown ? MAX_WIRE_CHUNK : available);
+          if (unknown) await channel.writeAll(encodeChunkLength(count));
+          await send(sent, count);
+          sent += count;
+          lastSent = performance.now();
+        } else if (end) break;
+        else {
+          channel.progress(); // waiting on the producer is no peer stall
+          if (unknown && performance.now() - lastSent >= KEEPALIVE_MS) {
+            // The peer's stall clock measures us, not the producer's pauses.
+            await channel.writeAll(encodeChunkLength(KEEPALIVE_CHUNK));
+            lastSent = performance.now();
+          }
+          await delay(SPOOL_POLL_MS);
+        }
       }
-      if (n === 0) {
-        throw new P2mError(`source ${source.path} shrank while it was sent; transfer aborted`);
+      if (spool.size !== null && sent !== spool.size) {
+        throw new P2mError(`the spool ended at ${sent} of ${spool.size} bytes`);
       }
-      sent += n;
-      channel.progress();
-      if (limit.enabled) await limit.pace(n);
-      await channel.breathe(); // also throws at once if the source changed
+      if (unknown) await channel.writeAll(encodeChunkLength(0));
+    } else {
+      await send(0, source.size);
+      sent = source.size;
     }
     // sendfile(2) may have queued the file's pages, not copies: the bytes are
     // only fixed once the peer has read them, so check the source after that.
     await channel.drain();
     const hex = await digestHex; // the parent may still be hashing: the peer waits
-    const changed = file.changed() ?? file.differsFrom(source);
+    const changed = hooks.finalChange();
     await channel.writeAll(
       encodeTrailer({
         status: changed ? TrailerStatus.SourceChanged : TrailerStatus.Complete,
+        size: sent,
         digest: fromHex(hex),
       }),
     );

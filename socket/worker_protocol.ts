@@ -21,6 +21,16 @@ import { P2mError } from "../core/errors.ts";
 import { isSourceInfo, type SourceInfo } from "../core/source.ts";
 import { oneLine, TOKEN_HEX_LENGTH } from "./protocol.ts";
 
+/** A spool to send from instead of the source file (socket/spool.ts). */
+export interface WorkerSpool {
+  /** Where the worker opens it: /proc/<server pid>/fd/<fd>. */
+  path: string;
+  /** Its final size if known in advance (a tree), null for a stream. */
+  size: number | null;
+  /** The payload is a tree's pax tar stream. */
+  tree: boolean;
+}
+
 /** What the parent tells a worker in its first stdin line. */
 export interface WorkerConfig {
   /** The source as the parent opened and hashed it. */
@@ -40,6 +50,11 @@ export interface WorkerConfig {
   stallSeconds: number;
   /** Bytes per second; 0 for no limit. */
   limitRate: number;
+  /**
+   * A growing spool to send instead of the source (a stream or a tree); its
+   * bytes are all there once the digest arrives.
+   */
+  spool?: WorkerSpool;
 }
 
 /** A parent → worker line. */
@@ -84,7 +99,7 @@ export function parseConfig(line: string | null): WorkerConfig {
       (typeof config.digestHex !== "string" || !HEX.test(config.digestHex))) ||
     typeof config.token !== "string" || config.token.length !== TOKEN_HEX_LENGTH ||
     typeof config.socketPath !== "string" || !isSeconds(config.stallSeconds) ||
-    !isSeconds(config.limitRate)
+    !isSeconds(config.limitRate) || (config.spool !== undefined && !isWorkerSpool(config.spool))
   ) {
     throw new P2mError("worker got a bad configuration");
   }
@@ -146,6 +161,13 @@ export function parseReport(line: string): WorkerReport | undefined {
     default:
       return undefined;
   }
+}
+
+function isWorkerSpool(value: unknown): value is WorkerSpool {
+  if (typeof value !== "object" || value === null) return false;
+  const spool = value as Record<string, unknown>;
+  return typeof spool.path === "string" && /^\/proc\/\d+\/fd\/\d+$/.test(spool.path) &&
+    (spool.size === null || isCount(spool.size)) && typeof spool.tree === "boolean";
 }
 
 function isCount(value: unknown): value is number {

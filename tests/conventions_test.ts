@@ -59,7 +59,7 @@ Deno.test("--version: every program names p2m's version, the formats and the dig
       result.stdout,
       new RegExp(`^p2m \\S+( \\S+)? ${P2M_VERSION.replace(/\./g, "\\.")}`),
     );
-    assert.match(result.stdout, /wire 1/);
+    assert.match(result.stdout, /wire 2/);
     assert.match(result.stdout, format);
     assert.match(result.stdout, /digest: xxh3-128 \((native|WebAssembly)/);
   }
@@ -165,7 +165,7 @@ Deno.test("a peer of another wire version is refused with both versions named", 
   const place = await socketPlace();
   try {
     const header = encodeHeader({ size: 4, mode: 0o644, name: "f", digest: "xxh3-128" });
-    new DataView(header.buffer, header.byteOffset).setUint16(4, 2, true);
+    new DataView(header.buffer, header.byteOffset).setUint16(4, 3, true);
     const fake = new FakeServer(place.socket, async (conn) => {
       await conn.write(header);
     });
@@ -173,7 +173,7 @@ Deno.test("a peer of another wire version is refused with both versions named", 
     const result = await client.done();
     await fake[Symbol.asyncDispose]();
     assert.equal(result.code, 1);
-    assert.match(result.stderr, /wire version 2 \(this build speaks 1\)/);
+    assert.match(result.stderr, /wire version 3 \(this build speaks 2\)/);
   } finally {
     await place[Symbol.asyncDispose]();
   }

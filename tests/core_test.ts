@@ -46,7 +46,7 @@ Deno.test("header and trailer round-trip and reject garbage", () => {
   new DataView(huge.buffer).setBigUint64(8, 2n ** 63n, true);
   assert.throws(() => decodeHeader(huge), /absurd/);
 
-  const trailer = { status: TrailerStatus.Complete, digest: new Uint8Array(8).fill(7) };
+  const trailer = { status: TrailerStatus.Complete, size: 9, digest: new Uint8Array(8).fill(7) };
   assert.deepEqual(decodeTrailer(encodeTrailer(trailer), "xxh64"), trailer);
   assert.throws(() => decodeTrailer(encodeTrailer(trailer), "sha256"), WireError);
 });

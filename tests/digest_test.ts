@@ -72,7 +72,7 @@ Deno.test("xxh3-128 is appended to the wire tables; the older codes do not move"
   assert.equal(digestFromCode(3), "xxh3-128");
   assert.equal(DIGEST_LENGTH["xxh3-128"], 16);
   assert.ok(DIGEST_LENGTH["xxh3-128"] <= MAX_DIGEST_BYTES);
-  const trailer = { status: TrailerStatus.Complete, digest: randomBytes(16) };
+  const trailer = { status: TrailerStatus.Complete, size: 3, digest: randomBytes(16) };
   assert.deepStrictEqual(decodeTrailer(encodeTrailer(trailer), "xxh3-128"), trailer);
   const header = { size: 5, mode: 0o600, name: "f", digest: "xxh3-128" as const };
   assert.deepStrictEqual(decodeHeader(encodeHeader(header)), header);

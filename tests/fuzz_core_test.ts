@@ -8,14 +8,18 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import {
+  decodeChunkLength,
   decodeHeader,
   decodeTrailer,
   DIGEST_ALGORITHMS,
+  encodeChunkLength,
   encodeHeader,
   encodeTrailer,
   HEADER_FIXED_LENGTH,
   headerLength,
+  KEEPALIVE_CHUNK,
   MAX_NAME_BYTES,
+  MAX_WIRE_CHUNK,
   MAX_WIRE_NAME_BYTES,
   sanitizeName,
   TrailerStatus,
@@ -96,10 +100,11 @@ Deno.test("fuzz: trailers round-trip and garbage is rejected", () => {
       fc.constantFrom(...DIGEST_ALGORITHMS),
       fc.uint8Array({ maxLength: 48 }),
       fc.constantFrom(TrailerStatus.Complete, TrailerStatus.SourceChanged),
-      (algorithm, noise, status) => {
+      fc.maxSafeNat(),
+      (algorithm, noise, status, size) => {
         const length = { none: 0, xxh64: 8, sha256: 32, "xxh3-128": 16 }[algorithm];
         const digest = new Uint8Array(length).map((_, i) => noise[i] ?? i);
-        const trailer = { status, digest };
+        const trailer = { status, size, digest };
         assert.deepEqual(decodeTrailer(encodeTrailer(trailer), algorithm), trailer);
         decodesOrRejects(() => decodeTrailer(noise, algorithm));
       },
@@ -121,4 +126,46 @@ Deno.test("fuzz: sanitizeName always yields one safe, bounded component", () => 
     }),
     { numRuns: RUNS },
   );
+});
+
+Deno.test("fuzz: stream and tree headers round-trip; a size with 'unknown' is refused", () => {
+  fc.assert(
+    fc.property(header, fc.boolean(), fc.boolean(), (h, unknown, tree) => {
+      const flagged = {
+        ...h,
+        size: unknown ? 0 : h.size,
+        ...(unknown ? { sizeUnknown: true as const } : {}),
+        ...(tree ? { tree: true as const } : {}),
+      };
+      const decoded = decodeHeader(encodeHeader(flagged));
+      assert.equal(decoded.sizeUnknown, flagged.sizeUnknown);
+      assert.equal(decoded.tree, flagged.tree);
+      assert.equal(decoded.size, flagged.size);
+      if (unknown && h.size > 0) {
+        const bytes = encodeHeader(flagged);
+        new DataView(bytes.buffer).setBigUint64(8, BigInt(h.size), true);
+        assert.throws(() => decodeHeader(bytes), WireError);
+      }
+    }),
+    { numRuns: RUNS },
+  );
+});
+
+Deno.test("fuzz: chunk lengths round-trip and out-of-range ones are refused", () => {
+  fc.assert(
+    fc.property(fc.integer({ min: 0, max: MAX_WIRE_CHUNK }), fc.uint8Array(), (length, noise) => {
+      assert.equal(decodeChunkLength(encodeChunkLength(length)), length);
+      const decoded = decodesOrRejects(() => decodeChunkLength(noise));
+      if (decoded !== undefined) {
+        assert.ok(decoded <= MAX_WIRE_CHUNK || decoded === KEEPALIVE_CHUNK);
+      }
+    }),
+    { numRuns: RUNS },
+  );
+});
+
+Deno.test("a version 1 header is refused with both versions named", () => {
+  const bytes = encodeHeader({ size: 1, mode: 0o644, name: "f", digest: "xxh64" });
+  new DataView(bytes.buffer).setUint16(4, 1, true);
+  assert.throws(() => headerLength(bytes), /wire version 1 \(this build speaks 2\)/);
 });

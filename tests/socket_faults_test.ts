@@ -31,7 +31,11 @@ async function xxh64(bytes: Uint8Array): Promise<Uint8Array> {
 async function stream(data: Uint8Array, name = "data.bin") {
   return {
     header: encodeHeader({ size: data.length, mode: 0o644, name, digest: "xxh64" }),
-    trailer: encodeTrailer({ status: TrailerStatus.Complete, digest: await xxh64(data) }),
+    trailer: encodeTrailer({
+      status: TrailerStatus.Complete,
+      size: data.length,
+      digest: await xxh64(data),
+    }),
   };
 }
 
@@ -58,7 +62,11 @@ Deno.test("socket client rejects broken streams and keeps nothing", async (t) =>
   new DataView(absurd.buffer).setBigUint64(8, 2n ** 63n, true);
   const badName = good.header.slice(0, HEADER_FIXED_LENGTH);
   new DataView(badName.buffer).setUint32(20, 64 * 1024 + 1, true);
-  const wrongDigest = encodeTrailer({ status: TrailerStatus.Complete, digest: new Uint8Array(8) });
+  const wrongDigest = encodeTrailer({
+    status: TrailerStatus.Complete,
+    size: data.length,
+    digest: new Uint8Array(8),
+  });
   const cases: [string, Uint8Array[], RegExp][] = [
     ["one flipped byte", [good.header, flipped, good.trailer], /digest mismatch/],
     ["a wrong digest", [good.header, data, wrongDigest], /digest mismatch/],
@@ -72,7 +80,11 @@ Deno.test("socket client rejects broken streams and keeps nothing", async (t) =>
     ["a source-changed trailer", [
       good.header,
       data,
-      encodeTrailer({ status: TrailerStatus.SourceChanged, digest: await xxh64(data) }),
+      encodeTrailer({
+        status: TrailerStatus.SourceChanged,
+        size: data.length,
+        digest: await xxh64(data),
+      }),
     ], /changed while it was sent/],
   ];
   for (const [what, parts, reason] of cases) {

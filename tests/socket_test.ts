@@ -270,14 +270,25 @@ Deno.test("socket: an overlong socket path gets a clear error", async () => {
   assert.deepEqual(listDir(place.dir), ["f.bin"]);
 });
 
-Deno.test("socket: missing, directory and unopenable inputs fail with exit 1", async () => {
+Deno.test("socket: missing and unopenable inputs fail with exit 1; a directory is sent as a tree", async () => {
   await using place = await socketPlace();
   const file = `${place.dir}/f.bin`;
   await makeFile(file, 10);
+  {
+    // A directory is no longer refused: it is served as a tree (socket_tree_test.ts).
+    const tree = `${place.dir}/tree`;
+    await Deno.mkdir(tree);
+    const server = startServer(tree, place.socket, ["--peers", "1"]);
+    const client = await startClient(place.socket, `${place.dir}/out`).done();
+    assert.equal(client.code, 0, client.stderr);
+    assert.equal((await server.done()).code, 0);
+    assert.ok(Deno.statSync(`${place.dir}/out/tree`).isDirectory);
+    await Deno.remove(tree);
+    await Deno.remove(`${place.dir}/out`, { recursive: true });
+  }
   for (
     const [input, reason] of [
       [`${place.dir}/missing`, /no such file/],
-      [place.dir, /directory/],
       [`${file}/inside-a-file`, /cannot open/],
     ] as const
   ) {

@@ -13,6 +13,7 @@ import {
   decodeTrailer,
   HEADER_FIXED_LENGTH,
   headerLength,
+  TRAILER_FIXED_LENGTH,
   TrailerStatus,
 } from "../core/wire.ts";
 import { newToken, readFull } from "../socket/protocol.ts";
@@ -66,7 +67,7 @@ Deno.test("socket worker: a digest that arrives after the bytes goes into the tr
     digest.update(data);
     const hex = toHex(digest.digest());
     await stdin.write(encoder.encode(`${DIGEST_LINE} ${hex}\n`));
-    const trailerBytes = new Uint8Array(8 + 8);
+    const trailerBytes = new Uint8Array(TRAILER_FIXED_LENGTH + 8);
     await readFull(conn, trailerBytes, "trailer");
     const trailer = decodeTrailer(trailerBytes, "xxh64");
     assert.equal(trailer.status, TrailerStatus.Complete);
