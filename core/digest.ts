@@ -155,25 +155,14 @@ async function wasmDigest(algorithm: WasmAlgorithm): Promise<Digest> {
   };
 }
 
-/** hash-wasm's version, as pinned in deno.json (only used to find its files). */
-const HASH_WASM_VERSION = "4.13.0";
-
-/** Where a hash-wasm build may be: a local node_modules, or Deno's own npm cache. */
-function hashWasmSources(build: string): (string | URL)[] {
-  const file = `dist/${build}.umd.min.js`;
-  const sources: (string | URL)[] = [
-    new URL(`../node_modules/hash-wasm/${file}`, import.meta.url),
-  ];
-  try {
-    const home = Deno.env.get("HOME");
-    const cache = Deno.env.get("DENO_DIR") ??
-      (Deno.env.get("XDG_CACHE_HOME") ?? (home ? `${home}/.cache` : undefined))?.concat("/deno");
-    if (cache) {
-      sources.push(`${cache}/npm/registry.npmjs.org/hash-wasm/${HASH_WASM_VERSION}/${file}`);
-    }
-  } catch { /* no env access: the local copy or the package import */ }
-  return sources;
+/**
+ * Where a hash-wasm build is: the project's node_modules, which `npm ci`
+ * fills and Deno uses as is ("nodeModulesDir": "manual").
+ */
+function hashWasmFile(build: string): URL {
+  return new URL(`../node_modules/hash-wasm/dist/${build}.umd.min.js`, import.meta.url);
 }
+
 /** Bytes hash-wasm's modules take per Hash_Update call (its buffer size). */
 const WASM_BUFFER = 16 * 1024;
 
@@ -193,24 +182,22 @@ const wasmModules = new Map<string, Promise<WebAssembly.Module | undefined>>();
  * through the npm loader: the first `npm:` import starts Deno's Node
  * compatibility layer, about 70 ms of CPU per process, which every receiver
  * paid before it could join. Same module, same digests; undefined (and the
- * caller uses the package as usual) if the file is found neither in
- * node_modules nor in Deno's npm cache.
+ * caller uses the package as usual) if node_modules does not have it.
  */
 async function directHashWasm(algorithm: WasmAlgorithm): Promise<Digest | undefined> {
   const build = WASM_BUILDS[algorithm];
   let compiled = wasmModules.get(build);
   if (!compiled) {
     compiled = (async () => {
-      for (const source of hashWasmSources(build)) {
-        try {
-          const text = await Deno.readTextFile(source);
-          const match = new RegExp(`name:"${build}",data:"([A-Za-z0-9+/=]+)"`).exec(text);
-          if (!match) continue;
-          const binary = Uint8Array.from(atob(match[1]), (c) => c.charCodeAt(0));
-          return await WebAssembly.compile(binary);
-        } catch { /* not there: try the next place */ }
+      try {
+        const text = await Deno.readTextFile(hashWasmFile(build));
+        const match = new RegExp(`name:"${build}",data:"([A-Za-z0-9+/=]+)"`).exec(text);
+        if (!match) return undefined;
+        const binary = Uint8Array.from(atob(match[1]), (c) => c.charCodeAt(0));
+        return await WebAssembly.compile(binary);
+      } catch {
+        return undefined; // not there: the caller uses the package as usual
       }
-      return undefined;
     })();
     wasmModules.set(build, compiled);
   }
