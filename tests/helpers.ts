@@ -187,3 +187,15 @@ export function concatBytes(parts: Uint8Array[]): Uint8Array {
   }
   return out;
 }
+
+/** Size of the largest hidden temp file (`.part`) in a directory (0 if none). */
+export function largestPart(dir: string): number {
+  let size = 0;
+  for (const name of listDir(dir)) {
+    if (!name.endsWith(".part")) continue;
+    try {
+      size = Math.max(size, Deno.statSync(`${dir}/${name}`).size);
+    } catch { /* just committed or removed */ }
+  }
+  return size;
+}

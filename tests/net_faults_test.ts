@@ -15,7 +15,7 @@ import { NatsSession } from "../net/session.ts";
 import { publish } from "../net/publish.ts";
 import { Reporter } from "../core/report.ts";
 import { BucketSubjects } from "../net/subjects.ts";
-import { assertSameFile, listDir, makeFile, tempDir, waitFor } from "./helpers.ts";
+import { assertSameFile, largestPart, listDir, makeFile, tempDir, waitFor } from "./helpers.ts";
 import { natsMissing, NatsServer, runNet, spawnNet } from "./net_helpers.ts";
 
 const ignore = natsMissing();
@@ -25,22 +25,28 @@ async function session(server: NatsServer, bucket: string): Promise<NatsSession>
   return await NatsSession.open({ servers: [server.url], bucket, timeoutSeconds: 10 });
 }
 
+/** Waits until a bucket holds at least `chunks` data messages on the server. */
+async function waitForChunks(
+  server: NatsServer,
+  bucket: string,
+  chunks: number,
+  ms: number,
+  what: string,
+): Promise<void> {
+  await waitFor(
+    async () => {
+      const counts = await dataCounts(server, bucket);
+      return [...counts.values()].reduce((a, b) => a + b, 0) >= chunks;
+    },
+    ms,
+    what,
+  );
+}
+
 /** Total data messages in a bucket, by subject. */
 async function dataCounts(server: NatsServer, bucket: string): Promise<Map<string, number>> {
   await using nats = await session(server, bucket);
   return await nats.subjectCounts(nats.subjects.data);
-}
-
-/** Size of the largest hidden temp file in a directory (0 if none). */
-function partSize(dir: string): number {
-  let size = 0;
-  for (const name of listDir(dir)) {
-    if (!name.endsWith(".part")) continue;
-    try {
-      size = Math.max(size, Deno.statSync(`${dir}/${name}`).size);
-    } catch { /* just committed or removed */ }
-  }
-  return size;
 }
 
 Deno.test({
@@ -55,14 +61,7 @@ Deno.test({
     const publisher = spawnNet(["publish", "-", "--key", "k", ...common], { stdin: "piped" });
     const writer = publisher.child.stdin.getWriter();
     await writer.write(await makeFile(`${dir}/part.bin`, 8 * MiB, 1));
-    await waitFor(
-      async () => {
-        const counts = await dataCounts(server, "killed");
-        return [...counts.values()].reduce((a, b) => a + b, 0) >= 4;
-      },
-      20_000,
-      "chunks of the doomed publish on the server",
-    );
+    await waitForChunks(server, "killed", 4, 20_000, "chunks of the doomed publish on the server");
     publisher.child.kill("SIGKILL");
     await publisher.done();
     await writer.abort().catch(() => {});
@@ -371,9 +370,9 @@ Deno.test({
       "--timeout",
       "30",
     ]);
-    await waitFor(() => partSize(out) >= 8 * MiB, 60_000, "the fetch under way");
+    await waitFor(() => largestPart(out) >= 8 * MiB, 60_000, "the fetch under way");
     await server.kill("SIGKILL");
-    const atKill = partSize(out);
+    const atKill = largestPart(out);
     await delay(1000);
     await server.restart();
     const fetched = await fetcher.done();
@@ -404,7 +403,7 @@ Deno.test({
     await Deno.mkdir(out);
     const started = performance.now();
     const fetcher = spawnNet(["fetch", "big.bin", ...common, "--out", `${out}/`, "--timeout", "3"]);
-    await waitFor(() => partSize(out) >= 8 * MiB, 60_000, "the fetch under way");
+    await waitFor(() => largestPart(out) >= 8 * MiB, 60_000, "the fetch under way");
     await server.kill("SIGKILL");
     const fetched = await fetcher.done();
     assert.equal(fetched.code, 1, fetched.stderr);
@@ -431,7 +430,7 @@ Deno.test({
     const out = `${dir}/out`;
     await Deno.mkdir(out);
     const fetcher = spawnNet(["fetch", "k", ...common, "--out", `${out}/k.bin`, "--timeout", "20"]);
-    await waitFor(() => partSize(out) >= 8 * MiB, 60_000, "the fetch under way");
+    await waitFor(() => largestPart(out) >= 8 * MiB, 60_000, "the fetch under way");
     // In-process, so the overwrite lands while the fetch runs (a new
     // process would take longer to start than the fetch to finish).
     {
@@ -475,7 +474,7 @@ Deno.test({ name: "net: SIGTERM mid-fetch exits 143 and leaves nothing", ignore 
     const out = `${dir}/out`;
     await Deno.mkdir(out);
     const fetcher = spawnNet(["fetch", "big.bin", ...common, "--out", `${out}/`]);
-    await waitFor(() => partSize(out) >= 4 * MiB, 60_000, "the fetch under way");
+    await waitFor(() => largestPart(out) >= 4 * MiB, 60_000, "the fetch under way");
     fetcher.child.kill("SIGTERM");
     const fetched = await fetcher.done();
     assert.equal(fetched.code, 143, fetched.stderr);
@@ -496,14 +495,7 @@ Deno.test({
     const common = ["--server", server.url, "--bucket", "changed"];
     await makeFile(`${dir}/moving.bin`, 128 * MiB, 14);
     const publisher = spawnNet(["publish", `${dir}/moving.bin`, ...common, "--window", "2"]);
-    await waitFor(
-      async () => {
-        const counts = await dataCounts(server, "changed");
-        return [...counts.values()].reduce((a, b) => a + b, 0) >= 4;
-      },
-      60_000,
-      "the publish under way",
-    );
+    await waitForChunks(server, "changed", 4, 60_000, "the publish under way");
     // Opening for writing breaks the publisher's read lease (or moves ctime).
     const file = await Deno.open(`${dir}/moving.bin`, { write: true });
     await file.write(new Uint8Array([1, 2, 3]));
@@ -531,14 +523,7 @@ Deno.test({
     const common = ["--server", server.url, "--bucket", "pubkill"];
     await makeFile(`${dir}/big.bin`, 256 * MiB, 15);
     const publisher = spawnNet(["publish", `${dir}/big.bin`, ...common, "--timeout", "3"]);
-    await waitFor(
-      async () => {
-        const counts = await dataCounts(server, "pubkill");
-        return [...counts.values()].reduce((a, b) => a + b, 0) >= 8;
-      },
-      60_000,
-      "the publish under way",
-    );
+    await waitForChunks(server, "pubkill", 8, 60_000, "the publish under way");
     await server.kill("SIGKILL");
     const published = await publisher.done();
     assert.equal(published.code, 1, published.stderr);

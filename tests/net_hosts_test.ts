@@ -8,7 +8,7 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { assertSameFile, listDir, makeFile, tempDir, waitFor } from "./helpers.ts";
+import { assertSameFile, largestPart, listDir, makeFile, tempDir, waitFor } from "./helpers.ts";
 import { natsMissing, NatsServer, runNet, spawnNet } from "./net_helpers.ts";
 import { netnsMissing, TestNetwork } from "./net_netns.ts";
 
@@ -18,18 +18,6 @@ const MiB = 1 << 20;
 interface ClosedConnection {
   name?: string;
   out_bytes: number;
-}
-
-/** Size of the largest hidden temp file in a directory (0 if none). */
-function partSize(dir: string): number {
-  let size = 0;
-  for (const name of listDir(dir)) {
-    if (!name.endsWith(".part")) continue;
-    try {
-      size = Math.max(size, Deno.statSync(`${dir}/${name}`).size);
-    } catch { /* just committed or removed */ }
-  }
-  return size;
 }
 
 Deno.test({
@@ -110,7 +98,7 @@ Deno.test({
         i === 2 ? "3" : "30",
       ], { netns: host })
     );
-    await waitFor(() => partSize(`${dir}/host3`) >= 4 * MiB, 60_000, "host 3 under way");
+    await waitFor(() => largestPart(`${dir}/host3`) >= 4 * MiB, 60_000, "host 3 under way");
     await network.cutLink(2);
     const cutAt = performance.now();
     const cut = await fetches[2].done();
