@@ -100,7 +100,8 @@ export async function runCopy(options: RunOptions, expected: Expected): Promise<
     senderExit = await sender?.exited;
   } finally {
     clearTimeout(timer);
-    await Deno.remove(`${options.workDir}/${options.tag}.sock`).catch(() => {});
+    const leftovers = [`${options.workDir}/${options.tag}.sock`, ...plan.leaves ?? []];
+    for (const path of leftovers) await Deno.remove(path).catch(() => {});
   }
   // With no separate receivers (tee), the sender's exit is the last one.
   const last = exits.length > 0 ? Math.max(...exits.map((e) => e.at)) : senderExit?.at ?? start;

@@ -87,6 +87,8 @@ export interface Plan {
   receivers: string[][];
   /** The sender serves forever (socat): stop it once every receiver is done. */
   serves?: boolean;
+  /** Names a killed run can leave behind (a shared-memory object), removed after every run. */
+  leaves?: string[];
 }
 
 /** The commands that copy `options.file` into each of `peerDirs`. */
@@ -103,6 +105,7 @@ export function planRun(options: PlanOptions, peerDirs: string[]): Plan {
     case "shm": {
       const shmName = `p2m-${options.tag}`;
       return {
+        leaves: [`/dev/shm/${shmName}`],
         sender: deno("sharedmem.ts", [
           "sender",
           file,
@@ -172,6 +175,7 @@ export function planRun(options: PlanOptions, peerDirs: string[]): Plan {
       const ring = requireC(options).ring;
       const shmName = `/p2m-c-${options.tag}`;
       return {
+        leaves: [`/dev/shm${shmName}`],
         sender: [ring, "send", file, shmName, String(peers)],
         receivers: peerDirs.map((dir) => [ring, "receive", shmName, `${dir}/${name}`]),
       };

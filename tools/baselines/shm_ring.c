@@ -127,6 +127,13 @@ static int receive(const char *name, const char *out) {
     if (tries > 10000) die("shm_open");
     nanosleep(&(struct timespec){0, 1000000}, NULL);
   }
+  /* The sender sizes the object after creating it: mapping it before then
+   * and touching the header would be SIGBUS, so wait for the size first. */
+  struct stat st;
+  for (int tries = 0; fstat(shm, &st) == 0 && (size_t)st.st_size < data_offset(); tries++) {
+    if (tries > 10000) die("ftruncate by the sender");
+    nanosleep(&(struct timespec){0, 1000000}, NULL);
+  }
   struct ring *r = mmap(NULL, sizeof *r, PROT_READ | PROT_WRITE, MAP_SHARED, shm, 0);
   if (r == MAP_FAILED) die("mmap");
   while (atomic_load(&r->magic) != MAGIC) nanosleep(&(struct timespec){0, 1000000}, NULL);
