@@ -18,6 +18,8 @@
  * @module
  */
 import {
+  GROUP_OPTION,
+  groupFlag,
   intFlag,
   maybeHelp,
   NUMBER_HELP,
@@ -79,6 +81,9 @@ Options:
   --no-verify          send no digest (receivers cannot verify)
   --limit-rate BYTES   cap the rate, bytes per second, at least 1 (e.g. 50M);
                        leave it out for no limit
+  --group GROUP        share the segment with GROUP (a name or gid): mode 0660 and
+                       that group, so receivers of other users in it can attach
+                       (default: mode 0600, this user only)
   --linger S           after the awaited receivers finish, keep serving later ones in
                        laps, each from the file's start and verified, until S seconds
                        pass with nobody (restarted after every lap; 0: until SIGINT or
@@ -108,6 +113,9 @@ Options:
   --force          replace an existing file
   --expect DIGEST  also refuse the copy unless its digest is DIGEST (hex, as
                    xxhsum -H2 or sha256sum print it), published elsewhere
+  --group GROUP    receive from a sender of another user that shares the segment
+                   with GROUP (its --group); the segment must belong to GROUP.
+                   Without it, only this user's own 0600 segments are read
   --json           JSON events on stdout
   --quiet          errors only
   --debug          stack traces on errors
@@ -129,6 +137,7 @@ const SENDER_SPEC = {
     slots: { type: "string" },
     chunk: { type: "string" },
     linger: { type: "string" },
+    ...GROUP_OPTION,
     ...SENDING_OPTIONS,
   },
 } as const;
@@ -138,6 +147,7 @@ const RECEIVER_SPEC = {
   usage: RECEIVER_USAGE,
   options: {
     name: { type: "string" },
+    ...GROUP_OPTION,
     ...RECEIVING_OPTIONS,
   },
 } as const;
@@ -181,6 +191,7 @@ async function sender(args: string[]): Promise<number> {
     waitSeconds: secondsFlag(values.wait, "wait", 30),
     slots,
     chunk,
+    group: groupFlag(values.group),
     ...sendingFlags(values),
   }, reporter);
 }
@@ -192,6 +203,7 @@ async function receiver(args: string[]): Promise<number> {
   if (values.out === "-") reporter.eventsToStderr(); // stdout carries the data
   return await runReceiver({
     name: segmentName(values.name),
+    group: groupFlag(values.group),
     ...receivingFlags(values, 30),
   }, reporter);
 }

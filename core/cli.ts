@@ -6,7 +6,8 @@
  *   its own check answers, not Node's "argument is ambiguous".
  * - Numbers (`N`, `S`, `B`) have one grammar, in core/flags.ts
  *   (re-exported here); the shared sender and receiver flags are read by
- *   {@linkcode sendingFlags} and {@linkcode receivingFlags}.
+ *   {@linkcode sendingFlags} and {@linkcode receivingFlags}; `--group`,
+ *   which every sender and receiver has, by {@linkcode groupFlag}.
  * - A bad command line prints a one-line reason and the usage, exit 2.
  * - A run-time failure prints one escaped line, exit 1; `--debug` adds the
  *   stack and its causes. {@linkcode runMain} is the process edge of the
@@ -29,6 +30,7 @@ import { escapeControls } from "./format.ts";
 import { abortAllOutputs } from "./output.ts";
 import { secondsFlag, sizeFlag } from "./flags.ts";
 import { jsonLine, Reporter, writeText } from "./report.ts";
+import { lookupGroup, type UnixGroup } from "../ffi/group.ts";
 
 export {
   type FlagParser,
@@ -328,4 +330,22 @@ export function receivingFlags(
     force: values.force ?? false,
     expect,
   };
+}
+
+/** `--group GROUP`: share with (sender) or expect (receiver) a Unix group. */
+export const GROUP_OPTION = {
+  group: { type: "string" },
+} as const satisfies Options;
+
+/** Parses `--group` (a group name or gid that exists here), or throws UsageError. */
+export function groupFlag(value: string | undefined): UnixGroup | undefined {
+  if (value === undefined) return undefined;
+  let group: UnixGroup | undefined;
+  try {
+    group = value === "" ? undefined : lookupGroup(value);
+  } catch (error) {
+    throw new UsageError(`--group: ${(error as Error).message}`);
+  }
+  if (!group) throw new UsageError(`--group: there is no group '${value}' on this system`);
+  return group;
 }

@@ -98,6 +98,14 @@ const SYMBOLS = {
   syncfs: { parameters: ["i32"], result: "i32" },
   /** int flock(int fd, int operation); */
   flock: { parameters: ["i32", "i32"], result: "i32" },
+  /** int fchown(int fd, uid_t owner, gid_t group); -1 (as 0xffffffff) keeps that id */
+  fchown: { parameters: ["i32", "u32", "u32"], result: "i32" },
+  /** int fchmod(int fd, mode_t mode); */
+  fchmod: { parameters: ["i32", "u32"], result: "i32" },
+  /** struct group *getgrnam(const char *name); NULL if there is no such group */
+  getgrnam: { parameters: ["buffer"], result: "pointer" },
+  /** struct group *getgrgid(gid_t gid); NULL if there is no such group */
+  getgrgid: { parameters: ["u32"], result: "pointer" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 let library: Deno.DynamicLibrary<typeof SYMBOLS> | undefined;
@@ -273,3 +281,7 @@ export const S_IFCHR = 0o020000;
 export const S_IFSOCK = 0o140000;
 /** errno: no such device or address (a FIFO opened for writing has no reader). */
 export const ENXIO = 6;
+/** fchown(2) id meaning "leave it as it is" ((uid_t) -1). */
+export const KEEP_ID = 0xffffffff;
+/** x86_64 struct group offsets: gr_name (char *) and gr_gid (gid_t). */
+export const GROUP_STRUCT = { name: 0, gid: 16 } as const;

@@ -9,10 +9,12 @@
  * - {@link ./read_only_file.ts}: the file to send: read, pread, fstat, read leases.
  * - {@link ./stat.ts}: fstat(2) with nanosecond times.
  * - {@link ./xxhash.ts}: libxxhash's streaming XXH3, hashing views in place.
+ * - {@link ./group.ts}: Unix groups by name or gid (getgrnam, getgrgid).
  *
  * @module
  */
 export * from "./errors.ts";
+export * from "./group.ts";
 export * from "./libc.ts";
 export * from "./read_only_file.ts";
 export * from "./stat.ts";

@@ -37,6 +37,7 @@ import {
   F_UNLCK,
   F_WRLCK,
   FLOCK_SIZE,
+  KEEP_ID,
   libc,
   LOCK_EX,
   LOCK_NB,
@@ -59,6 +60,8 @@ export interface ShmStat {
   size: number;
   /** Owner uid. */
   uid: number;
+  /** Owner gid. */
+  gid: number;
   /** Mode bits (type and permissions). */
   mode: number;
   /** Inode number: tells two objects under one name apart. */
@@ -181,6 +184,17 @@ export class SharedMemory implements Disposable {
     if (libc().flock(this.#checkFd(), LOCK_UN) !== 0) fail("flock", this.name);
   }
 
+  /**
+   * Shares the object with group `gid`: that group, mode 0660 (fchown and
+   * fchmod, so the umask does not matter). EPERM if this process is not a
+   * member of the group.
+   */
+  shareWithGroup(gid: number): void {
+    const fd = this.#checkFd();
+    if (libc().fchown(fd, KEEP_ID, gid) !== 0) fail("fchown", this.name);
+    if (libc().fchmod(fd, 0o660) !== 0) fail("fchmod", this.name);
+  }
+
   /** Sets the object's size. */
   truncate(size: number): void {
     if (libc().ftruncate(this.#checkFd(), BigInt(size)) !== 0) fail("ftruncate", this.name);
@@ -197,8 +211,8 @@ export class SharedMemory implements Disposable {
 
   /** Size, owner and mode from fstat. */
   stat(): ShmStat {
-    const { ino, mode, uid, size } = fstatOf(this.#checkFd(), this.name);
-    return { ino, mode, uid, size };
+    const { ino, mode, uid, gid, size } = fstatOf(this.#checkFd(), this.name);
+    return { ino, mode, uid, gid, size };
   }
 
   /** Maps `length` bytes read-write and shared; returns a zero-copy buffer. */

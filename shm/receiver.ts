@@ -27,7 +27,7 @@ import {
   WireError,
 } from "../core/mod.ts";
 import { openSink, type Sink } from "../core/sink.ts";
-import { SharedMemory } from "../ffi/mod.ts";
+import { EACCES, LibcError, SharedMemory, type UnixGroup } from "../ffi/mod.ts";
 import {
   AbortReason,
   HEADER_AREA,
@@ -39,7 +39,7 @@ import {
   type SegmentInfo,
   TransferState,
 } from "./layout.ts";
-import { receiverLockByte, Segment, SENDER_LOCK_BYTE } from "./segment.ts";
+import { accessProblem, receiverLockByte, Segment, SENDER_LOCK_BYTE } from "./segment.ts";
 import { removeIfStale } from "./stale.ts";
 
 /** What the receiver is asked to do. */
@@ -54,6 +54,8 @@ export interface ReceiverOptions {
   force: boolean;
   /** A digest published elsewhere that the copy must match too (`--expect`). */
   expect?: ExpectedDigest;
+  /** `--group`: the segment must belong to this group (a sender of another user). */
+  group?: UnixGroup;
 }
 
 /** How often the sender's liveness and signals are looked at (ms). */
@@ -103,24 +105,27 @@ async function findSegment(
   let deadline = performance.now() + options.timeoutSeconds * 1000;
   const uid = Deno.uid();
   let stale = false;
+  let deniedSince: number | undefined;
   for (;;) {
-    const memory = SharedMemory.open(options.name);
-    if (memory) {
+    const memory = openUnlessDenied(options);
+    if (memory === "denied") {
+      deniedSince ??= performance.now();
+      if (performance.now() - deniedSince > DENIED_GRACE_MS) {
+        throw new P2mError(
+          `shared memory ${options.name} exists but this user may not open it ` +
+            `(permission denied); ${
+              options.group
+                ? `its sender must share it with group ${options.group.name} (--group)`
+                : "a sender of another user must share it with --group GROUP"
+            }`,
+        );
+      }
+    } else if (memory) {
       let keep = false;
       try {
         const st = memory.stat();
-        if (uid !== null && st.uid !== uid) {
-          throw new P2mError(
-            `shared memory ${options.name} belongs to uid ${st.uid}, not ${uid}; refusing to read it`,
-          );
-        }
-        if ((st.mode & 0o077) !== 0) {
-          throw new P2mError(
-            `shared memory ${options.name} is open to other users (mode ${
-              (st.mode & 0o777).toString(8)
-            }); refusing to trust it`,
-          );
-        }
+        const problem = accessProblem(options.name, st, options.group, uid);
+        if (problem) throw new P2mError(problem);
         if (st.size > MAX_RING + 2 * 1024 * 1024) {
           throw new P2mError(`shared memory ${options.name} is not a p2m segment: too large`);
         }
@@ -165,6 +170,23 @@ async function findSegment(
       );
     }
     await delay(POLL_MS);
+  }
+}
+
+/**
+ * How long the segment may refuse us (EACCES) before the receiver says so
+ * (ms): a sender with `--group` shares its new segment a moment after it
+ * creates it, mode 0600.
+ */
+const DENIED_GRACE_MS = 1_000;
+
+/** Opens the segment; "denied" if it exists but is not open to this user. */
+function openUnlessDenied(options: ReceiverOptions): SharedMemory | "denied" | undefined {
+  try {
+    return SharedMemory.open(options.name);
+  } catch (error) {
+    if (error instanceof LibcError && error.errno === EACCES) return "denied";
+    throw error;
   }
 }
 

@@ -34,7 +34,7 @@ import {
   toHex,
 } from "../core/mod.ts";
 import type { Digest } from "../core/digest.ts";
-import { CorruptSemaphoreError } from "../ffi/mod.ts";
+import { CorruptSemaphoreError, type UnixGroup } from "../ffi/mod.ts";
 import { EntryAudit, type SenderView } from "./entry_audit.ts";
 import {
   AbortReason,
@@ -48,7 +48,13 @@ import {
   TransferState,
   writeHeader,
 } from "./layout.ts";
-import { receiverLockByte, Segment, SegmentCorruptError, SENDER } from "./segment.ts";
+import {
+  receiverLockByte,
+  Segment,
+  SegmentCorruptError,
+  SENDER,
+  shareWithGroup,
+} from "./segment.ts";
 import { createOrReplace, Reaper } from "./stale.ts";
 import { openPayload, type Payload, PayloadChangedError } from "./payload.ts";
 
@@ -74,6 +80,8 @@ export interface SenderOptions {
   limitRate: number;
   /** `--linger S`: serve later receivers in laps until S idle seconds (0: until a signal). */
   lingerSeconds?: number;
+  /** `--group`: share the segment with this group (mode 0660) instead of 0600. */
+  group?: UnixGroup;
 }
 
 /** One receiver's line in the sender's summary. */
@@ -185,6 +193,7 @@ async function runLap(
   const size = payload.size ?? 0;
   const geo = geometry(options.chunk, options.slots);
   using memory = await createOrReplace(options.name, reporter);
+  if (options.group) shareWithGroup(memory, options.group);
   let segment: Segment | undefined;
   using _abortHook = {
     [Symbol.dispose]: onAbort(() => {

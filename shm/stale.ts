@@ -26,7 +26,7 @@
  * @module
  */
 import { delay, P2mError, type Reporter } from "../core/mod.ts";
-import { SharedMemory } from "../ffi/mod.ts";
+import { EACCES, EPERM, LibcError, SharedMemory } from "../ffi/mod.ts";
 import { readSenderPid } from "./layout.ts";
 import { SENDER_LOCK_BYTE } from "./segment.ts";
 
@@ -44,9 +44,25 @@ export function removeIfStale(memory: SharedMemory): boolean {
   try {
     if (memory.isLocked(SENDER_LOCK_BYTE)) return false;
     if (!memory.stillNamed()) return false;
-    return SharedMemory.unlink(memory.name);
+    return unlinkIfAllowed(memory.name);
   } finally {
     memory.unlockCleaner();
+  }
+}
+
+/**
+ * Unlinks `name`; false if it is gone, or if this user may not remove it
+ * (a receiver of another user, `--group`: /dev/shm is sticky). Its
+ * sender's reaper removes it then.
+ */
+function unlinkIfAllowed(name: string): boolean {
+  try {
+    return SharedMemory.unlink(name);
+  } catch (error) {
+    if (error instanceof LibcError && (error.errno === EPERM || error.errno === EACCES)) {
+      return false;
+    }
+    throw error;
   }
 }
 
