@@ -19,11 +19,12 @@
  * @module
  */
 import {
+  GROUP_OPTION,
+  groupFlag,
   intFlag,
   maybeHelp,
   NUMBER_HELP,
   parseCommand,
-  privateRuntimeDir,
   RECEIVING_OPTIONS,
   receivingFlags,
   reporterFor,
@@ -31,6 +32,7 @@ import {
   secondsFlag,
   SENDING_OPTIONS,
   sendingFlags,
+  socketDir,
   UsageError,
 } from "./core/mod.ts";
 import { PROTOCOL_VERSION } from "./socket/protocol.ts";
@@ -38,6 +40,7 @@ import { runClient } from "./socket/client.ts";
 import { runServer } from "./socket/server.ts";
 import { defaultSpoolDir } from "./socket/spool.ts";
 import { workerMain } from "./socket/worker.ts";
+import type { UnixGroup } from "./ffi/mod.ts";
 
 const MAIN_USAGE = `
 Usage: p2m socket <command> [options]
@@ -88,6 +91,11 @@ Options:
                     (e.g. 50M); leave it out for no limit
   --grace S         after SIGINT/SIGTERM, seconds running transfers get to
                     finish (default 5; 0 stops them at once)
+  --group GROUP     share the sockets with GROUP (a name or gid): the socket
+                    is mode 0660 of that group, and the default directory is
+                    /tmp/p2m-<uid>-g<gid> (mode 2750), so clients of other
+                    users in GROUP can connect with --socket PATH --group
+                    GROUP (default: 0600 sockets in a 0700 directory)
   --spool DIR       where a stream or a tree is spooled, on disk (default
                     $TMPDIR, else /tmp; not the runtime dir). The spool
                     file is private and has no name (O_TMPFILE): nothing is
@@ -124,6 +132,9 @@ Options:
   --force           replace an existing output file
   --expect DIGEST   also refuse the copy unless its digest is DIGEST (hex, as
                     xxhsum -H2 or sha256sum print it), published elsewhere
+  --group GROUP     receive from a server of another user that shares its
+                    sockets with GROUP (its --group); they must belong to
+                    GROUP. Without it, only this user's sockets are used
   --raw             read plain bytes until EOF (server in --raw mode);
                     the copy is NOT verified
   --json            one JSON event per line on stdout
@@ -147,6 +158,7 @@ const SERVER_SPEC = {
     raw: { type: "boolean" },
     grace: { type: "string" },
     spool: { type: "string" },
+    ...GROUP_OPTION,
     ...SENDING_OPTIONS,
   },
 } as const;
@@ -157,12 +169,13 @@ const CLIENT_SPEC = {
   options: {
     socket: { type: "string" },
     raw: { type: "boolean" },
+    ...GROUP_OPTION,
     ...RECEIVING_OPTIONS,
   },
 } as const;
 
-function defaultSocket(): string {
-  return `${privateRuntimeDir()}/p2m.sock`;
+function defaultSocket(group?: UnixGroup): string {
+  return `${socketDir(group)}/p2m.sock`;
 }
 
 async function server(args: string[]): Promise<number> {
@@ -175,13 +188,15 @@ async function server(args: string[]): Promise<number> {
   if (values.raw && (values.digest || values["no-verify"])) {
     throw new UsageError("--raw sends no digest; drop --digest/--no-verify");
   }
+  const group = groupFlag(values.group);
   const peers = values.peers === undefined
     ? undefined
     : intFlag(values.peers, "peers", 1, { min: 1, max: 100_000 });
   return await runServer({
     file,
     spoolDir: values.spool ?? defaultSpoolDir(),
-    socket: values.socket ?? defaultSocket(),
+    socket: values.socket ?? defaultSocket(group),
+    group,
     peers,
     maxActive: intFlag(values["max-active"], "max-active", 32, { min: 1, max: 10_000 }),
     raw: values.raw ?? false,
@@ -205,6 +220,7 @@ async function client(args: string[]): Promise<number> {
   return await runClient({
     socket: values.socket ?? defaultSocket(),
     ...receiving,
+    group: groupFlag(values.group),
     raw: values.raw ?? false,
     reporter,
   });

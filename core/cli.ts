@@ -349,3 +349,49 @@ export function groupFlag(value: string | undefined): UnixGroup | undefined {
   if (!group) throw new UsageError(`--group: there is no group '${value}' on this system`);
   return group;
 }
+
+/** Who owns a segment or a socket file, and its mode bits. */
+export interface OwnerBits {
+  /** Owner uid. */
+  uid: number;
+  /** Owner gid. */
+  gid: number;
+  /** Mode bits (permissions at least). */
+  mode: number;
+}
+
+/**
+ * What `--group` means to a receiver: why it must not use `what` (a
+ * segment, a socket) with these owner bits, or undefined. With `group`,
+ * `what` must belong to that group and be closed to users outside it,
+ * whoever made it. Without, it must be this user's, and with `closed`
+ * also closed to everyone else (0600).
+ */
+export function ownerProblem(
+  what: string,
+  owner: OwnerBits,
+  group: UnixGroup | undefined,
+  closed: boolean,
+): string | undefined {
+  const mode = (owner.mode & 0o777).toString(8);
+  if (group) {
+    if (owner.gid !== group.gid) {
+      return `${what} belongs to gid ${owner.gid}, not to group ${group.name} ` +
+        `(gid ${group.gid}); refusing to trust it`;
+    }
+    if ((owner.mode & 0o007) !== 0) {
+      return `${what} is open to users outside group ${group.name} (mode ${mode}); ` +
+        `refusing to trust it`;
+    }
+    return undefined;
+  }
+  const uid = Deno.uid();
+  if (uid !== null && owner.uid !== uid) {
+    return `${what} belongs to uid ${owner.uid}, not ${uid}; refusing to trust it ` +
+      `(to receive from another user who shares it with a group, pass --group GROUP)`;
+  }
+  if (closed && (owner.mode & 0o077) !== 0) {
+    return `${what} is open to other users (mode ${mode}); refusing to trust it`;
+  }
+  return undefined;
+}

@@ -20,6 +20,7 @@ import {
   type ExpectedDigest,
   formatBytes,
   onAbort,
+  ownerProblem,
   P2mError,
   type Reporter,
   toHex,
@@ -39,7 +40,7 @@ import {
   type SegmentInfo,
   TransferState,
 } from "./layout.ts";
-import { accessProblem, receiverLockByte, Segment, SENDER_LOCK_BYTE } from "./segment.ts";
+import { receiverLockByte, Segment, SENDER_LOCK_BYTE } from "./segment.ts";
 import { removeIfStale } from "./stale.ts";
 
 /** What the receiver is asked to do. */
@@ -103,7 +104,6 @@ async function findSegment(
   afterLap = 0,
 ): Promise<{ segment: Segment; info: SegmentInfo }> {
   let deadline = performance.now() + options.timeoutSeconds * 1000;
-  const uid = Deno.uid();
   let stale = false;
   let deniedSince: number | undefined;
   for (;;) {
@@ -124,7 +124,7 @@ async function findSegment(
       let keep = false;
       try {
         const st = memory.stat();
-        const problem = accessProblem(options.name, st, options.group, uid);
+        const problem = ownerProblem(`shared memory ${options.name}`, st, options.group, true);
         if (problem) throw new P2mError(problem);
         if (st.size > MAX_RING + 2 * 1024 * 1024) {
           throw new P2mError(`shared memory ${options.name} is not a p2m segment: too large`);

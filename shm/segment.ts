@@ -24,14 +24,7 @@
  * @module
  */
 import { P2mError } from "../core/mod.ts";
-import {
-  EPERM,
-  LibcError,
-  Semaphore,
-  type SharedMemory,
-  type ShmStat,
-  type UnixGroup,
-} from "../ffi/mod.ts";
+import { EPERM, LibcError, Semaphore, type SharedMemory, type UnixGroup } from "../ffi/mod.ts";
 import {
   DIGEST_OFFSET,
   ENTRY_SEM_OFFSET,
@@ -82,40 +75,6 @@ export function shareWithGroup(memory: SharedMemory, group: UnixGroup): void {
       { cause: error },
     );
   }
-}
-
-/**
- * Why a receiver must not read a segment with these owner and mode bits,
- * or undefined. Without `--group` the segment must be this user's and
- * closed to everyone else (mode 0600); with it, it must belong to that
- * group and be closed to other users, whoever created it.
- */
-export function accessProblem(
-  name: string,
-  st: ShmStat,
-  group: UnixGroup | undefined,
-  uid: number | null,
-): string | undefined {
-  const mode = (st.mode & 0o777).toString(8);
-  if (group) {
-    if (st.gid !== group.gid) {
-      return `shared memory ${name} belongs to gid ${st.gid}, not to group ${group.name} ` +
-        `(gid ${group.gid}); refusing to read it`;
-    }
-    if ((st.mode & 0o007) !== 0) {
-      return `shared memory ${name} is open to users outside group ${group.name} ` +
-        `(mode ${mode}); refusing to trust it`;
-    }
-    return undefined;
-  }
-  if (uid !== null && st.uid !== uid) {
-    return `shared memory ${name} belongs to uid ${st.uid}, not ${uid}; refusing to read it ` +
-      `(to receive from a sender that shares it with a group, pass --group GROUP)`;
-  }
-  if ((st.mode & 0o077) !== 0) {
-    return `shared memory ${name} is open to other users (mode ${mode}); refusing to trust it`;
-  }
-  return undefined;
 }
 
 /** Typed access to one mapped, validated segment. */

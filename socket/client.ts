@@ -19,7 +19,7 @@ import {
   type ExpectedDigest,
   toHex,
 } from "../core/digest.ts";
-import { onSignal } from "../core/cli.ts";
+import { onSignal, ownerProblem } from "../core/cli.ts";
 import { delay } from "../core/delay.ts";
 import { describeError, P2mError, VerifyError } from "../core/errors.ts";
 import { formatBytes, formatRate } from "../core/format.ts";
@@ -50,7 +50,7 @@ import {
   writeAll,
 } from "./protocol.ts";
 import { receiveRaw } from "./raw.ts";
-import { EAGAIN, ECONNREFUSED, ENOENT, LibcError, UnixSocket } from "../ffi/mod.ts";
+import { EAGAIN, ECONNREFUSED, ENOENT, LibcError, type UnixGroup, UnixSocket } from "../ffi/mod.ts";
 import { DataChannel, SEND_BUFFER } from "./data_channel.ts";
 
 /** Bytes per read(2) on the data socket: one reused buffer. */
@@ -70,13 +70,20 @@ export interface ClientOptions {
   expect?: ExpectedDigest;
   /** Read plain bytes until EOF; no verification. */
   raw: boolean;
+  /** `--group`: the server's sockets must belong to this group (a server of another user). */
+  group?: UnixGroup;
   /** Where messages go. */
   reporter: Reporter;
 }
 
 /** Connects to `path`, retrying while nobody listens, until `deadline`. */
-async function connectRetry(path: string, deadline: number): Promise<Deno.UnixConn> {
+async function connectRetry(
+  path: string,
+  deadline: number,
+  group: UnixGroup | undefined,
+): Promise<Deno.UnixConn> {
   while (true) {
+    checkOwner(path, `socket ${path}`, group);
     try {
       return await Deno.connect({ transport: "unix", path });
     } catch (error) {
@@ -96,7 +103,7 @@ export async function runClient(options: ClientOptions): Promise<number> {
   const problem = socketPathProblem(options.socket);
   if (problem) throw new P2mError(problem, { exitCode: 2 });
   const deadline = performance.now() + options.timeoutSeconds * 1000;
-  const conn = await connectRetry(options.socket, deadline);
+  const conn = await connectRetry(options.socket, deadline, options.group);
   using _conn = conn;
   return options.raw
     ? await receiveRaw(conn, options)
@@ -124,7 +131,7 @@ async function receiveFramed(conn: Deno.UnixConn, options: ClientOptions, deadli
   let data: UnixSocket | undefined;
   do {
     connect = await waitForTurn(control, conn, options, deadline);
-    data = await connectWorker(connect.path);
+    data = await connectWorker(connect.path, options.group);
   } while (data === undefined);
 
   // From here on the control channel carries `commit` or bad news: watch it.
@@ -260,7 +267,11 @@ const WORKER_BACKLOG_MS = 1000;
  * worker gave up on us). A full backlog (a flood of other callers) is
  * retried briefly: the worker hears them all at once and drops the silent.
  */
-async function connectWorker(path: string): Promise<UnixSocket | undefined> {
+async function connectWorker(
+  path: string,
+  group: UnixGroup | undefined,
+): Promise<UnixSocket | undefined> {
+  checkOwner(path, `the server's worker socket ${path}`, group);
   const until = performance.now() + WORKER_BACKLOG_MS;
   while (true) {
     try {
@@ -276,6 +287,23 @@ async function connectWorker(path: string): Promise<UnixSocket | undefined> {
       await delay(10);
     }
   }
+}
+
+/**
+ * Refuses a socket file that is not this user's, or with `--group` not
+ * that group's (core/cli.ts `ownerProblem`). A missing or unreachable
+ * file passes: connecting says what is wrong with it.
+ */
+function checkOwner(path: string, what: string, group: UnixGroup | undefined): void {
+  let stat: Deno.FileInfo;
+  try {
+    stat = Deno.lstatSync(path);
+  } catch {
+    return;
+  }
+  const owner = { uid: stat.uid ?? -1, gid: stat.gid ?? -1, mode: stat.mode ?? 0 };
+  const problem = ownerProblem(what, owner, group, false);
+  if (problem) throw new P2mError(problem);
 }
 
 /** How long a failed copy waits for the server to say why (ms). */

@@ -5,13 +5,16 @@
  * - A stale socket file (nobody accepts on it) is removed and reused.
  * - A live server on the path means refuse.
  * - A path that exists but is not a socket is refused and never deleted.
- * - The new socket is chmod 0600 at once.
+ * - The new socket is chmod 0600 at once; with `--group GROUP`, 0660 and
+ *   that group (its directory is the operator's, or the group runtime dir
+ *   of core/runtime_dir.ts).
  *
  * @module
  */
 import { P2mError, UsageError } from "../core/errors.ts";
 import { osReason } from "../core/source.ts";
 import { socketPathProblem } from "./protocol.ts";
+import type { UnixGroup } from "../ffi/group.ts";
 
 /** A listening socket that removes its file when closed. */
 export class SocketListener implements Disposable {
@@ -68,7 +71,7 @@ function inode(path: string): number | null {
 }
 
 /** Listens on `path` (see the module rules); throws a P2mError saying why not. */
-export async function listenUnix(path: string): Promise<SocketListener> {
+export async function listenUnix(path: string, group?: UnixGroup): Promise<SocketListener> {
   const problem = socketPathProblem(path);
   if (problem) throw new UsageError(problem);
   // Two servers starting on one stale path must not both remove and claim
@@ -84,13 +87,13 @@ export async function listenUnix(path: string): Promise<SocketListener> {
     dirLock = undefined;
   }
   try {
-    return await claim(path);
+    return await claim(path, group);
   } finally {
     dirLock?.close(); // releases the lock
   }
 }
 
-async function claim(path: string): Promise<SocketListener> {
+async function claim(path: string, group: UnixGroup | undefined): Promise<SocketListener> {
   let stat: Deno.FileInfo | undefined;
   try {
     stat = Deno.lstatSync(path);
@@ -125,10 +128,14 @@ async function claim(path: string): Promise<SocketListener> {
   }
   const socket = new SocketListener(path, listener);
   try {
-    Deno.chmodSync(path, 0o600);
+    if (group) Deno.chownSync(path, null, group.gid);
+    Deno.chmodSync(path, group ? 0o660 : 0o600);
   } catch (error) {
     socket.close();
-    throw new P2mError(`cannot set the mode of ${path}: ${osReason(error)}`);
+    const why = group && error instanceof Deno.errors.PermissionDenied
+      ? `this user is not a member of group ${group.name}`
+      : osReason(error);
+    throw new P2mError(`cannot set the mode of ${path}: ${why}`);
   }
   return socket;
 }

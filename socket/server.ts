@@ -30,7 +30,8 @@ import { delay } from "../core/delay.ts";
 import { describeError, P2mError } from "../core/errors.ts";
 import { formatBytes } from "../core/format.ts";
 import type { Reporter } from "../core/report.ts";
-import { privateRuntimeDir } from "../core/runtime_dir.ts";
+import { socketDir } from "../core/runtime_dir.ts";
+import type { UnixGroup } from "../ffi/group.ts";
 import type { DigestAlgorithm } from "../core/digest.ts";
 import type { SourceInfo } from "../core/source.ts";
 import { AdmissionQueue } from "./admission.ts";
@@ -80,6 +81,8 @@ export interface ServerOptions {
   graceSeconds: number;
   /** Where messages go. */
   reporter: Reporter;
+  /** `--group`: the sockets and their directory are shared with this group. */
+  group?: UnixGroup;
 }
 
 /** Turns a peer gets at its worker before a missed connect fails it. */
@@ -101,13 +104,13 @@ export async function runServer(options: ServerOptions): Promise<number> {
     : kind === "directory"
     ? ServedStream.fromTree(options.file, options.digest, options.spoolDir, options.reporter)
     : ServedStream.fromStream(options.file, options.digest, options.spoolDir);
-  const workers = new WorkerPool(options.raw ? "" : privateRuntimeDir());
+  const workers = new WorkerPool(options.raw ? "" : socketDir(options.group));
   const unregisterSpares = onAbort(() => workers.discardSpares());
   let server: Server;
   try {
     // Deno takes a while to start: let the first workers boot meanwhile.
     if (!options.raw) workers.prestart(Math.min(options.peers ?? 1, options.maxActive, 16));
-    server = new Server(options, file, await listenUnix(options.socket), workers);
+    server = new Server(options, file, await listenUnix(options.socket, options.group), workers);
   } catch (error) {
     workers.discardSpares();
     unregisterSpares();

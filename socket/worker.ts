@@ -33,6 +33,7 @@
 import { onAbort, runCleanups } from "../core/cli.ts";
 import { delay } from "../core/delay.ts";
 import { describeError, P2mError } from "../core/errors.ts";
+import { sharedGroupDir } from "../core/runtime_dir.ts";
 import { Source } from "../core/source.ts";
 import {
   encodeChunkLength,
@@ -265,6 +266,10 @@ async function stream(
   let listener: UnixSocket;
   try {
     listener = UnixSocket.listen(config.socketPath);
+    // In a --group server's runtime dir (setgid: the socket has its group),
+    // the group's peers must reach it too. Before "ready": no one knows it yet.
+    const dir = config.socketPath.slice(0, config.socketPath.lastIndexOf("/"));
+    if (sharedGroupDir(dir)) Deno.chmodSync(config.socketPath, 0o660);
   } catch (error) {
     throw new P2mError(`cannot listen on ${config.socketPath}: ${describeError(error)}`);
   }
