@@ -11,6 +11,8 @@
  */
 import assert from "node:assert/strict";
 import { SHM_PERMISSIONS, SOCKET_PERMISSIONS } from "../core/permissions.ts";
+import { SharedMemory } from "../ffi/mod.ts";
+import { geometry, writeHeader } from "../shm/layout.ts";
 import {
   assertSameFile,
   listDir,
@@ -20,8 +22,8 @@ import {
   spawnP2m,
   tempDir,
   uniqueName,
+  waitFor,
 } from "./helpers.ts";
-import { waitForSocket } from "./socket_helpers.ts";
 
 const root = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 const notRoot = Deno.uid() !== 0;
@@ -150,6 +152,15 @@ async function stop(process: P2mProcess): Promise<void> {
   await process.done();
 }
 
+/** The permission bits of `path`, or -1 while it does not exist. */
+function modeOf(path: string): number {
+  try {
+    return (Deno.lstatSync(path).mode ?? 0) & 0o777;
+  } catch {
+    return -1;
+  }
+}
+
 /** Asserts a refusal: exit 1, the reason on stderr, nothing in the output dir. */
 function assertRefused(result: { code: number; output: string }, reason: RegExp, out: string) {
   assert.equal(result.code, 1, result.output);
@@ -223,13 +234,12 @@ Deno.test({
       user.p2m("socket.ts", ["client", "--socket", socket, "--out", `${out}/`, ...args]);
     const server = spawnP2m("socket.ts", ["server", file, "--group", user.group, "--peers", "1"]);
     try {
-      await waitForSocket(socket);
+      // The socket exists from listen(2) on, a moment before its chmod.
+      await waitFor(() => modeOf(socket) === 0o660, 15_000, "the socket's mode 0660");
       const dir = Deno.statSync(runtimeDir);
       assert.equal((dir.mode ?? 0) & 0o7777, 0o2750, "the runtime dir is 2750");
       assert.equal(dir.gid, user.gid, "the runtime dir has the group");
-      const listening = Deno.lstatSync(socket);
-      assert.equal((listening.mode ?? 0) & 0o777, 0o660, "the socket is 0660");
-      assert.equal(listening.gid, user.gid, "the socket has the group");
+      assert.equal(Deno.lstatSync(socket).gid, user.gid, "the socket has the group");
 
       assertRefused(
         await receive(["--timeout", "10"]),
@@ -251,6 +261,45 @@ Deno.test({
     } finally {
       await stop(server);
       await Deno.remove(runtimeDir, { recursive: true }).catch(() => {});
+    }
+  },
+});
+
+Deno.test({
+  name: "group: a stale group segment that the receiver may not remove does not crash it",
+  ignore: notRoot,
+  async fn() {
+    await using user = await OtherUser.create();
+    const name = uniqueName("p2m-group");
+    // A --group sender's segment whose sender and reaper both died: root's,
+    // 0660 of the group, no liveness lock. /dev/shm is sticky, so the other
+    // user may not unlink it.
+    const memory = SharedMemory.create(name)!;
+    try {
+      memory.shareWithGroup(user.gid);
+      const geo = geometry(4096, 2);
+      memory.truncate(geo.segmentSize);
+      writeHeader(memory.map(geo.segmentSize), {
+        ...geo,
+        fileSize: 5000,
+        mode: 0o644,
+        name: "old.bin",
+        digestCode: 1,
+        digestLength: 8,
+        peers: 1,
+        pid: 1,
+      });
+      const out = `${user.home}/out`;
+      const result = await user.p2m("sharedmem.ts", [
+        ...["receiver", "--name", name, "--group", user.group, "--out", `${out}/`],
+        ...["--timeout", "1"],
+      ]);
+      assertRefused(result, new RegExp(`no sender on ${name} within 1 s`), out);
+      assert.doesNotMatch(result.output, /shm_unlink|Operation not permitted/);
+      assert.equal((await shmEntries(name)).length, 1, "left for its owner to remove");
+    } finally {
+      SharedMemory.unlink(name);
+      memory.close();
     }
   },
 });
