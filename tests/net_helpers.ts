@@ -9,6 +9,7 @@
  * @module
  */
 import { delay } from "../core/delay.ts";
+import { type P2mProcess, spawnReceiving } from "./helpers.ts";
 
 const root = new URL("../", import.meta.url).pathname;
 
@@ -256,4 +257,32 @@ export async function runNet(
   options: { env?: Record<string, string>; cwd?: string; netns?: string } = {},
 ): Promise<NetResult> {
   return await spawnNet(args, options).done();
+}
+
+/**
+ * The local receivers of a `net fetch --fanout` host: shm receivers of
+ * segment `local`, or socket clients of socket `local`, one per out dir.
+ */
+export function spawnLocalReceivers(
+  fanout: "shm" | "socket",
+  local: string,
+  outs: string[],
+): P2mProcess[] {
+  return outs.map((out) =>
+    fanout === "shm"
+      ? spawnReceiving("sharedmem.ts", ["receiver", "--name", local], out, [])
+      : spawnReceiving("socket.ts", ["client", "--socket", local], out, [])
+  );
+}
+
+/** The `--fanout` flags of one host: its transport, 2 or more peers, and its own segment or socket. */
+export function fanoutArgs(fanout: "shm" | "socket", local: string, peers: number): string[] {
+  return [
+    "--fanout",
+    fanout,
+    "--peers",
+    String(peers),
+    fanout === "shm" ? "--name" : "--socket",
+    local,
+  ];
 }
