@@ -162,3 +162,20 @@ Deno.test({
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("net fanout: bad --fanout command lines exit 2 with a reason", async () => {
+  const cases: [string[], RegExp][] = [
+    [["--peers", "2"], /--peers goes with --fanout/],
+    [["--fanout", "tcp"], /--fanout must be shm or socket, not 'tcp'/],
+    [["--fanout", "shm", "--out", "-"], /--out - cannot be used with --fanout/],
+    [["--fanout", "shm", "--socket", "/tmp/x.sock"], /--socket goes with --fanout socket/],
+    [["--fanout", "socket", "--name", "n"], /--name goes with --fanout shm/],
+    [["--fanout", "shm", "--name", "a/b"], /--name must be/],
+    [["--fanout", "shm", "--peers", "0"], /--peers/],
+  ];
+  for (const [args, reason] of cases) {
+    const result = await runNet(["fetch", "k", "--server", "nats://127.0.0.1:1", ...args]);
+    assert.equal(result.code, 2, `${args.join(" ")}: ${result.stderr}`);
+    assert.match(result.stderr, reason, args.join(" "));
+  }
+});
