@@ -33,6 +33,7 @@ import { describeFetch, fetchKey } from "./net/fetch.ts";
 import { listKeys } from "./net/list.ts";
 import { removeKey } from "./net/remove.ts";
 import { DEFAULT_CHUNK, DEFAULT_WINDOW, describePublish, publish } from "./net/publish.ts";
+import { Revision } from "./net/revision.ts";
 import { NatsSession } from "./net/session.ts";
 import { MAX_RECEIVERS } from "./shm/layout.ts";
 
@@ -207,8 +208,9 @@ async function fetchCommand(args: string[]): Promise<number> {
   if (fanout) {
     const reporter = reporterFor(values);
     await using session = await NatsSession.open(connectionFlags(values));
-    const options = { key, out: values.out, force: values.force, watch: values.watch, ...fanout };
-    const result = await fanOut(session, options, reporter);
+    const options = { key, out: values.out, force: values.force, ...fanout };
+    const found = await Revision.find(session, key, { watch: values.watch });
+    const result = await fanOut(found, options, reporter);
     if (result.code === 0) reporter.info(describeFanout(result, options));
     reporter.event("done", {
       key,

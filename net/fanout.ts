@@ -30,8 +30,7 @@ import { privateRuntimeDir } from "../core/runtime_dir.ts";
 import { FanoutPayload } from "./fanout_payload.ts";
 import type { FetchOptions } from "./fetch.ts";
 import type { Manifest } from "./manifest.ts";
-import { Revision } from "./revision.ts";
-import type { NatsSession } from "./session.ts";
+import type { Revision } from "./revision.ts";
 import { VerifiedCopy } from "./verified_copy.ts";
 
 /** The local transports a fetch can fan out over. */
@@ -73,13 +72,12 @@ export interface FanoutResult {
 /** The bytes of one revision on their way to a local sender; resolves to the publisher's digest. */
 type Produce = (write: (bytes: Uint8Array) => void | Promise<void>) => Promise<Uint8Array>;
 
-/** Fetches `options.key` and serves it to `options.peers` local receivers while it arrives. */
+/** Fetches the revision `found` and serves it to `options.peers` local receivers while it arrives. */
 export async function fanOut(
-  session: NatsSession,
+  found: Revision,
   options: FanoutOptions,
   reporter: Reporter,
 ): Promise<FanoutResult> {
-  const found = await Revision.find(session, options.key, { watch: options.watch });
   const { manifest, revision } = found;
   using own = options.out === undefined ? undefined : await VerifiedCopy.create(options, manifest);
   const local = options.fanout === "shm"

@@ -10,14 +10,14 @@
  */
 import assert from "node:assert/strict";
 import { NatsSession } from "../net/session.ts";
-import { assertSameFile, listDir, makeFile, shmEntries, tempDir, uniqueName } from "./helpers.ts";
+import { assertSameFile, listDir, makeFile, shmEntries, uniqueName } from "./helpers.ts";
 import {
   fanoutArgs,
   natsMissing,
-  NatsServer,
   runNet,
   spawnLocalReceivers,
   spawnNet,
+  withServerAndDir,
 } from "./net_helpers.ts";
 
 const ignore = natsMissing();
@@ -33,10 +33,8 @@ for (const fanout of FANOUTS) {
   Deno.test({
     name: `net fanout ${fanout}: 2 local receivers and the own copy are the published file`,
     ignore,
-  }, async () => {
-    await using server = await NatsServer.start();
-    const dir = await tempDir();
-    try {
+  }, () =>
+    withServerAndDir(async (server, dir) => {
       const size = 24 * MiB + 5;
       await makeFile(`${dir}/model.bin`, size, 31);
       const published = await runNet(["publish", `${dir}/model.bin`, "--server", server.url]);
@@ -70,19 +68,14 @@ for (const fanout of FANOUTS) {
       assert.deepEqual(listDir(`${dir}/own`), ["model.bin"]);
       assert.deepEqual(await shmEntries(local), []);
       assert.ok(!listDir(dir).some((name) => name.endsWith(".sock")), "socket file removed");
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
-  });
+    }));
 }
 
 Deno.test({
   name: "net fanout: a chunk corrupted or misshapen in NATS fails every local copy; nothing kept",
   ignore,
-}, async () => {
-  await using server = await NatsServer.start();
-  const dir = await tempDir();
-  try {
+}, () =>
+  withServerAndDir(async (server, dir) => {
     const size = 6 * MiB + 3;
     await makeFile(`${dir}/good.bin`, size, 32);
     const bad = await Deno.readFile(`${dir}/good.bin`);
@@ -158,10 +151,7 @@ Deno.test({
         assert.deepEqual(await shmEntries(local), []);
       }
     }
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
+  }));
 
 Deno.test("net fanout: bad --fanout command lines exit 2 with a reason", async () => {
   const cases: [string[], RegExp][] = [

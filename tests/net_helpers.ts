@@ -9,7 +9,7 @@
  * @module
  */
 import { delay } from "../core/delay.ts";
-import { type P2mProcess, spawnReceiving } from "./helpers.ts";
+import { type P2mProcess, spawnReceiving, withTempDir } from "./helpers.ts";
 
 const root = new URL("../", import.meta.url).pathname;
 
@@ -285,4 +285,12 @@ export function fanoutArgs(fanout: "shm" | "socket", local: string, peers: numbe
     fanout === "shm" ? "--name" : "--socket",
     local,
   ];
+}
+
+/** Runs `body` with a fresh nats-server and a temp dir; both are gone afterwards, whatever happens. */
+export async function withServerAndDir(
+  body: (server: NatsServer, dir: string) => Promise<void>,
+): Promise<void> {
+  await using server = await NatsServer.start();
+  await withTempDir("p2m-test-", (dir) => body(server, dir));
 }
