@@ -151,14 +151,17 @@ async function serveShm(
 ): Promise<number> {
   const { runSender } = await import("../shm/sender.ts");
   const payload = new FanoutPayload(label, manifest.name, manifest.mode);
+  // A slot per NATS chunk when it fits the ring's rules: then every slot is
+  // full when published, and receivers are woken in batches, not per slot.
+  const chunk = manifest.chunkSize % 4096 === 0 ? manifest.chunkSize : 1 << 20;
   void produce((bytes) => payload.push(bytes)).then(() => payload.end(), (e) => payload.fail(e));
   return await runSender({
     path: label,
     name,
     peers: options.peers,
     waitSeconds: options.waitSeconds,
-    slots: 16,
-    chunk: 1 << 20,
+    slots: Math.max(16, Math.round((16 << 20) / chunk)),
+    chunk,
     stallSeconds: 10,
     digest: manifest.digest.algorithm,
     limitRate: 0,

@@ -252,7 +252,7 @@ async function main(): Promise<number> {
   reporter.info(
     new TextBlock([
       "",
-      ...textTable(report).lines,
+      ...cases.length > 0 ? textTable(report).lines : [],
       ...netLines(report),
       "",
       `Wrote ${resultsDir}/bench.{json,md,svg}`,
