@@ -9,6 +9,7 @@
  * @module
  */
 import assert from "node:assert/strict";
+import { delay } from "../core/delay.ts";
 import { NatsSession } from "../net/session.ts";
 import { assertSameFile, listDir, makeFile, shmEntries, uniqueName } from "./helpers.ts";
 import {
@@ -150,6 +151,36 @@ Deno.test({
         }
         assert.deepEqual(await shmEntries(local), []);
       }
+    }
+  }));
+
+Deno.test({
+  name: "net fanout: receivers that come later than --timeout hold the fetch, not fail it",
+  ignore,
+}, () =>
+  withServerAndDir(async (server, dir) => {
+    // More than the 32 MiB the fetcher queues before it stops asking NATS for chunks.
+    await makeFile(`${dir}/model.bin`, 48 * MiB, 33);
+    const published = await runNet(["publish", `${dir}/model.bin`, "--server", server.url]);
+    assert.equal(published.code, 0, published.stderr);
+    const local = localFor("shm", dir);
+    const fetch = spawnNet([
+      "fetch",
+      "model.bin",
+      "--server",
+      server.url,
+      ...fanoutArgs("shm", local, 2),
+      "--timeout",
+      "1.5",
+    ]);
+    await delay(4000); // the queue is full long before: the fetch waits on its receivers
+    const receivers = spawnLocalReceivers("shm", local, [`${dir}/r1`, `${dir}/r2`]);
+    const result = await fetch.done();
+    assert.equal(result.code, 0, result.stderr);
+    for (const [i, receiver] of receivers.entries()) {
+      const end = await receiver.done();
+      assert.equal(end.code, 0, `receiver ${i + 1}: ${end.stderr}`);
+      await assertSameFile(`${dir}/r${i + 1}/model.bin`, `${dir}/model.bin`);
     }
   }));
 
