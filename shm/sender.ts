@@ -12,6 +12,10 @@
  * name is owned by the {@linkcode SharedMemory} from {@link ./stale.ts},
  * whose reaper removes it if this process is killed. Receivers' verdicts
  * are checked against the sender's own observations ({@link ./entry_audit.ts}).
+ * A caller may hand over the payload and the digest instead
+ * ({@linkcode SenderOptions.payload}, {@linkcode SenderOptions.givenDigest}):
+ * `net fetch --fanout shm` sends chunks as they come from NATS, with the
+ * publisher's digest, and nothing is hashed here.
  *
  * @module
  */
