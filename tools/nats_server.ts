@@ -60,7 +60,13 @@ export class NatsServer implements AsyncDisposable {
    */
   static async start(args: string[] = [], options: { netns?: string } = {}): Promise<NatsServer> {
     const dir = await Deno.makeTempDir({ prefix: "p2m-nats-" });
-    const server = new NatsServer(dir, args, options.netns);
+    let server: NatsServer;
+    try {
+      server = new NatsServer(dir, args, options.netns); // finding free ports may fail
+    } catch (error) {
+      await Deno.remove(dir, { recursive: true });
+      throw error;
+    }
     try {
       await server.restart();
     } catch (error) {
