@@ -4,16 +4,19 @@
  * ```sh
  * deno task net publish FILE|- --server URL [--bucket B] [--key K] [--max-age S]
  * deno task net fetch KEY --server URL [--out DIR|FILE|-] [--watch]
+ *   [--fanout shm|socket --peers N [--name NAME | --socket PATH]]
  * deno task net ls --server URL
  * deno task net rm KEY --server URL
  * ```
  *
  * The NATS clients load lazily, in net/session.ts, so nothing else in p2m
- * pays for them. Design and measurements: docs/nats.md.
+ * pays for them; the shm and socket senders of `--fanout` load lazily in
+ * net/fanout.ts. Design and measurements: docs/nats.md.
  *
  * @module
  */
 import {
+  intFlag,
   maybeHelp,
   parseCommand,
   reporterFor,
@@ -25,11 +28,14 @@ import {
 import { DEFAULT_DIGEST, DIGEST_ALGORITHMS, isDigestAlgorithm } from "./core/digest.ts";
 import { formatBytes } from "./core/format.ts";
 import { CONNECTION_OPTIONS, CONNECTION_USAGE, connectionFlags } from "./net/connection_flags.ts";
+import { describeFanout, fanOut, FANOUT_KINDS, type FanoutKind } from "./net/fanout.ts";
 import { describeFetch, fetchKey } from "./net/fetch.ts";
 import { listKeys } from "./net/list.ts";
 import { removeKey } from "./net/remove.ts";
 import { DEFAULT_CHUNK, DEFAULT_WINDOW, describePublish, publish } from "./net/publish.ts";
+import { Revision } from "./net/revision.ts";
 import { NatsSession } from "./net/session.ts";
+import { MAX_RECEIVERS } from "./shm/layout.ts";
 
 /** The digests a publish may carry (all but `none`: a fetch always verifies). */
 const DIGEST_CHOICES = DIGEST_ALGORITHMS.filter((name) => name !== "none");
@@ -72,13 +78,26 @@ Usage: p2m net fetch <key> --server URL [options]
 Fetches the current revision of <key>, verifies it against the publisher's
 digest and commits it atomically. Exit 0 only when it verified.
 
+With --fanout, this process is also the host's local sender: it streams the
+bytes to N local receivers while they still arrive, and the receivers verify
+the publisher's digest (this process hashes nothing for them). Exit 0 only
+when the fetch and every local receiver verified.
+
 Options:
   --out DIR|FILE|-    where the copy goes (default: received-files/pid-<pid>_<name>);
                       '-' writes to stdout as bytes arrive: then the exit code
-                      is the verdict
+                      is the verdict. With --fanout: keep an own copy too
+                      (none without --out; '-' is not allowed)
   --force             replace an existing file
   --watch             wait for a key that is not published yet (no time limit;
                       SIGINT/SIGTERM end the wait)
+  --fanout shm|socket serve the host's receivers: 'p2m shm receiver --name NAME'
+                      or 'p2m socket client --socket PATH'
+  --peers N           local receivers to serve (with --fanout; default 1, shm at
+                      most ${MAX_RECEIVERS})
+  --name NAME         shm segment name (default p2m-<uid>)
+  --socket PATH       socket path (default <runtime dir>/p2m.sock)
+  --wait S            shm: seconds to wait for the receivers to attach (default 30)
 ${CONNECTION_USAGE}`;
 
 const LS_USAGE = `
@@ -119,6 +138,11 @@ const FETCH_SPEC = {
     out: { type: "string" },
     force: { type: "boolean" },
     watch: { type: "boolean" },
+    fanout: { type: "string" },
+    peers: { type: "string" },
+    name: { type: "string" },
+    socket: { type: "string" },
+    wait: { type: "string" },
     ...CONNECTION_OPTIONS,
   },
 } as const;
@@ -180,6 +204,27 @@ async function fetchCommand(args: string[]): Promise<number> {
   if (values.out === "-" && values.json) {
     throw new UsageError("--json writes events to stdout; it cannot be used with --out -");
   }
+  const fanout = fanoutFlags(values);
+  if (fanout) {
+    const reporter = reporterFor(values);
+    await using session = await NatsSession.open(connectionFlags(values));
+    const options = { key, out: values.out, force: values.force, ...fanout };
+    const found = await Revision.find(session, key, { watch: values.watch });
+    const result = await fanOut(found, options, reporter);
+    if (result.code === 0) reporter.info(describeFanout(result, options));
+    reporter.event("done", {
+      key,
+      revision: result.revision,
+      path: result.path ?? null,
+      fanout: fanout.fanout,
+      local: result.local,
+      peers: fanout.peers,
+      size: result.manifest.size,
+      seconds: result.seconds,
+      verified: result.code === 0,
+    });
+    return result.code;
+  }
   const reporter = reporterFor(values.out === "-" ? { ...values, quiet: true } : values);
   await using session = await NatsSession.open(connectionFlags(values));
   const result = await fetchKey(session, {
@@ -198,6 +243,48 @@ async function fetchCommand(args: string[]): Promise<number> {
     verified: true,
   });
   return 0;
+}
+
+/** The --fanout flags, checked, or undefined without --fanout. */
+function fanoutFlags(values: {
+  fanout?: string;
+  peers?: string;
+  name?: string;
+  socket?: string;
+  wait?: string;
+  out?: string;
+}) {
+  const { fanout } = values;
+  if (fanout === undefined) {
+    const stray = (["peers", "name", "socket", "wait"] as const).find((f) =>
+      values[f] !== undefined
+    );
+    if (stray) throw new UsageError(`--${stray} goes with --fanout shm|socket`);
+    return undefined;
+  }
+  if (!(FANOUT_KINDS as readonly string[]).includes(fanout)) {
+    throw new UsageError(`--fanout must be shm or socket, not '${fanout}'`);
+  }
+  if (values.out === "-") throw new UsageError("--out - cannot be used with --fanout");
+  if (fanout === "shm" && values.socket !== undefined) {
+    throw new UsageError("--socket goes with --fanout socket");
+  }
+  if (fanout === "socket" && (values.name !== undefined || values.wait !== undefined)) {
+    throw new UsageError(`--${values.name !== undefined ? "name" : "wait"} goes with --fanout shm`);
+  }
+  if (values.name !== undefined && !/^[A-Za-z0-9._-]{1,200}$/.test(values.name)) {
+    throw new UsageError(`--name must be 1 to 200 letters, digits, '.', '_' or '-'`);
+  }
+  return {
+    fanout: fanout as FanoutKind,
+    peers: intFlag(values.peers, "peers", 1, {
+      min: 1,
+      max: fanout === "shm" ? MAX_RECEIVERS : 10_000,
+    }),
+    name: values.name,
+    socket: values.socket,
+    waitSeconds: secondsFlag(values.wait, "wait", 30),
+  };
 }
 
 async function lsCommand(args: string[]): Promise<number> {

@@ -20,14 +20,12 @@
  *
  * @module
  */
-import { createDigest, toHex } from "../core/digest.ts";
-import { P2mError, VerifyError } from "../core/errors.ts";
 import { formatBytes, formatRate } from "../core/format.ts";
-import { OutputFile } from "../core/output.ts";
 import type { Reporter } from "../core/report.ts";
 import type { Manifest } from "./manifest.ts";
 import { Revision } from "./revision.ts";
-import { messageOf, type NatsSession } from "./session.ts";
+import type { NatsSession } from "./session.ts";
+import { VerifiedCopy } from "./verified_copy.ts";
 
 /** What to fetch and where to put it. */
 export interface FetchOptions {
@@ -61,36 +59,19 @@ export async function fetchKey(
 ): Promise<FetchResult> {
   const found = await Revision.find(session, options.key, { watch: options.watch });
   const { manifest, revision } = found;
-  const toStdout = options.out === "-";
-  using output = toStdout ? undefined : OutputFile.create({
-    out: options.out,
-    name: manifest.name,
-    mode: manifest.mode,
-    force: options.force,
-  });
-  const sink = output
-    ? (bytes: Uint8Array) => output.write(bytes)
-    : (bytes: Uint8Array) => writeAll(Deno.stdout, bytes);
+  using copy = await VerifiedCopy.create(options, manifest);
   reporter.event("start", { key: options.key, revision, size: manifest.size, uuid: manifest.uuid });
   const progress = reporter.progress(`fetch ${options.key}`, manifest.size);
-  const digest = await createDigest(manifest.digest.algorithm);
   const start = performance.now();
-  if (manifest.chunks > 0) {
-    await found.stream((bytes, done) => {
-      digest.update(bytes);
-      sink(bytes);
-      progress.update(done);
-    });
-  }
-  const actual = toHex(digest.digest());
-  if (actual !== manifest.digest.value) {
-    throw new VerifyError(`${manifest.digest.algorithm} ${manifest.digest.value}`, actual);
-  }
-  output?.commit();
+  await found.stream((bytes, done) => {
+    copy.write(bytes);
+    progress.update(done);
+  });
+  copy.finish();
   return {
     manifest,
     revision,
-    path: output?.path ?? "-",
+    path: copy.path,
     seconds: (performance.now() - start) / 1000,
   };
 }
@@ -101,13 +82,4 @@ export function describeFetch(result: FetchResult): string {
   return `fetched ${manifest.key} revision ${revision} -> ${path}: ${formatBytes(manifest.size)}, ${
     formatRate(manifest.size, seconds)
   }, ${manifest.digest.algorithm} verified`;
-}
-
-function writeAll(file: { writeSync(p: Uint8Array): number }, bytes: Uint8Array): void {
-  let offset = 0;
-  try {
-    while (offset < bytes.length) offset += file.writeSync(bytes.subarray(offset));
-  } catch (error) {
-    throw new P2mError(`cannot write to stdout: ${messageOf(error)}`);
-  }
 }

@@ -4,9 +4,12 @@
  *
  * This is the seam between the network and what is done with the bytes:
  * `net fetch` writes them to an output file; a local fan-out (`--fanout`,
- * later) hands the same callback's bytes to the shm or socket sender as a
- * stream source, with the manifest's digest as the one the local receivers
- * verify.
+ * net/fanout.ts) hands the same callback's bytes to the shm or socket
+ * sender as a stream source, with the manifest's digest as the one the
+ * local receivers verify. A callback that returns a promise holds the read
+ * until it settles (the local receivers are behind): no further chunk is
+ * requested meanwhile, and that wait is not counted as the network's
+ * silence.
  *
  * While the server is away (restart, lost link), the client reconnects and
  * the ordered consumer resumes after the last chunk it delivered; the read
@@ -21,6 +24,9 @@ import { type Manifest, parseManifest } from "./manifest.ts";
 import { messageOf, type NatsSession } from "./session.ts";
 
 const WATCH_POLL_MS = 250;
+
+/** Takes one checked chunk (and the total so far); a promise holds the read until it settles. */
+export type Take = (bytes: Uint8Array, done: number) => void | Promise<void>;
 const REPLACED_CHECK_MS = 1000;
 
 /** A revision found by its manifest; {@linkcode stream} delivers its bytes. */
@@ -74,7 +80,7 @@ export class Revision {
    * Throws a P2mError if a chunk is not what the manifest says, if no chunk
    * came for the timeout, or if the revision was replaced meanwhile.
    */
-  async stream(take: (bytes: Uint8Array, done: number) => void): Promise<void> {
+  async stream(take: Take): Promise<void> {
     if (this.manifest.chunks === 0) return;
     await readChunks(this.#session, this.manifest, this.revision, this.#keySubject, take);
   }
@@ -90,7 +96,7 @@ async function readChunks(
   manifest: Manifest,
   revision: number,
   keySubject: string,
-  take: (bytes: Uint8Array, done: number) => void,
+  take: Take,
 ): Promise<void> {
   const { subjects, flags } = session;
   const dataSubject = subjects.dataSubject(manifest.uuid);
@@ -112,8 +118,13 @@ async function readChunks(
   let lastCheckAt = lastChunkAt;
   let replaced = false;
   let checking = false;
+  let takerBusy = false;
   const watchdog = setInterval(async () => {
     const now = performance.now();
+    if (takerBusy) {
+      lastChunkAt = now; // the local side holds the read: the network is not silent
+      return;
+    }
     if (!replaced && !checking && now - lastCheckAt >= REPLACED_CHECK_MS) {
       lastCheckAt = now;
       checking = true;
@@ -157,7 +168,16 @@ async function readChunks(
       }
       lastSeq = seq;
       done += message.data.length;
-      take(message.data, done);
+      const taken = take(message.data, done);
+      if (taken) {
+        takerBusy = true;
+        try {
+          await taken;
+        } finally {
+          takerBusy = false;
+          lastChunkAt = performance.now();
+        }
+      }
       if (++index === manifest.chunks) break;
     }
   } catch (error) {

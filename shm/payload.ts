@@ -49,7 +49,11 @@ export interface Payload extends Disposable {
   fill(view: Uint8Array): void;
   /** A stream's next bytes: see {@linkcode StreamSource.readSome}. */
   readSome(view: Uint8Array, maxWaitMs: number): Promise<number | null>;
-  /** Why the input changed while sent, if it did; call at least every ~200 ms. */
+  /**
+   * Why the input changed while sent, if it did; call at least every ~200 ms.
+   * A payload fed by another task (net/fanout_payload.ts) throws that task's
+   * failure here instead, which aborts the transfer at once.
+   */
   changed(): string | undefined;
   /** Starts again from the first byte (a file, for `--linger` laps); false if it cannot. */
   rewind(): boolean;

@@ -12,6 +12,10 @@
  * name is owned by the {@linkcode SharedMemory} from {@link ./stale.ts},
  * whose reaper removes it if this process is killed. Receivers' verdicts
  * are checked against the sender's own observations ({@link ./entry_audit.ts}).
+ * A caller may hand over the payload and the digest instead
+ * ({@linkcode SenderOptions.payload}, {@linkcode SenderOptions.givenDigest}):
+ * `net fetch --fanout shm` sends chunks as they come from NATS, with the
+ * publisher's digest, and nothing is hashed here.
  *
  * @module
  */
@@ -82,6 +86,15 @@ export interface SenderOptions {
   lingerSeconds?: number;
   /** `--group`: share the segment with this group (mode 0660) instead of 0600. */
   group?: UnixGroup;
+  /** What to send instead of opening `path` (net fetch --fanout: bytes as they come from NATS). */
+  payload?: Payload;
+  /**
+   * The digest of `digest`'s algorithm that whoever produced the bytes
+   * published (net fetch --fanout: the publisher's, from the manifest). It
+   * is published to the receivers as is and nothing is hashed here, so the
+   * sender never vouches for bytes it did not see hashed at their origin.
+   */
+  givenDigest?: Uint8Array;
 }
 
 /** One receiver's line in the sender's summary. */
@@ -109,7 +122,7 @@ const HOUSEKEEPING_MS = 200;
 
 /** Runs a sender to the end; returns the exit code. */
 export async function runSender(options: SenderOptions, reporter: Reporter): Promise<number> {
-  using payload = openPayload(options.path, reporter);
+  using payload = options.payload ?? openPayload(options.path, reporter);
   if (options.lingerSeconds !== undefined && payload.kind !== "file") {
     throw new P2mError(
       `--linger replays a regular file for late receivers; ${payload.path} is a ` +
@@ -330,7 +343,8 @@ class SenderRun {
   }
 
   async transfer(): Promise<LapResult | undefined> {
-    const digest = await createDigest(this.#options.digest);
+    const given = this.#options.givenDigest;
+    const digest = await createDigest(given ? "none" : this.#options.digest);
     if (this.#linger) {
       if (!await this.#waitForLap()) {
         this.#setState(TransferState.Closed);
@@ -352,7 +366,7 @@ class SenderRun {
     }
     const changed = this.#payload.changed();
     if (changed) this.#sourceChanged(changed);
-    const raw = digest.digest();
+    const raw = given ?? digest.digest();
     seg.setDigest(raw);
     if (this.#payload.size === undefined) {
       // The stream's end: its size and chunk count are known only now.

@@ -16,6 +16,9 @@
  *   checked again when its bytes are read, so a file that changes while the
  *   tree is sent fails the whole transfer.
  *
+ * - **produced** ({@linkcode ServedStream.fromProducer}): bytes handed over
+ *   by the caller, with the digest it was given (net fetch --fanout).
+ *
  * An input that cannot be read, or a tree file that changes, fails the
  * transfer through {@linkcode ServedStream.watch}: the server then fails
  * every peer and kills its workers, and nobody keeps anything. A stream's
@@ -51,6 +54,8 @@ export class ServedStream implements Disposable {
   #spool: Spool;
   #digestHex: string | null = null;
   #failed: ((error: unknown) => void) | undefined;
+  /** A failure that came before {@linkcode watch} was called. */
+  #failure: { error: unknown } | undefined;
   #closed = false;
 
   private constructor(
@@ -63,7 +68,10 @@ export class ServedStream implements Disposable {
     this.#spool = spool;
     this.spool = { path: spool.path, size: tree ? info.size : null, tree };
     this.digest = produce(spool).then((raw) => this.#digestHex = toHex(raw));
-    this.digest.catch((error) => this.#failed?.(error));
+    this.digest.catch((error) => {
+      this.#failure = { error };
+      this.#failed?.(error);
+    });
   }
 
   /** Spools `path` (`-` is stdin) into a new spool in `spoolDir`. */
@@ -98,6 +106,22 @@ export class ServedStream implements Disposable {
         into.write(bytes);
       }
       return digest.digest();
+    });
+  }
+
+  /**
+   * Spools what `produce` writes, a stream of unknown size, and serves the
+   * digest it resolves to as is: nothing is hashed here (net fetch
+   * --fanout: the bytes come from NATS and the digest is the publisher's).
+   */
+  static fromProducer(
+    source: { path: string; name: string; mode: number },
+    spoolDir: string,
+    produce: (write: (bytes: Uint8Array) => void) => Promise<Uint8Array>,
+  ): ServedStream {
+    const info = { ...source, size: 0, identity: NO_IDENTITY };
+    return new ServedStream(info, Spool.create(spoolDir), false, (into) => {
+      return produce((bytes) => into.write(bytes));
     });
   }
 
@@ -152,6 +176,7 @@ export class ServedStream implements Disposable {
       failed = true;
       onFailure(error);
     };
+    if (this.#failure) this.#failed(this.#failure.error);
   }
 
   /** Stops reporting failures. */

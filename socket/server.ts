@@ -83,6 +83,8 @@ export interface ServerOptions {
   reporter: Reporter;
   /** `--group`: the sockets and their directory are shared with this group. */
   group?: UnixGroup;
+  /** A stream to serve instead of opening `file` (net fetch --fanout); `file` then only names it. */
+  served?: ServedStream;
 }
 
 /** Turns a peer gets at its worker before a missed connect fails it. */
@@ -93,17 +95,18 @@ export async function runServer(options: ServerOptions): Promise<number> {
   const problem = socketPathProblem(options.socket);
   if (problem) throw new P2mError(problem, { exitCode: 2 });
   const skip = options.raw ? "skip" : options.digest;
-  const kind = inputKind(options.file);
+  const kind = options.served ? "stream" : inputKind(options.file);
   if (kind !== "file" && options.raw) {
     throw new P2mError("--raw serves a regular file only, not a stream or a tree", {
       exitCode: 2,
     });
   }
-  using file = kind === "file"
-    ? new ServedFile(options.file, skip, options.reporter)
-    : kind === "directory"
-    ? ServedStream.fromTree(options.file, options.digest, options.spoolDir, options.reporter)
-    : ServedStream.fromStream(options.file, options.digest, options.spoolDir);
+  using file = options.served ??
+    (kind === "file"
+      ? new ServedFile(options.file, skip, options.reporter)
+      : kind === "directory"
+      ? ServedStream.fromTree(options.file, options.digest, options.spoolDir, options.reporter)
+      : ServedStream.fromStream(options.file, options.digest, options.spoolDir));
   const workers = new WorkerPool(options.raw ? "" : socketDir(options.group));
   const unregisterSpares = onAbort(() => workers.discardSpares());
   let server: Server;

@@ -1,6 +1,7 @@
 /**
  * `net` across hosts: network namespaces with veth links, the server in one
- * and three fetching hosts in three others. Every copy is identical, the
+ * and three fetching hosts in three others, each fanning out to 2 local
+ * receivers (shm, socket, shm). Every copy is identical, the
  * server sends one copy per host (its monitoring endpoint and each link's
  * kernel counter agree), and a host whose link is cut mid-transfer fails
  * clearly within its --timeout while the others verify.
@@ -8,8 +9,24 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { assertSameFile, largestPart, listDir, makeFile, tempDir, waitFor } from "./helpers.ts";
-import { natsMissing, NatsServer, runNet, spawnNet } from "./net_helpers.ts";
+import {
+  assertSameFile,
+  largestPart,
+  listDir,
+  makeFile,
+  shmEntries,
+  tempDir,
+  uniqueName,
+  waitFor,
+} from "./helpers.ts";
+import {
+  fanoutArgs,
+  natsMissing,
+  NatsServer,
+  runNet,
+  spawnLocalReceivers,
+  spawnNet,
+} from "./net_helpers.ts";
 import { netnsMissing, TestNetwork } from "./net_netns.ts";
 
 const ignore = natsMissing() || await netnsMissing();
@@ -20,8 +37,11 @@ interface ClosedConnection {
   out_bytes: number;
 }
 
+/** Each host's local fan-out: two shm hosts and a socket one, each with its own segment or socket. */
+const HOST_FANOUTS = ["shm", "socket", "shm"] as const;
+
 Deno.test({
-  name: "net hosts: three hosts fetch identical copies, one copy each from the server",
+  name: "net hosts: three hosts fetch once each and fan out to 2 local receivers, all identical",
   ignore,
 }, async () => {
   await using network = await TestNetwork.create(3);
@@ -36,6 +56,9 @@ Deno.test({
     );
     assert.equal(published.code, 0, published.stderr);
     const before = await Promise.all(network.hosts.map((_, i) => network.receivedBytes(i)));
+    const locals = HOST_FANOUTS.map((fanout, i) =>
+      fanout === "shm" ? uniqueName(`p2m-host${i + 1}`) : `${dir}/host${i + 1}.sock`
+    );
     const fetches = network.hosts.map((host, i) =>
       spawnNet([
         "fetch",
@@ -46,18 +69,29 @@ Deno.test({
         `${dir}/host${i + 1}/`,
         "--timeout",
         "30",
+        ...fanoutArgs(HOST_FANOUTS[i], locals[i], 2),
       ], { netns: host })
+    );
+    const receivers = HOST_FANOUTS.map((fanout, i) =>
+      spawnLocalReceivers(fanout, locals[i], [`${dir}/host${i + 1}-r1`, `${dir}/host${i + 1}-r2`])
     );
     const results = await Promise.all(fetches.map((f) => f.done()));
     for (const [i, result] of results.entries()) {
       assert.equal(result.code, 0, `host ${i + 1}: ${result.stderr}`);
       await assertSameFile(`${dir}/host${i + 1}/model.bin`, `${dir}/model.bin`);
+      for (const [r, receiver] of receivers[i].entries()) {
+        const end = await receiver.done();
+        assert.equal(end.code, 0, `host ${i + 1} receiver ${r + 1}: ${end.stderr}`);
+        await assertSameFile(`${dir}/host${i + 1}-r${r + 1}/model.bin`, `${dir}/model.bin`);
+      }
+      assert.deepEqual(await shmEntries(locals[i]), [], `host ${i + 1}: segment removed`);
       const received = (await network.receivedBytes(i)) - before[i];
       assert.ok(
         received >= size && received < size * 1.1,
         `host ${i + 1} received ${received} bytes on its link for a ${size}-byte file`,
       );
     }
+    assert.ok(!listDir(dir).some((name) => name.endsWith(".sock")), "socket file removed");
     const connz = await server.monitor("connz?state=closed&limit=1000");
     const senders = (connz.connections as ClosedConnection[])
       .filter((c) => c.name?.startsWith("p2m net") && c.out_bytes > size / 2);

@@ -28,16 +28,35 @@ import {
   UsageError,
 } from "../core/mod.ts";
 import {
+  addNetRatios,
   addRatios,
   type BenchReport,
   type CaseResult,
   chart,
   markdown,
   type MethodInfo,
+  netLines,
+  type NetSection,
   textTable,
 } from "./bench_report.ts";
-import { fileSystemType, runCopy, type RunResult, writeRandomFile } from "./harness.ts";
-import { type Baseline, buildCBaselines, hasSocat, taskArgv, type Transport } from "./plans.ts";
+import {
+  type Expected,
+  fileSystemType,
+  runCopy,
+  type RunResult,
+  writeRandomFile,
+} from "./harness.ts";
+import { NATS_SERVER_PATH, NatsServer } from "./nats_server.ts";
+import {
+  type Baseline,
+  buildCBaselines,
+  hasSocat,
+  NET_METHODS,
+  netArgv,
+  type NetMethod,
+  taskArgv,
+  type Transport,
+} from "./plans.ts";
 import { cpuOf, onInterrupt } from "./runner.ts";
 import { p2mArgv } from "../core/permissions.ts";
 
@@ -53,8 +72,11 @@ Options:
   --sizes LIST     file sizes, e.g. 64MiB,256MiB,1GiB (the default)
   --peers LIST     receiver counts, e.g. 1,4,16 (the default)
   --methods LIST   any of shm, shm-no-verify, shm-task, socket, socket-no-verify,
-                   socket-task, cp, tee, socat, c-ring, c-sendfile (default all);
-                   the -task forms run through 'deno task', the others as bin/p2m does
+                   socket-task, cp, tee, socat, c-ring, c-sendfile, net (default all);
+                   the -task forms run through 'deno task', the others as bin/p2m does;
+                   net (only when nats-server is installed) times, for each size,
+                   one 'net fetch', one 'net fetch --fanout shm --peers 4' with its 4
+                   receivers, and 4 separate 'net fetch' processes (hub-and-spoke)
   --runs N         runs per case; the report gives median, min and max (default 3)
   --out-dir DIR    write copies under DIR instead of a private tmpfs mount
                    (mounting needs root; without either, a temp dir is used)
@@ -84,7 +106,7 @@ const spec = {
 
 /** A measured method: a transport with or without verification, or a baseline tool. */
 interface Method extends MethodInfo {
-  method: Transport | Baseline;
+  method: Transport | Baseline | NetMethod;
   form?: "direct" | "task";
 }
 
@@ -115,7 +137,8 @@ async function main(): Promise<number> {
     .map((s) => sizeFlag(s, "sizes", 0, { min: 1, max: 64 * GiB }));
   const peerCounts = listFlag(values.peers, "peers", quick ? ["1", "4"] : ["1", "4", "16"])
     .map((p) => intFlag(p, "peers", 0, { min: 1, max: 64 }));
-  const methods = methodsFlag(values.methods);
+  const methodIds = listFlag(values.methods, "methods", [...METHODS.map((m) => m.id), "net"]);
+  const methods = methodsFlag(methodIds.filter((id) => id !== "net"));
   const runs = intFlag(values.runs, "runs", 3, { min: 1, max: 100 });
   const resultsDir = values.results ?? "bench-results";
   const reporter = new Reporter({ quiet: values.quiet || values.json });
@@ -126,7 +149,9 @@ async function main(): Promise<number> {
     methods.splice(methods.indexOf(m), 1);
   }
 
-  const largest = Math.max(...sizes.map((s) => s * (Math.max(...peerCounts) + 1)));
+  const wantNet = methodIds.includes("net");
+  const mostPeers = Math.max(...peerCounts, wantNet ? NET_PEERS : 0);
+  const largest = Math.max(...sizes.map((s) => s * (mostPeers + 1)));
   const area = await OutputArea.open(values["out-dir"], largest);
   const work = await Deno.makeTempDir({ prefix: "p2m-bench-" });
   const cBaselines = methods.some((m) => m.method.startsWith("c-"))
@@ -146,6 +171,7 @@ async function main(): Promise<number> {
   const started = new Date();
   const startup = await startupCpu(work);
   const cases: CaseResult[] = [];
+  let net: NetSection | undefined;
   try {
     reporter.info(
       `p2m bench: copies on ${area.fileSystem} (${area.how}, ${
@@ -200,6 +226,7 @@ async function main(): Promise<number> {
       }
       await Deno.remove(file);
     }
+    if (wantNet) net = await benchNet(sizes, runs, area, work, reporter);
   } finally {
     await cleanup();
   }
@@ -215,6 +242,7 @@ async function main(): Promise<number> {
     skipped,
     startup,
     cases,
+    ...(net ? { net } : {}),
   };
   await Deno.mkdir(resultsDir, { recursive: true });
   await Deno.writeTextFile(`${resultsDir}/bench.json`, JSON.stringify(report, null, 2) + "\n");
@@ -222,9 +250,15 @@ async function main(): Promise<number> {
   await Deno.writeTextFile(`${resultsDir}/bench.svg`, chart(report));
   if (values.json) console.log(jsonLine(report));
   reporter.info(
-    new TextBlock(["", ...textTable(report).lines, "", `Wrote ${resultsDir}/bench.{json,md,svg}`]),
+    new TextBlock([
+      "",
+      ...cases.length > 0 ? textTable(report).lines : [],
+      ...netLines(report),
+      "",
+      `Wrote ${resultsDir}/bench.{json,md,svg}`,
+    ]),
   );
-  return cases.every((c) => c.errors.length === 0) ? 0 : 1;
+  return [...cases, ...net?.cases ?? []].every((c) => c.errors.length === 0) ? 0 : 1;
 }
 
 /** Median, min, max, throughput and peak memory of one case's runs. */
@@ -272,6 +306,99 @@ function line(c: CaseResult): string {
   return `${what} ${c.median.toFixed(3)} s (${c.min!.toFixed(3)}–${c.max!.toFixed(3)})  ${
     c.gibps!.toFixed(2)
   } GiB/s  ${c.verified}/${c.copies} verified`;
+}
+
+/** Local receivers of the net section's fan-out and hub-and-spoke cases. */
+const NET_PEERS = 4;
+
+/**
+ * The net section: one nats-server on loopback (its store in the work dir),
+ * each size published once, then `net-fetch`, `net-fanout-shm` and
+ * `net-hub` interleaved `runs` times, every copy checked after timing.
+ * Skipped, with the reason, when nats-server is not installed.
+ */
+async function benchNet(
+  sizes: number[],
+  runs: number,
+  area: OutputArea,
+  work: string,
+  reporter: Reporter,
+): Promise<NetSection> {
+  const section: NetSection = { publishSeconds: [], cases: [] };
+  if (!NATS_SERVER_PATH) {
+    section.skipped = "nats-server is not installed (apt-get install nats-server)";
+    reporter.info(`net: ${section.skipped}; skipped`);
+    return section;
+  }
+  await using server = await NatsServer.start();
+  let tag = 0;
+  for (const size of sizes.filter((s) => s * (NET_PEERS + 1) <= area.capacity)) {
+    const file = `${area.dir}/net-src.bin`;
+    const expected = await writeRandomFile(file, size);
+    const key = `bench-${size}`;
+    const started = performance.now();
+    const publish = netArgv(["publish", file, "--server", server.url, "--key", key, "--quiet"]);
+    const published = await new Deno.Command(publish[0], { args: publish.slice(1) }).output();
+    section.publishSeconds.push({
+      size,
+      seconds: published.success ? round((performance.now() - started) / 1000) : null,
+    });
+    await Deno.remove(file);
+    if (!published.success) {
+      reporter.error(`net: publishing ${formatBytes(size)} failed`);
+      continue;
+    }
+    const results = new Map<NetMethod, RunResult[]>(NET_METHODS.map((m) => [m, []]));
+    for (let run = 0; run < runs; run++) {
+      for (const method of NET_METHODS) {
+        const peers = method === "net-fetch" ? 1 : NET_PEERS;
+        const result = await netRun(method, size, peers, area, work, `net-${Deno.pid}-${++tag}`, {
+          url: server.url,
+          key,
+        }, expected);
+        results.get(method)!.push(result);
+      }
+    }
+    for (const method of NET_METHODS) {
+      const peers = method === "net-fetch" ? 1 : NET_PEERS;
+      const m = { id: method, method, baseline: false, verify: true };
+      const c = summarise(m, size, peers, results.get(method)!);
+      section.cases.push(c);
+      reporter.info(line(c));
+      for (const e of c.errors) reporter.error(`${method}, ${formatBytes(size)}: ${e}`);
+    }
+  }
+  addNetRatios(section);
+  return section;
+}
+
+/** One timed net run into a fresh output dir, removed afterwards. */
+async function netRun(
+  method: NetMethod,
+  size: number,
+  peers: number,
+  area: OutputArea,
+  work: string,
+  tag: string,
+  nats: { url: string; key: string },
+  expected: Expected,
+): Promise<RunResult> {
+  const outDir = `${area.dir}/out`;
+  try {
+    return await runCopy({
+      method,
+      file: `${area.dir}/net-src.bin`,
+      peers,
+      outDir,
+      workDir: work,
+      tag,
+      timeoutSeconds: 60 + (size * peers) / (50 * MiB),
+      measure: true,
+      nats,
+    }, expected);
+  } finally {
+    await Deno.remove(outDir, { recursive: true }).catch(() => {});
+  }
 }
 
 /**
@@ -370,13 +497,14 @@ function listFlag(value: string | undefined, flag: string, fallback: string[]): 
   return [...new Set(items)];
 }
 
-function methodsFlag(value: string | undefined): Method[] {
-  const ids = listFlag(value, "methods", METHODS.map((m) => m.id));
+function methodsFlag(ids: string[]): Method[] {
   return ids.map((id) => {
     const m = METHODS.find((m) => m.id === id);
     if (!m) {
       throw new UsageError(
-        `--methods: unknown method '${id}'; choose from ${METHODS.map((m) => m.id).join(", ")}`,
+        `--methods: unknown method '${id}'; choose from ${
+          [...METHODS.map((m) => m.id), "net"].join(", ")
+        }`,
       );
     }
     return m;

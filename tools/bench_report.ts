@@ -80,6 +80,57 @@ export interface BenchReport {
   };
   /** Every measured case. */
   cases: CaseResult[];
+  /** The net section (NATS JetStream on loopback), when it ran or was skipped. */
+  net?: NetSection;
+}
+
+/**
+ * `net fetch` alone (one copy), `net fetch --fanout shm` to N local
+ * receivers, and hub-and-spoke (N separate fetches), against one
+ * nats-server on loopback. Each case's `ratio` is its median time over the
+ * lone fetch's at the same size (1.10 is the issue's bound for the fan-out).
+ */
+export interface NetSection {
+  /** Why the section did not run. */
+  skipped?: string;
+  /** Seconds each `net publish` of a size took, in size order. */
+  publishSeconds: { size: number; seconds: number | null }[];
+  /** The measured cases (ids net-fetch, net-fanout-shm, net-hub). */
+  cases: CaseResult[];
+}
+
+/** Sets each net case's ratio: its median time over the lone fetch's at its size. */
+export function addNetRatios(section: NetSection): void {
+  for (const c of section.cases) {
+    const alone = section.cases.find((a) => a.id === "net-fetch" && a.size === c.size);
+    c.ratio = alone?.median && c.median !== null ? c.median / alone.median : null;
+  }
+}
+
+/** The net section's lines (Markdown table rows and a heading), or none. */
+export function netLines(report: BenchReport): string[] {
+  const net = report.net;
+  if (!net) return [];
+  if (net.skipped) return ["", "## net (NATS JetStream)", "", `Skipped: ${net.skipped}.`];
+  const s = (v: number | null) => v === null ? "–" : v.toFixed(3);
+  return [
+    "",
+    "## net (NATS JetStream, one nats-server on loopback)",
+    "",
+    "`net-fetch`: one `net fetch` (one copy); `net-fanout-shm`: one `net fetch --fanout shm` " +
+    "and its local shm receivers; `net-hub`: that many separate `net fetch` processes " +
+    "(hub-and-spoke). \"× fetch\" is the median time over the lone fetch's; the issue's bound " +
+    "for the fan-out is 1.10. Publish times: " +
+    net.publishSeconds.map((p) => `${formatBytes(p.size)} ${s(p.seconds)} s`).join(", ") + ".",
+    "",
+    "| size | copies | method | median s | min–max s | × fetch | verified |",
+    "|---|---:|---|---:|---:|---:|---:|",
+    ...net.cases.map((c) =>
+      `| ${formatBytes(c.size)} | ${c.peers} | ${c.id} | ${s(c.median)} | ` +
+      `${c.min === null ? "–" : `${s(c.min)}–${s(c.max)}`} | ` +
+      `${c.ratio === null ? "–" : c.ratio.toFixed(2)} | ${c.verified}/${c.copies} |`
+    ),
+  ];
 }
 
 /** Fills in each case's ratio to the best baseline at its size and peer count. */
@@ -131,14 +182,14 @@ export function markdown(report: BenchReport): string {
     `|${HEADERS.map((_, i) => i < 3 ? "---" : "---:").join("|")}|`,
     ...report.cases.map((c) => `| ${cells(c).join(" | ")} |`),
   ];
-  lines.push(...whereTimeGoes(report));
+  lines.push(...whereTimeGoes(report), ...netLines(report));
   if (report.skipped.length > 0) {
     lines.push("", "Skipped:", "");
     for (const s of report.skipped) {
       lines.push(`- ${formatBytes(s.size)} × ${s.peers}: ${s.reason}`);
     }
   }
-  const failures = report.cases.filter((c) => c.errors.length > 0);
+  const failures = [...report.cases, ...report.net?.cases ?? []].filter((c) => c.errors.length > 0);
   if (failures.length > 0) {
     lines.push("", "Failures:", "");
     for (const c of failures) {

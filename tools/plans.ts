@@ -22,6 +22,15 @@ export const BASELINES = ["cp", "tee", "socat", "c-ring", "c-sendfile"] as const
 /** A baseline tool. */
 export type Baseline = typeof BASELINES[number];
 
+/**
+ * The bench's net section (NATS JetStream on loopback): one `net fetch`
+ * alone (one copy), one `net fetch --fanout shm` to N local receivers, and
+ * hub-and-spoke, N separate `net fetch` processes.
+ */
+export const NET_METHODS = ["net-fetch", "net-fanout-shm", "net-hub"] as const;
+/** A net method. */
+export type NetMethod = typeof NET_METHODS[number];
+
 /** Paths of the compiled C baseline programs. */
 export interface CBaselines {
   /** `shm_ring send|receive …` */
@@ -51,7 +60,7 @@ export async function buildCBaselines(dir: string): Promise<CBaselines | undefin
 /** What a plan needs to know about its run. */
 export interface PlanOptions {
   /** The transport or baseline tool. */
-  method: Transport | Baseline;
+  method: Transport | Baseline | NetMethod;
   /** For transports: verify the digest (false passes `--no-verify`). */
   verify?: boolean;
   /**
@@ -74,6 +83,8 @@ export interface PlanOptions {
   events: boolean;
   /** The C baselines, compiled by {@linkcode buildCBaselines} (c-ring, c-sendfile only). */
   cBaselines?: CBaselines;
+  /** The server and the key, for the net methods. */
+  nats?: { url: string; key: string };
 }
 
 /** Whether `socat` is installed (the socat baseline is skipped otherwise). */
@@ -118,18 +129,41 @@ export function planRun(options: PlanOptions, peerDirs: string[]): Plan {
           ...noVerify,
           "--quiet",
         ]),
+        receivers: shmReceivers(deno, shmName, peerDirs, wait, json),
+      };
+    }
+    case "net-fetch":
+    case "net-hub": {
+      const { url, key } = requireNats(options);
+      return {
         receivers: peerDirs.map((dir) =>
-          deno("sharedmem.ts", [
-            "receiver",
-            "--name",
-            shmName,
-            "--out",
-            `${dir}/`,
-            "--timeout",
-            wait,
-            json,
-          ])
+          netArgv(["fetch", key, "--server", url, "--out", `${dir}/`, "--timeout", wait, "--quiet"])
         ),
+      };
+    }
+    case "net-fanout-shm": {
+      const { url, key } = requireNats(options);
+      const shmName = `p2m-${options.tag}`;
+      return {
+        leaves: [`/dev/shm/${shmName}`],
+        sender: netArgv([
+          "fetch",
+          key,
+          "--server",
+          url,
+          "--fanout",
+          "shm",
+          "--peers",
+          String(peers),
+          "--name",
+          shmName,
+          "--wait",
+          wait,
+          "--timeout",
+          wait,
+          "--quiet",
+        ]),
+        receivers: shmReceivers(deno, shmName, peerDirs, wait, json),
       };
     }
     case "socket":
@@ -212,4 +246,44 @@ export function taskArgv(program: "socket.ts" | "sharedmem.ts", args: string[]):
 function requireC(options: PlanOptions): CBaselines {
   if (!options.cBaselines) throw new Error(`${options.method} needs the compiled C baselines`);
   return options.cBaselines;
+}
+
+function requireNats(options: PlanOptions): { url: string; key: string } {
+  if (!options.nats) throw new Error(`${options.method} needs a NATS server and a key`);
+  return options.nats;
+}
+
+/** One shm receiver per directory, of segment `shmName`. */
+function shmReceivers(
+  deno: typeof p2mArgv,
+  shmName: string,
+  peerDirs: string[],
+  wait: string,
+  json: string,
+): string[][] {
+  return peerDirs.map((dir) =>
+    deno("sharedmem.ts", [
+      "receiver",
+      "--name",
+      shmName,
+      "--out",
+      `${dir}/`,
+      "--timeout",
+      wait,
+      json,
+    ])
+  );
+}
+
+/** `net.ts ARGS` with exactly the flags of its deno.json task. */
+export function netArgv(args: string[]): string[] {
+  const config = JSON.parse(Deno.readTextFileSync(new URL("../deno.json", import.meta.url)));
+  const flags = (config.tasks.net as string).split(/\s+/).filter((w) => w.startsWith("--allow-"));
+  return [
+    Deno.execPath(),
+    "run",
+    ...flags,
+    new URL("../net.ts", import.meta.url).pathname,
+    ...args,
+  ];
 }
