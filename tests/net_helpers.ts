@@ -11,7 +11,8 @@
 import assert from "node:assert/strict";
 import { delay } from "../core/delay.ts";
 import { NatsSession } from "../net/session.ts";
-import { largestPart, makeFile, waitFor, withTempDir } from "./helpers.ts";
+import { spawnPiped } from "../tools/runner.ts";
+import { largestPart, makeFile, waitFor, whenDone, withTempDir } from "./helpers.ts";
 
 const root = new URL("../", import.meta.url).pathname;
 
@@ -228,29 +229,9 @@ export function spawnNet(
   } = {},
 ): NetProcess {
   const run = [Deno.execPath(), "run", ...netPermissions(), `${root}net.ts`, ...args];
-  const child = new Deno.Command(options.netns ? "ip" : run[0], {
-    args: options.netns ? ["netns", "exec", options.netns, ...run] : run.slice(1),
-    cwd: options.cwd,
-    env: { NO_COLOR: "1", ...options.env },
-    clearEnv: false,
-    stdin: options.stdin ?? "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const output = child.output();
-  return {
-    child,
-    async done() {
-      const result = await output;
-      const text = new TextDecoder();
-      return {
-        code: result.code,
-        stdout: text.decode(result.stdout),
-        stdoutBytes: result.stdout,
-        stderr: text.decode(result.stderr),
-      };
-    },
-  };
+  const argv = options.netns ? ["ip", "netns", "exec", options.netns, ...run] : run;
+  const child = spawnPiped(argv, options);
+  return { child, done: whenDone(child) };
 }
 
 /** Runs `net.ts` to its end. */

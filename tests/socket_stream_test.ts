@@ -20,7 +20,8 @@ import {
   TrailerStatus,
 } from "../core/wire.ts";
 import { writeAll } from "../socket/protocol.ts";
-import { listDir, makeFile, waitFor } from "./helpers.ts";
+import { listDir, makeFile, waitFor, whenDone } from "./helpers.ts";
+import { spawnPiped } from "../tools/runner.ts";
 import {
   assertNoTempFiles,
   childPids,
@@ -35,28 +36,8 @@ const CHUNK = 1024 * 1024;
 /** A server on `-` whose stdin the test writes, spooling into `spool`. */
 function stdinServer(socket: string, spool: string, args: string[] = []) {
   const argv = p2mArgv("socket.ts", ["server", "-", "--socket", socket, "--spool", spool, ...args]);
-  const child = new Deno.Command(argv[0], {
-    args: argv.slice(1),
-    env: { NO_COLOR: "1" },
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const stdin = child.stdin.getWriter();
-  const output = child.output();
-  return {
-    child,
-    stdin,
-    async done() {
-      const result = await output;
-      const text = new TextDecoder();
-      return {
-        code: result.code,
-        stdout: text.decode(result.stdout),
-        stderr: text.decode(result.stderr),
-      };
-    },
-  };
+  const child = spawnPiped(argv, { stdin: "piped" });
+  return { child, stdin: child.stdin.getWriter(), done: whenDone(child) };
 }
 
 /** A client writing to stdout (`--out -`, or `out`), its stdout left to the test. */
@@ -71,13 +52,7 @@ function stdoutClient(socket: string, args: string[] = [], out = "-") {
     "20",
     ...args,
   ]);
-  return new Deno.Command(argv[0], {
-    args: argv.slice(1),
-    env: { NO_COLOR: "1" },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
+  return spawnPiped(argv);
 }
 
 async function stderrOf(child: Deno.ChildProcess): Promise<string> {
