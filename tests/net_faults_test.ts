@@ -236,8 +236,8 @@ natsTest(
   "net: the server killed mid-fetch and not back within --timeout: clear failure, nothing kept",
   "gone",
   async ({ server, dir, common }) => {
-    await publishNewFile(`${dir}/big.bin`, 128 * MiB, 10, common);
     const out = `${dir}/out`;
+    await publishNewFile(`${dir}/big.bin`, 128 * MiB, 10, common);
     const started = performance.now();
     const fetcher = await fetchUnderWay("big.bin", [...common, "--timeout", "3"], out, 8 * MiB);
     await server.kill("SIGKILL");
@@ -325,9 +325,9 @@ natsTest(
   "net: the server killed mid-publish: clear failure within --timeout, no revision after restart",
   "pubkill",
   async (test) => {
+    const timeout = ["--timeout", "3"];
+    const publisher = await publishUnderWay(test, `${test.dir}/big.bin`, 256 * MiB, 15, timeout, 8);
     const { server, dir, common } = test;
-    const path = `${dir}/big.bin`;
-    const publisher = await publishUnderWay(test, path, 256 * MiB, 15, ["--timeout", "3"], 8);
     await server.kill("SIGKILL");
     const published = await publisher.done();
     assertNetFailed(published, /publishing big\.bin failed: .*no revision was stored/);

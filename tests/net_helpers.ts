@@ -13,6 +13,7 @@ import { delay } from "../core/delay.ts";
 import { NatsSession } from "../net/session.ts";
 import { spawnPiped } from "../tools/runner.ts";
 import { largestPart, makeFile, waitFor, whenDone, withTempDir } from "./helpers.ts";
+import { TestNetwork } from "./net_netns.ts";
 
 const root = new URL("../", import.meta.url).pathname;
 
@@ -412,4 +413,62 @@ export function natsTest(
   serverArgs: string[] = [],
 ): void {
   Deno.test({ name, ignore: natsMissing() }, () => withNats(bucket, body, serverArgs));
+}
+
+/** What a test across hosts gets from {@link withHosts}. */
+export interface HostsTest {
+  /** The server namespace and the hosts' namespaces. */
+  network: TestNetwork;
+  /** The nats-server, in the server namespace. */
+  server: NatsServer;
+  /** A temp dir for the test's files (each host writes into `DIR/hostN/`). */
+  dir: string;
+}
+
+/**
+ * Runs `body` with `hosts` test hosts, a nats-server in their server
+ * namespace and a temp dir; all are gone afterwards whatever `body` does.
+ */
+export async function withHosts(
+  hosts: number,
+  body: (test: HostsTest) => Promise<void>,
+): Promise<void> {
+  await using network = await TestNetwork.create(hosts);
+  await using server = await NatsServer.start([], { netns: network.server });
+  await withTempDir("p2m-test-", (dir) => body({ network, server, dir }));
+}
+
+/** Writes `DIR/name` (`size` bytes from `seed`) and publishes it from the server's namespace. */
+export async function publishFromServer(
+  { network, server, dir }: HostsTest,
+  name: string,
+  size: number,
+  seed: number,
+): Promise<void> {
+  await makeFile(`${dir}/${name}`, size, seed);
+  const published = await runNet(
+    ["publish", `${dir}/${name}`, "--server", `nats://127.0.0.1:${server.port}`],
+    { netns: network.server },
+  );
+  assert.equal(published.code, 0, published.stderr);
+}
+
+/** Starts `fetch key` on every host into `DIR/hostN/`, with `--timeout timeout(i)` on host i. */
+export function fetchOnEveryHost(
+  { network, server, dir }: HostsTest,
+  key: string,
+  timeout: (host: number) => string,
+): NetProcess[] {
+  return network.hosts.map((host, i) =>
+    spawnNet([
+      "fetch",
+      key,
+      "--server",
+      `nats://${network.serverAddress(i)}:${server.port}`,
+      "--out",
+      `${dir}/host${i + 1}/`,
+      "--timeout",
+      timeout(i),
+    ], { netns: host })
+  );
 }

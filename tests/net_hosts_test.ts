@@ -8,9 +8,9 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { assertSameFile, largestPart, listDir, makeFile, tempDir, waitFor } from "./helpers.ts";
-import { natsMissing, NatsServer, runNet, spawnNet } from "./net_helpers.ts";
-import { netnsMissing, TestNetwork } from "./net_netns.ts";
+import { assertSameFile, largestPart, listDir, waitFor } from "./helpers.ts";
+import { fetchOnEveryHost, natsMissing, publishFromServer, withHosts } from "./net_helpers.ts";
+import { netnsMissing } from "./net_netns.ts";
 
 const ignore = natsMissing() || await netnsMissing();
 const MiB = 1 << 20;
@@ -24,30 +24,12 @@ Deno.test({
   name: "net hosts: three hosts fetch identical copies, one copy each from the server",
   ignore,
 }, async () => {
-  await using network = await TestNetwork.create(3);
-  await using server = await NatsServer.start([], { netns: network.server });
-  const dir = await tempDir();
-  try {
+  await withHosts(3, async (test) => {
+    const { network, server, dir } = test;
     const size = 48 * MiB + 17;
-    await makeFile(`${dir}/model.bin`, size, 21);
-    const published = await runNet(
-      ["publish", `${dir}/model.bin`, "--server", `nats://127.0.0.1:${server.port}`],
-      { netns: network.server },
-    );
-    assert.equal(published.code, 0, published.stderr);
+    await publishFromServer(test, "model.bin", size, 21);
     const before = await Promise.all(network.hosts.map((_, i) => network.receivedBytes(i)));
-    const fetches = network.hosts.map((host, i) =>
-      spawnNet([
-        "fetch",
-        "model.bin",
-        "--server",
-        `nats://${network.serverAddress(i)}:${server.port}`,
-        "--out",
-        `${dir}/host${i + 1}/`,
-        "--timeout",
-        "30",
-      ], { netns: host })
-    );
+    const fetches = fetchOnEveryHost(test, "model.bin", () => "30");
     const results = await Promise.all(fetches.map((f) => f.done()));
     for (const [i, result] of results.entries()) {
       assert.equal(result.code, 0, `host ${i + 1}: ${result.stderr}`);
@@ -65,39 +47,19 @@ Deno.test({
     for (const connection of senders) {
       assert.ok(connection.out_bytes < size * 1.1, `one copy per host (${connection.out_bytes})`);
     }
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test({
   name: "net hosts: one host's link cut mid-transfer fails it clearly; the others verify",
   ignore,
 }, async () => {
-  await using network = await TestNetwork.create(3);
-  await using server = await NatsServer.start([], { netns: network.server });
-  const dir = await tempDir();
-  try {
+  await withHosts(3, async (test) => {
+    const { network, dir } = test;
     const size = 128 * MiB;
-    await makeFile(`${dir}/data.bin`, size, 22);
-    const published = await runNet(
-      ["publish", `${dir}/data.bin`, "--server", `nats://127.0.0.1:${server.port}`],
-      { netns: network.server },
-    );
-    assert.equal(published.code, 0, published.stderr);
+    await publishFromServer(test, "data.bin", size, 22);
     for (let i = 0; i < 3; i++) await Deno.mkdir(`${dir}/host${i + 1}`);
-    const fetches = network.hosts.map((host, i) =>
-      spawnNet([
-        "fetch",
-        "data.bin",
-        "--server",
-        `nats://${network.serverAddress(i)}:${server.port}`,
-        "--out",
-        `${dir}/host${i + 1}/`,
-        "--timeout",
-        i === 2 ? "3" : "30",
-      ], { netns: host })
-    );
+    const fetches = fetchOnEveryHost(test, "data.bin", (i) => i === 2 ? "3" : "30");
     await waitFor(() => largestPart(`${dir}/host3`) >= 4 * MiB, 60_000, "host 3 under way");
     await network.cutLink(2);
     const cutAt = performance.now();
@@ -113,7 +75,5 @@ Deno.test({
       assert.equal(result.code, 0, `host ${i + 1}: ${result.stderr}`);
       await assertSameFile(`${dir}/host${i + 1}/data.bin`, `${dir}/data.bin`);
     }
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });

@@ -8,6 +8,7 @@
  * @module
  */
 import assert from "node:assert/strict";
+import { delay } from "../core/delay.ts";
 import { Buffer } from "node:buffer";
 import { createDigest, toHex } from "../core/digest.ts";
 import { lines } from "../core/lines.ts";
@@ -142,7 +143,7 @@ Deno.test("socket: kill -9 of the server mid-stream fails every client; nothing 
   void Promise.all(started).then(() => both = true);
   while (!both) {
     await server.stdin.write(piece);
-    await Promise.race([Promise.all(started), new Promise((r) => setTimeout(r, 50))]);
+    await Promise.race([Promise.all(started), delay(50)]);
   }
   const workers = childPids(server.child.pid);
   server.child.kill("SIGKILL");
@@ -338,7 +339,7 @@ Deno.test("socket: a producer pausing longer than the client's --timeout does no
   await server.stdin.write(new Uint8Array(10).fill(1));
   const first = await reader.read(); // the client is streaming now
   assert.ok(!first.done);
-  await new Promise((resolve) => setTimeout(resolve, 5000)); // 2.5 × its stall timeout
+  await delay(5000); // 2.5 × its stall timeout
   await server.stdin.write(new Uint8Array(10).fill(2));
   await server.stdin.close();
   let count = first.value.length;
