@@ -14,6 +14,7 @@
  * @module
  */
 import {
+  commandSpec,
   maybeHelp,
   parseCommand,
   reporterFor,
@@ -97,40 +98,26 @@ Options:
   --orphans-older-than S   age from which unnamed data is swept
 ${CONNECTION_USAGE}`;
 
-const PUBLISH_SPEC = {
-  name: "p2m net publish",
-  usage: PUBLISH_USAGE,
-  positionals: ["file"] as string[],
-  options: {
-    key: { type: "string" },
-    digest: { type: "string" },
-    chunk: { type: "string" },
-    window: { type: "string" },
-    "max-age": { type: "string" },
-    ...CONNECTION_OPTIONS,
-  },
-} as const;
+const PUBLISH_SPEC = commandSpec("p2m net publish", PUBLISH_USAGE, {
+  positionals: ["file"],
+  strings: ["key", "digest", "chunk", "window", "max-age"],
+  shared: CONNECTION_OPTIONS,
+});
 
-const FETCH_SPEC = {
-  name: "p2m net fetch",
-  usage: FETCH_USAGE,
-  positionals: ["key"] as string[],
-  options: {
-    out: { type: "string" },
-    force: { type: "boolean" },
-    watch: { type: "boolean" },
-    ...CONNECTION_OPTIONS,
-  },
-} as const;
+const FETCH_SPEC = commandSpec("p2m net fetch", FETCH_USAGE, {
+  positionals: ["key"],
+  strings: ["out"],
+  booleans: ["force", "watch"],
+  shared: CONNECTION_OPTIONS,
+});
 
-const LS_SPEC = { name: "p2m net ls", usage: LS_USAGE, options: CONNECTION_OPTIONS } as const;
+const LS_SPEC = commandSpec("p2m net ls", LS_USAGE, { shared: CONNECTION_OPTIONS });
 
-const RM_SPEC = {
-  name: "p2m net rm",
-  usage: RM_USAGE,
-  positionals: ["key"] as string[],
-  options: { "orphans-older-than": { type: "string" }, ...CONNECTION_OPTIONS },
-} as const;
+const RM_SPEC = commandSpec("p2m net rm", RM_USAGE, {
+  positionals: ["key"],
+  strings: ["orphans-older-than"],
+  shared: CONNECTION_OPTIONS,
+});
 
 async function publishCommand(args: string[]): Promise<number> {
   const { values, positionals } = parseCommand(PUBLISH_SPEC, args);

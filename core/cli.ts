@@ -53,6 +53,36 @@ export interface CommandSpec<O extends Options> {
   positionals?: string[];
 }
 
+/** A table of flags of one `type`: `{ [name]: { type } }` for each of `names`. */
+export function flagsOf<const T extends "string" | "boolean", const N extends string>(
+  type: T,
+  names: readonly N[],
+): { [K in N]: { type: T } } {
+  return Object.fromEntries(names.map((name) => [name, { type }])) as { [K in N]: { type: T } };
+}
+
+/**
+ * A command's spec: its name, help text, positionals, its own flags listed
+ * by name (`strings`, `booleans`), and a table it shares with other
+ * commands (e.g. {@linkcode SENDING_OPTIONS}).
+ */
+export function commandSpec<
+  const S extends string = never,
+  const B extends string = never,
+  X extends Options = Record<never, never>,
+>(
+  name: string,
+  usage: string,
+  flags: { positionals?: string[]; strings?: readonly S[]; booleans?: readonly B[]; shared?: X },
+): CommandSpec<{ [K in S]: { type: "string" } } & { [K in B]: { type: "boolean" } } & X> {
+  const options = {
+    ...flagsOf("string", flags.strings ?? []),
+    ...flagsOf("boolean", flags.booleans ?? []),
+    ...flags.shared,
+  } as { [K in S]: { type: "string" } } & { [K in B]: { type: "boolean" } } & X;
+  return { name, usage, options, positionals: flags.positionals };
+}
+
 const COMMON = {
   help: { type: "boolean", short: "h" },
   debug: { type: "boolean" },
