@@ -13,7 +13,9 @@
  *
  * @module
  */
+import type { ParseArgsConfig } from "node:util";
 import {
+  type CommandSpec,
   commandSpec,
   maybeHelp,
   parseCommand,
@@ -159,11 +161,22 @@ async function publishCommand(args: string[]): Promise<number> {
   return 0;
 }
 
-async function fetchCommand(args: string[]): Promise<number> {
-  const { values, positionals } = parseCommand(FETCH_SPEC, args);
-  if (maybeHelp(values, FETCH_USAGE)) return 0;
+/** Parses a command that names a `<key>` (fetch, rm): its flags and the key; undefined after --help. */
+function parseKeyCommand<O extends NonNullable<ParseArgsConfig["options"]>>(
+  spec: CommandSpec<O>,
+  args: string[],
+) {
+  const { values, positionals } = parseCommand(spec, args);
+  if (maybeHelp(values, spec.usage)) return undefined;
   const key = positionals[0];
   if (key === undefined) throw new UsageError("missing <key>");
+  return { values, key };
+}
+
+async function fetchCommand(args: string[]): Promise<number> {
+  const parsed = parseKeyCommand(FETCH_SPEC, args);
+  if (!parsed) return 0;
+  const { values, key } = parsed;
   if (values.out === "-" && values.json) {
     throw new UsageError("--json writes events to stdout; it cannot be used with --out -");
   }
@@ -203,10 +216,9 @@ async function lsCommand(args: string[]): Promise<number> {
 }
 
 async function rmCommand(args: string[]): Promise<number> {
-  const { values, positionals } = parseCommand(RM_SPEC, args);
-  if (maybeHelp(values, RM_USAGE)) return 0;
-  const key = positionals[0];
-  if (key === undefined) throw new UsageError("missing <key>");
+  const parsed = parseKeyCommand(RM_SPEC, args);
+  if (!parsed) return 0;
+  const { values, key } = parsed;
   const grace = secondsFlag(values["orphans-older-than"], "orphans-older-than", 900, {
     min: 0,
     max: 1e9,
