@@ -2,6 +2,9 @@
  * Command-line conventions shared by every p2m command.
  *
  * - `node:util` `parseArgs` in strict mode; every command has `--help`.
+ *   A command's flags are listed by name and type in its
+ *   {@linkcode commandSpec}, plus the table it shares with its kind
+ *   ({@linkcode SENDING_OPTIONS}, {@linkcode RECEIVING_OPTIONS}).
  *   A value that starts with '-' (`--peers -1`) is the flag's value, so
  *   its own check answers, not Node's "argument is ambiguous".
  * - Numbers (`N`, `S`, `B`) have one grammar, in core/flags.ts
