@@ -15,7 +15,10 @@
  *
  * @module
  */
+import type { ParseArgsConfig } from "node:util";
 import {
+  type CommandSpec,
+  commandSpec,
   intFlag,
   maybeHelp,
   parseCommand,
@@ -116,45 +119,26 @@ Options:
   --orphans-older-than S   age from which unnamed data is swept
 ${CONNECTION_USAGE}`;
 
-const PUBLISH_SPEC = {
-  name: "p2m net publish",
-  usage: PUBLISH_USAGE,
-  positionals: ["file"] as string[],
-  options: {
-    key: { type: "string" },
-    digest: { type: "string" },
-    chunk: { type: "string" },
-    window: { type: "string" },
-    "max-age": { type: "string" },
-    ...CONNECTION_OPTIONS,
-  },
-} as const;
+const PUBLISH_SPEC = commandSpec("p2m net publish", PUBLISH_USAGE, {
+  positionals: ["file"],
+  strings: ["key", "digest", "chunk", "window", "max-age"],
+  shared: CONNECTION_OPTIONS,
+});
 
-const FETCH_SPEC = {
-  name: "p2m net fetch",
-  usage: FETCH_USAGE,
-  positionals: ["key"] as string[],
-  options: {
-    out: { type: "string" },
-    force: { type: "boolean" },
-    watch: { type: "boolean" },
-    fanout: { type: "string" },
-    peers: { type: "string" },
-    name: { type: "string" },
-    socket: { type: "string" },
-    wait: { type: "string" },
-    ...CONNECTION_OPTIONS,
-  },
-} as const;
+const FETCH_SPEC = commandSpec("p2m net fetch", FETCH_USAGE, {
+  positionals: ["key"],
+  strings: ["out", "fanout", "peers", "name", "socket", "wait"],
+  booleans: ["force", "watch"],
+  shared: CONNECTION_OPTIONS,
+});
 
-const LS_SPEC = { name: "p2m net ls", usage: LS_USAGE, options: CONNECTION_OPTIONS } as const;
+const LS_SPEC = commandSpec("p2m net ls", LS_USAGE, { shared: CONNECTION_OPTIONS });
 
-const RM_SPEC = {
-  name: "p2m net rm",
-  usage: RM_USAGE,
-  positionals: ["key"] as string[],
-  options: { "orphans-older-than": { type: "string" }, ...CONNECTION_OPTIONS },
-} as const;
+const RM_SPEC = commandSpec("p2m net rm", RM_USAGE, {
+  positionals: ["key"],
+  strings: ["orphans-older-than"],
+  shared: CONNECTION_OPTIONS,
+});
 
 async function publishCommand(args: string[]): Promise<number> {
   const { values, positionals } = parseCommand(PUBLISH_SPEC, args);
@@ -196,11 +180,22 @@ async function publishCommand(args: string[]): Promise<number> {
   return 0;
 }
 
-async function fetchCommand(args: string[]): Promise<number> {
-  const { values, positionals } = parseCommand(FETCH_SPEC, args);
-  if (maybeHelp(values, FETCH_USAGE)) return 0;
+/** Parses a command that names a `<key>` (fetch, rm): its flags and the key; undefined after --help. */
+function parseKeyCommand<O extends NonNullable<ParseArgsConfig["options"]>>(
+  spec: CommandSpec<O>,
+  args: string[],
+) {
+  const { values, positionals } = parseCommand(spec, args);
+  if (maybeHelp(values, spec.usage)) return undefined;
   const key = positionals[0];
   if (key === undefined) throw new UsageError("missing <key>");
+  return { values, key };
+}
+
+async function fetchCommand(args: string[]): Promise<number> {
+  const parsed = parseKeyCommand(FETCH_SPEC, args);
+  if (!parsed) return 0;
+  const { values, key } = parsed;
   if (values.out === "-" && values.json) {
     throw new UsageError("--json writes events to stdout; it cannot be used with --out -");
   }
@@ -303,10 +298,9 @@ async function lsCommand(args: string[]): Promise<number> {
 }
 
 async function rmCommand(args: string[]): Promise<number> {
-  const { values, positionals } = parseCommand(RM_SPEC, args);
-  if (maybeHelp(values, RM_USAGE)) return 0;
-  const key = positionals[0];
-  if (key === undefined) throw new UsageError("missing <key>");
+  const parsed = parseKeyCommand(RM_SPEC, args);
+  if (!parsed) return 0;
+  const { values, key } = parsed;
   const grace = secondsFlag(values["orphans-older-than"], "orphans-older-than", 900, {
     min: 0,
     max: 1e9,

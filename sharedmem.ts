@@ -18,7 +18,7 @@
  * @module
  */
 import {
-  GROUP_OPTION,
+  commandSpec,
   groupFlag,
   intFlag,
   maybeHelp,
@@ -126,31 +126,16 @@ A verified copy ends with the line '<digest>  <path>', which xxhsum -c
 (or sha256sum -c, for --digest sha256) checks.
 ${NUMBER_HELP}`;
 
-const SENDER_SPEC = {
-  name: "p2m shm sender",
-  usage: SENDER_USAGE,
-  positionals: ["file"] as string[],
-  options: {
-    name: { type: "string" },
-    peers: { type: "string" },
-    wait: { type: "string" },
-    slots: { type: "string" },
-    chunk: { type: "string" },
-    linger: { type: "string" },
-    ...GROUP_OPTION,
-    ...SENDING_OPTIONS,
-  },
-} as const;
+const SENDER_SPEC = commandSpec("p2m shm sender", SENDER_USAGE, {
+  positionals: ["file"],
+  strings: ["name", "peers", "wait", "slots", "chunk", "linger", "group"],
+  shared: SENDING_OPTIONS,
+});
 
-const RECEIVER_SPEC = {
-  name: "p2m shm receiver",
-  usage: RECEIVER_USAGE,
-  options: {
-    name: { type: "string" },
-    ...GROUP_OPTION,
-    ...RECEIVING_OPTIONS,
-  },
-} as const;
+const RECEIVER_SPEC = commandSpec("p2m shm receiver", RECEIVER_USAGE, {
+  strings: ["name", "group"],
+  shared: RECEIVING_OPTIONS,
+});
 
 /** Checks a segment name: one plain component, as shm_open needs. */
 function segmentName(value: string | undefined): string {

@@ -19,7 +19,7 @@
  * @module
  */
 import {
-  GROUP_OPTION,
+  commandSpec,
   groupFlag,
   intFlag,
   maybeHelp,
@@ -147,32 +147,18 @@ A verified copy ends with the line '<digest>  <path>', which xxhsum -c
 (or sha256sum -c, for --digest sha256) checks.
 ${NUMBER_HELP}`;
 
-const SERVER_SPEC = {
-  name: "p2m socket server",
-  usage: SERVER_USAGE,
-  positionals: ["file"] as string[],
-  options: {
-    socket: { type: "string" },
-    peers: { type: "string" },
-    "max-active": { type: "string" },
-    raw: { type: "boolean" },
-    grace: { type: "string" },
-    spool: { type: "string" },
-    ...GROUP_OPTION,
-    ...SENDING_OPTIONS,
-  },
-} as const;
+const SERVER_SPEC = commandSpec("p2m socket server", SERVER_USAGE, {
+  positionals: ["file"],
+  strings: ["socket", "peers", "max-active", "grace", "spool", "group"],
+  booleans: ["raw"],
+  shared: SENDING_OPTIONS,
+});
 
-const CLIENT_SPEC = {
-  name: "p2m socket client",
-  usage: CLIENT_USAGE,
-  options: {
-    socket: { type: "string" },
-    raw: { type: "boolean" },
-    ...GROUP_OPTION,
-    ...RECEIVING_OPTIONS,
-  },
-} as const;
+const CLIENT_SPEC = commandSpec("p2m socket client", CLIENT_USAGE, {
+  strings: ["socket", "group"],
+  booleans: ["raw"],
+  shared: RECEIVING_OPTIONS,
+});
 
 function defaultSocket(group?: UnixGroup): string {
   return `${socketDir(group)}/p2m.sock`;

@@ -2,6 +2,9 @@
  * Command-line conventions shared by every p2m command.
  *
  * - `node:util` `parseArgs` in strict mode; every command has `--help`.
+ *   A command's flags are listed by name and type in its
+ *   {@linkcode commandSpec}, plus the table it shares with its kind
+ *   ({@linkcode SENDING_OPTIONS}, {@linkcode RECEIVING_OPTIONS}).
  *   A value that starts with '-' (`--peers -1`) is the flag's value, so
  *   its own check answers, not Node's "argument is ambiguous".
  * - Numbers (`N`, `S`, `B`) have one grammar, in core/flags.ts
@@ -53,6 +56,36 @@ export interface CommandSpec<O extends Options> {
   options: O;
   /** Names of the positional arguments, in order. */
   positionals?: string[];
+}
+
+/** A table of flags of one `type`: `{ [name]: { type } }` for each of `names`. */
+export function flagsOf<const T extends "string" | "boolean", const N extends string>(
+  type: T,
+  names: readonly N[],
+): { [K in N]: { type: T } } {
+  return Object.fromEntries(names.map((name) => [name, { type }])) as { [K in N]: { type: T } };
+}
+
+/**
+ * A command's spec: its name, help text, positionals, its own flags listed
+ * by name (`strings`, `booleans`), and a table it shares with other
+ * commands (e.g. {@linkcode SENDING_OPTIONS}).
+ */
+export function commandSpec<
+  const S extends string = never,
+  const B extends string = never,
+  X extends Options = Record<never, never>,
+>(
+  name: string,
+  usage: string,
+  flags: { positionals?: string[]; strings?: readonly S[]; booleans?: readonly B[]; shared?: X },
+): CommandSpec<{ [K in S]: { type: "string" } } & { [K in B]: { type: "boolean" } } & X> {
+  const options = {
+    ...flagsOf("string", flags.strings ?? []),
+    ...flagsOf("boolean", flags.booleans ?? []),
+    ...flags.shared,
+  } as { [K in S]: { type: "string" } } & { [K in B]: { type: "boolean" } } & X;
+  return { name, usage, options, positionals: flags.positionals };
 }
 
 const COMMON = {
@@ -331,11 +364,6 @@ export function receivingFlags(
     expect,
   };
 }
-
-/** `--group GROUP`: share with (sender) or expect (receiver) a Unix group. */
-export const GROUP_OPTION = {
-  group: { type: "string" },
-} as const satisfies Options;
 
 /** Parses `--group` (a group name or gid that exists here), or throws UsageError. */
 export function groupFlag(value: string | undefined): UnixGroup | undefined {

@@ -273,6 +273,12 @@ export function cString(text: string, what = "name"): Uint8Array {
   buf.set(bytes);
   return buf;
 }
+
+/** Closes `fd` unless it is already closed (< 0); returns -1, what a closed handle holds. */
+export function closeFd(fd: number): -1 {
+  if (fd >= 0) libc().close(fd);
+  return -1;
+}
 /** open(2) flag: write only. */
 export const O_WRONLY = 0o1;
 /** st_mode: a character device. */

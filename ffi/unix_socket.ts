@@ -16,6 +16,7 @@ import { errno, fail, LibcError } from "./errors.ts";
 import type { ReadOnlyFile } from "./read_only_file.ts";
 import {
   AF_UNIX,
+  closeFd,
   cString,
   EAGAIN,
   EINTR,
@@ -190,9 +191,7 @@ export class UnixSocket implements Disposable {
 
   /** Closes the socket (idempotent). */
   close(): void {
-    if (this.#fd < 0) return;
-    libc().close(this.#fd);
-    this.#fd = -1;
+    this.#fd = closeFd(this.#fd);
   }
 
   /** Same as {@linkcode close}. */

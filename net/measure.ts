@@ -16,7 +16,7 @@ import { parseArgs } from "node:util";
 import { connect } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Objm } from "@nats-io/obj";
-import { sizeFlag } from "../core/cli.ts";
+import { flagsOf, sizeFlag } from "../core/cli.ts";
 
 /** Measured variants, each returning [put seconds, get seconds]. */
 export async function measure(
@@ -115,13 +115,7 @@ export async function measure(
 
 if (import.meta.main) {
   const { values } = parseArgs({
-    options: {
-      server: { type: "string" },
-      size: { type: "string" },
-      runs: { type: "string" },
-      chunks: { type: "string" },
-      windows: { type: "string" },
-    },
+    options: flagsOf("string", ["server", "size", "runs", "chunks", "windows"]),
   });
   await measure(
     values.server ?? "127.0.0.1:4222",

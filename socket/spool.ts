@@ -18,7 +18,7 @@
  *
  * @module
  */
-import { cString, libc, O_CLOEXEC, O_CREAT, O_EXCL, O_RDWR } from "../ffi/libc.ts";
+import { closeFd, cString, libc, O_CLOEXEC, O_CREAT, O_EXCL, O_RDWR } from "../ffi/libc.ts";
 import { errno, fail, LibcError } from "../ffi/errors.ts";
 import { P2mError } from "../core/errors.ts";
 
@@ -97,9 +97,7 @@ export class Spool implements Disposable {
 
   /** Closes the spool: its disk space is freed once no worker holds it. */
   close(): void {
-    if (this.#fd < 0) return;
-    libc().close(this.#fd);
-    this.#fd = -1;
+    this.#fd = closeFd(this.#fd);
   }
 
   /** Same as {@linkcode close}. */

@@ -9,12 +9,42 @@ import { delay } from "../core/delay.ts";
 import { p2mArgv } from "../core/permissions.ts";
 import { spawnPiped } from "../tools/runner.ts";
 
+/** How a child process ended, with its output as text (stdout also as bytes). */
+export interface Finished {
+  /** Exit code. */
+  code: number;
+  /** The signal that ended it, if one did. */
+  signal: Deno.Signal | null;
+  /** Standard output as text. */
+  stdout: string;
+  /** Standard output as bytes (for `--out -`). */
+  stdoutBytes: Uint8Array;
+  /** Standard error as text. */
+  stderr: string;
+}
+
+/** Starts collecting `child`'s output now; the function returned waits for its end. */
+export function whenDone(child: Deno.ChildProcess): () => Promise<Finished> {
+  const output = child.output();
+  return async () => {
+    const result = await output;
+    const text = new TextDecoder();
+    return {
+      code: result.code,
+      signal: result.signal,
+      stdout: text.decode(result.stdout),
+      stdoutBytes: result.stdout,
+      stderr: text.decode(result.stderr),
+    };
+  };
+}
+
 /** A running p2m process started by a test. */
 export interface P2mProcess {
   /** The child process. */
   child: Deno.ChildProcess;
   /** Waits for exit and returns code plus captured stdout/stderr text. */
-  done(): Promise<{ code: number; signal: Deno.Signal | null; stdout: string; stderr: string }>;
+  done(): Promise<Finished>;
 }
 
 /** Starts `socket.ts` or `sharedmem.ts` with its real permissions. */
@@ -24,20 +54,7 @@ export function spawnP2m(
   options: { cwd?: string; env?: Record<string, string> } = {},
 ): P2mProcess {
   const child = spawnPiped(p2mArgv(program, args), options);
-  const output = child.output();
-  return {
-    child,
-    async done() {
-      const result = await output;
-      const text = new TextDecoder();
-      return {
-        code: result.code,
-        signal: result.signal,
-        stdout: text.decode(result.stdout),
-        stderr: text.decode(result.stderr),
-      };
-    },
-  };
+  return { child, done: whenDone(child) };
 }
 
 /**
@@ -198,4 +215,9 @@ export function largestPart(dir: string): number {
     } catch { /* just committed or removed */ }
   }
   return size;
+}
+
+/** `argv` as one sh command line, each word single-quoted. */
+export function shellQuote(argv: string[]): string {
+  return argv.map((word) => `'${word.replaceAll("'", `'\\''`)}'`).join(" ");
 }

@@ -1,8 +1,8 @@
 /**
  * `net` across hosts: network namespaces with veth links, the server in one
  * and three fetching hosts in three others, each fanning out to 2 local
- * receivers (shm, socket, shm). Every copy is identical, the
- * server sends one copy per host (its monitoring endpoint and each link's
+ * receivers (shm, socket, shm). Every copy is identical, the server sends
+ * one copy per host (its monitoring endpoint and each link's
  * kernel counter agree), and a host whose link is cut mid-transfer fails
  * clearly within its --timeout while the others verify.
  *
@@ -13,21 +13,19 @@ import {
   assertSameFile,
   largestPart,
   listDir,
-  makeFile,
   shmEntries,
-  tempDir,
   uniqueName,
   waitFor,
 } from "./helpers.ts";
 import {
   fanoutArgs,
+  fetchOnEveryHost,
   natsMissing,
-  NatsServer,
-  runNet,
+  publishFromServer,
   spawnLocalReceivers,
-  spawnNet,
+  withHosts,
 } from "./net_helpers.ts";
-import { netnsMissing, TestNetwork } from "./net_netns.ts";
+import { netnsMissing } from "./net_netns.ts";
 
 const ignore = natsMissing() || await netnsMissing();
 const MiB = 1 << 20;
@@ -44,33 +42,19 @@ Deno.test({
   name: "net hosts: three hosts fetch once each and fan out to 2 local receivers, all identical",
   ignore,
 }, async () => {
-  await using network = await TestNetwork.create(3);
-  await using server = await NatsServer.start([], { netns: network.server });
-  const dir = await tempDir();
-  try {
+  await withHosts(3, async (test) => {
+    const { network, server, dir } = test;
     const size = 48 * MiB + 17;
-    await makeFile(`${dir}/model.bin`, size, 21);
-    const published = await runNet(
-      ["publish", `${dir}/model.bin`, "--server", `nats://127.0.0.1:${server.port}`],
-      { netns: network.server },
-    );
-    assert.equal(published.code, 0, published.stderr);
+    await publishFromServer(test, "model.bin", size, 21);
     const before = await Promise.all(network.hosts.map((_, i) => network.receivedBytes(i)));
     const locals = HOST_FANOUTS.map((fanout, i) =>
       fanout === "shm" ? uniqueName(`p2m-host${i + 1}`) : `${dir}/host${i + 1}.sock`
     );
-    const fetches = network.hosts.map((host, i) =>
-      spawnNet([
-        "fetch",
-        "model.bin",
-        "--server",
-        `nats://${network.serverAddress(i)}:${server.port}`,
-        "--out",
-        `${dir}/host${i + 1}/`,
-        "--timeout",
-        "30",
-        ...fanoutArgs(HOST_FANOUTS[i], locals[i], 2),
-      ], { netns: host })
+    const fetches = fetchOnEveryHost(
+      test,
+      "model.bin",
+      () => "30",
+      (i) => fanoutArgs(HOST_FANOUTS[i], locals[i], 2),
     );
     const receivers = HOST_FANOUTS.map((fanout, i) =>
       spawnLocalReceivers(fanout, locals[i], [`${dir}/host${i + 1}-r1`, `${dir}/host${i + 1}-r2`])
@@ -99,39 +83,19 @@ Deno.test({
     for (const connection of senders) {
       assert.ok(connection.out_bytes < size * 1.1, `one copy per host (${connection.out_bytes})`);
     }
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test({
   name: "net hosts: one host's link cut mid-transfer fails it clearly; the others verify",
   ignore,
 }, async () => {
-  await using network = await TestNetwork.create(3);
-  await using server = await NatsServer.start([], { netns: network.server });
-  const dir = await tempDir();
-  try {
+  await withHosts(3, async (test) => {
+    const { network, dir } = test;
     const size = 128 * MiB;
-    await makeFile(`${dir}/data.bin`, size, 22);
-    const published = await runNet(
-      ["publish", `${dir}/data.bin`, "--server", `nats://127.0.0.1:${server.port}`],
-      { netns: network.server },
-    );
-    assert.equal(published.code, 0, published.stderr);
+    await publishFromServer(test, "data.bin", size, 22);
     for (let i = 0; i < 3; i++) await Deno.mkdir(`${dir}/host${i + 1}`);
-    const fetches = network.hosts.map((host, i) =>
-      spawnNet([
-        "fetch",
-        "data.bin",
-        "--server",
-        `nats://${network.serverAddress(i)}:${server.port}`,
-        "--out",
-        `${dir}/host${i + 1}/`,
-        "--timeout",
-        i === 2 ? "3" : "30",
-      ], { netns: host })
-    );
+    const fetches = fetchOnEveryHost(test, "data.bin", (i) => i === 2 ? "3" : "30");
     await waitFor(() => largestPart(`${dir}/host3`) >= 4 * MiB, 60_000, "host 3 under way");
     await network.cutLink(2);
     const cutAt = performance.now();
@@ -147,7 +111,5 @@ Deno.test({
       assert.equal(result.code, 0, `host ${i + 1}: ${result.stderr}`);
       await assertSameFile(`${dir}/host${i + 1}/data.bin`, `${dir}/data.bin`);
     }
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });

@@ -4,86 +4,107 @@
  * SIGTERM, and hand-written hostile segments.
  */
 import assert from "node:assert/strict";
+import { delay } from "../core/delay.ts";
 import { SharedMemory } from "../ffi/mod.ts";
 import { geometry, HeaderField, writeHeader } from "../shm/layout.ts";
 import {
+  type Finished,
   listDir,
   makeFile,
   shmEntries,
   smallTmpfs,
-  tempDir,
   uniqueName,
   waitFor,
+  withTempDir,
 } from "./helpers.ts";
 import {
+  assertAllFailed,
   assertEmptyDir,
+  assertNameReusable,
   assertNoSegment,
+  assertReceiversFailed,
   assertSameBytes,
   receiver,
   sender,
+  SLOW_SIZE as SIZE,
+  type SlowTransfer,
+  startSlowTransfer,
+  summaryOf,
   waitForPart,
   waitForSegment,
+  withShm,
 } from "./shm_helpers.ts";
 
-const SIZE = 4 * 1024 * 1024;
-/** About two seconds of streaming, so that a fault lands mid-transfer. */
-const SLOW = ["--chunk", "65536", "--slots", "4", "--limit-rate", String(SIZE / 2)];
-
 async function withDir(body: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await tempDir("p2m-shmf-");
-  try {
-    await body(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  await withTempDir("p2m-shmf-", body);
 }
 
 function finals(dir: string): string[] {
   return listDir(dir).filter((name) => !name.endsWith(".part"));
 }
 
-Deno.test("shm fault: kill -9 of one receiver at ~50%: the others verify, the sender reports it", async () => {
-  await withDir(async (dir) => {
-    const name = uniqueName("p2m-f");
-    const file = `${dir}/data.bin`;
-    await makeFile(file, SIZE);
-    const send = sender(file, name, ["--peers", "4", "--json", ...SLOW]);
-    const outs = [0, 1, 2, 3].map((i) => `${dir}/out${i}`);
-    const peers = outs.map((out) => receiver(name, out, ["--quiet"]));
-    await waitForPart(outs[0], SIZE / 2);
-    peers[0].child.kill("SIGKILL");
-    const results = await Promise.all(peers.map((p) => p.done()));
+/** How a slow transfer ended after a fault: what each process said. */
+interface Outcome extends SlowTransfer {
+  dir: string;
+  /** When the fault was injected. */
+  injectedAt: number;
+  /** The sender's end. */
+  sent: Finished;
+  /** Each receiver's end, with the moment it ended. */
+  results: (Finished & { at: number })[];
+}
+
+/**
+ * A fault injected into a slow transfer to `peers` receivers once the
+ * first receiver holds `at` of the file; `verdict` checks what everyone did.
+ * Afterwards the segment must be gone.
+ */
+function midTransferFault(
+  name: string,
+  { peers, senderArgs, at }: { peers: number; senderArgs: string[]; at: number },
+  inject: (transfer: SlowTransfer) => void,
+  verdict: (outcome: Outcome) => void | Promise<void>,
+): void {
+  Deno.test(`shm fault: ${name}`, async () => {
+    await withDir(async (dir) => {
+      const transfer = await startSlowTransfer(dir, { peers, senderArgs, prefix: "p2m-f" });
+      await waitForPart(transfer.outs[0], SIZE * at);
+      inject(transfer);
+      const injectedAt = performance.now();
+      const results = await Promise.all(
+        transfer.receivers.map(async (p) => ({ ...await p.done(), at: performance.now() })),
+      );
+      const sent = await transfer.send.done();
+      await verdict({ ...transfer, dir, injectedAt, sent, results });
+      await assertNoSegment(transfer.name);
+    });
+  });
+}
+
+midTransferFault(
+  "kill -9 of one receiver at ~50%: the others verify, the sender reports it",
+  { peers: 4, senderArgs: ["--json"], at: 1 / 2 },
+  ({ receivers }) => receivers[0].child.kill("SIGKILL"),
+  async ({ file, outs, sent, results }) => {
     assert.equal(results[0].signal, "SIGKILL");
     for (const i of [1, 2, 3]) {
       assert.equal(results[i].code, 0, results[i].stderr);
       await assertSameBytes(`${outs[i]}/data.bin`, file);
     }
-    const sent = await send.done();
     assert.equal(sent.code, 1, "not all receivers verified");
     assert.match(sent.stderr, /receiver #\d+ \(pid \d+\) died; evicted/);
-    const summary = JSON.parse(sent.stdout.split("\n").find((l) => l.includes('"summary"'))!);
-    assert.equal(summary.peers.filter((p: { status: string }) => p.status === "died").length, 1);
-    assert.equal(summary.peers.filter((p: { verified: boolean }) => p.verified).length, 3);
+    const summary = summaryOf(sent.stdout);
+    assert.equal(summary.peers.filter((p) => p.status === "died").length, 1);
+    assert.equal(summary.peers.filter((p) => p.verified).length, 3);
     assert.deepEqual(finals(outs[0]), [], "the killed receiver has no final file");
-    await assertNoSegment(name);
-  });
-});
+  },
+);
 
-Deno.test("shm fault: kill -9 of the sender at ~50%: receivers fail within 2 s, the name is reusable", async () => {
-  await withDir(async (dir) => {
-    const name = uniqueName("p2m-f");
-    const file = `${dir}/data.bin`;
-    await makeFile(file, SIZE);
-    const send = sender(file, name, ["--peers", "2", "--quiet", ...SLOW]);
-    const outs = [`${dir}/a`, `${dir}/b`];
-    const peers = outs.map((out) => receiver(name, out, ["--quiet"]));
-    await waitForPart(outs[0], SIZE / 2);
-    send.child.kill("SIGKILL");
-    const killedAt = performance.now();
-    const results = await Promise.all(
-      peers.map(async (p) => ({ ...await p.done(), at: performance.now() })),
-    );
-    await send.done();
+midTransferFault(
+  "kill -9 of the sender at ~50%: receivers fail within 2 s, the name is reusable",
+  { peers: 2, senderArgs: ["--quiet"], at: 1 / 2 },
+  ({ send }) => send.child.kill("SIGKILL"),
+  async ({ dir, name, file, outs, results, injectedAt: killedAt }) => {
     for (const result of results) {
       assert.equal(result.code, 1);
       assert.match(result.stderr, /the sender of p2m-f-\S+ died; copy discarded/);
@@ -93,31 +114,52 @@ Deno.test("shm fault: kill -9 of the sender at ~50%: receivers fail within 2 s, 
     // The receivers removed the dead sender's segment on their way out.
     await assertNoSegment(name);
     // The next sender with that name starts cleanly.
-    const next = sender(file, name, ["--chunk", "65536", "--slots", "4"]);
-    const got = await receiver(name, `${dir}/c`, ["--quiet"]).done();
-    assert.equal(got.code, 0, got.stderr);
-    const sent = await next.done();
-    assert.equal(sent.code, 0, sent.stderr);
-    await assertSameBytes(`${dir}/c/data.bin`, file);
-    await assertNoSegment(name);
-  });
-});
+    await assertNameReusable(file, name, `${dir}/c`, ["--chunk", "65536", "--slots", "4"]);
+  },
+);
+
+midTransferFault(
+  "SIGTERM to the sender aborts everyone cleanly (143, receivers 1)",
+  { peers: 2, senderArgs: ["--quiet"], at: 1 / 4 },
+  ({ send }) => send.child.kill("SIGTERM"),
+  ({ outs, sent, results }) => {
+    assert.equal(sent.code, 143);
+    assertAllFailed(results, outs, /sender was interrupted/, "aborted receiver");
+  },
+);
+
+midTransferFault(
+  "SIGINT to one receiver: it exits 130 with no output, the other verifies",
+  { peers: 2, senderArgs: ["--json"], at: 1 / 4 },
+  ({ receivers }) => receivers[0].child.kill("SIGINT"),
+  async ({ file, outs, sent, results: [interrupted, other] }) => {
+    assert.equal(interrupted.code, 130);
+    assertEmptyDir(outs[0], "interrupted receiver");
+    assert.equal(other.code, 0, other.stderr);
+    await assertSameBytes(`${outs[1]}/data.bin`, file);
+    assert.equal(sent.code, 1, "one of two did not verify");
+    assert.match(sent.stdout, /"status":"left"/);
+  },
+);
+
+midTransferFault(
+  "the source growing mid-transfer aborts it: no receiver keeps a copy",
+  { peers: 2, senderArgs: ["--quiet"], at: 1 / 4 },
+  ({ file }) => Deno.writeFileSync(file, new Uint8Array(100), { append: true }),
+  ({ outs, sent, results }) => {
+    assert.equal(sent.code, 1);
+    assert.match(sent.stderr, /changed while it was sent/);
+    assertAllFailed(results, outs, /source file changed/, "receiver of a changed source");
+  },
+);
 
 Deno.test("shm fault: a SIGSTOPped receiver is evicted after --stall-timeout; the others finish", async () => {
   await withDir(async (dir) => {
-    const name = uniqueName("p2m-f");
-    const file = `${dir}/data.bin`;
-    await makeFile(file, SIZE);
-    const send = sender(file, name, [
-      "--peers",
-      "3",
-      "--json",
-      "--stall-timeout",
-      "1",
-      ...SLOW,
-    ]);
-    const outs = [0, 1, 2].map((i) => `${dir}/out${i}`);
-    const peers = outs.map((out) => receiver(name, out, ["--quiet"]));
+    const { name, file, outs, send, receivers: peers } = await startSlowTransfer(dir, {
+      peers: 3,
+      senderArgs: ["--json", "--stall-timeout", "1"],
+      prefix: "p2m-f",
+    });
     await waitForPart(outs[0], SIZE / 4);
     peers[0].child.kill("SIGSTOP");
     try {
@@ -129,9 +171,8 @@ Deno.test("shm fault: a SIGSTOPped receiver is evicted after --stall-timeout; th
       const sent = await send.done();
       assert.equal(sent.code, 1);
       assert.match(sent.stderr, /receiver #\d+ \(pid \d+\) stalled for 1 s; evicted/);
-      const summary = JSON.parse(sent.stdout.split("\n").find((l) => l.includes('"summary"'))!);
       assert.deepEqual(
-        summary.peers.map((p: { status: string }) => p.status).sort(),
+        summaryOf(sent.stdout).peers.map((p) => p.status).sort(),
         ["stalled", "verified", "verified"],
       );
     } finally {
@@ -142,50 +183,6 @@ Deno.test("shm fault: a SIGSTOPped receiver is evicted after --stall-timeout; th
     assert.equal(stopped.code, 1);
     assert.match(stopped.stderr, /stalled|sender .* died/);
     assertEmptyDir(outs[0], "the evicted receiver");
-    await assertNoSegment(name);
-  });
-});
-
-Deno.test("shm fault: SIGTERM to the sender aborts everyone cleanly (143, receivers 1)", async () => {
-  await withDir(async (dir) => {
-    const name = uniqueName("p2m-f");
-    const file = `${dir}/data.bin`;
-    await makeFile(file, SIZE);
-    const send = sender(file, name, ["--peers", "2", "--quiet", ...SLOW]);
-    const outs = [`${dir}/a`, `${dir}/b`];
-    const peers = outs.map((out) => receiver(name, out, ["--quiet"]));
-    await waitForPart(outs[0], SIZE / 4);
-    send.child.kill("SIGTERM");
-    const sent = await send.done();
-    assert.equal(sent.code, 143);
-    for (const peer of peers) {
-      const result = await peer.done();
-      assert.equal(result.code, 1);
-      assert.match(result.stderr, /sender was interrupted/);
-    }
-    for (const out of outs) assertEmptyDir(out, "aborted receiver");
-    await assertNoSegment(name);
-  });
-});
-
-Deno.test("shm fault: SIGINT to one receiver: it exits 130 with no output, the other verifies", async () => {
-  await withDir(async (dir) => {
-    const name = uniqueName("p2m-f");
-    const file = `${dir}/data.bin`;
-    await makeFile(file, SIZE);
-    const send = sender(file, name, ["--peers", "2", "--json", ...SLOW]);
-    const outs = [`${dir}/a`, `${dir}/b`];
-    const peers = outs.map((out) => receiver(name, out, ["--quiet"]));
-    await waitForPart(outs[0], SIZE / 4);
-    peers[0].child.kill("SIGINT");
-    const [interrupted, other] = await Promise.all(peers.map((p) => p.done()));
-    assert.equal(interrupted.code, 130);
-    assertEmptyDir(outs[0], "interrupted receiver");
-    assert.equal(other.code, 0, other.stderr);
-    await assertSameBytes(`${outs[1]}/data.bin`, file);
-    const sent = await send.done();
-    assert.equal(sent.code, 1, "one of two did not verify");
-    assert.match(sent.stdout, /"status":"left"/);
     await assertNoSegment(name);
   });
 });
@@ -280,12 +277,11 @@ Deno.test("shm fault: hostile segments are refused with a clear message", async 
       }
     }
   });
-  assert.deepEqual(await import("./helpers.ts").then((h) => h.shmEntries("p2m-h-" + Deno.pid)), []);
+  assert.deepEqual(await shmEntries("p2m-h-" + Deno.pid), []);
 });
 
 Deno.test("shm fault: a stale segment (sender killed) is waited past by a receiver started early", async () => {
-  await withDir(async (dir) => {
-    const name = uniqueName("p2m-f");
+  await withShm("p2m-shmf-", "p2m-f", async ({ dir, name }) => {
     // A segment whose sender died: valid header, nobody holds byte 0.
     const stale = hostileSegment(name, () => {});
     stale.unlock(0);
@@ -293,7 +289,7 @@ Deno.test("shm fault: a stale segment (sender killed) is waited past by a receiv
     await makeFile(file, 70_000);
     try {
       const early = receiver(name, `${dir}/out`, ["--quiet"]);
-      await new Promise((r) => setTimeout(r, 300));
+      await delay(300);
       const send = sender(file, name, ["--quiet"]);
       const got = await early.done();
       assert.equal(got.code, 0, got.stderr);
@@ -302,13 +298,11 @@ Deno.test("shm fault: a stale segment (sender killed) is waited past by a receiv
     } finally {
       stale.close();
     }
-    await assertNoSegment(name);
   });
 });
 
 Deno.test("shm fault: a sender replaces a stale segment whose sender died", async () => {
-  await withDir(async (dir) => {
-    const name = uniqueName("p2m-f");
+  await withShm("p2m-shmf-", "p2m-f", async ({ dir, name }) => {
     const stale = hostileSegment(name, () => {});
     const staleIno = stale.stat().ino;
     stale.close(); // drops the "dead sender's" lock; the segment stays
@@ -331,36 +325,11 @@ Deno.test("shm fault: a sender replaces a stale segment whose sender died", asyn
     assert.equal(sent.code, 0, sent.stderr);
     assert.match(sent.stdout, /removed a stale segment/);
     await assertSameBytes(`${dir}/out/data.bin`, file);
-    await assertNoSegment(name);
-  });
-});
-
-Deno.test("shm fault: the source growing mid-transfer aborts it: no receiver keeps a copy", async () => {
-  await withDir(async (dir) => {
-    const name = uniqueName("p2m-f");
-    const file = `${dir}/data.bin`;
-    await makeFile(file, SIZE);
-    const send = sender(file, name, ["--peers", "2", "--quiet", ...SLOW]);
-    const outs = [`${dir}/a`, `${dir}/b`];
-    const peers = outs.map((out) => receiver(name, out, ["--quiet"]));
-    await waitForPart(outs[0], SIZE / 4);
-    await Deno.writeFile(file, new Uint8Array(100), { append: true });
-    const sent = await send.done();
-    assert.equal(sent.code, 1);
-    assert.match(sent.stderr, /changed while it was sent/);
-    for (const peer of peers) {
-      const result = await peer.done();
-      assert.equal(result.code, 1);
-      assert.match(result.stderr, /source file changed/);
-    }
-    for (const out of outs) assertEmptyDir(out, "receiver of a changed source");
-    await assertNoSegment(name);
   });
 });
 
 Deno.test("shm fault: a segment open to other users is refused", async () => {
-  await withDir(async (dir) => {
-    const name = uniqueName("p2m-h");
+  await withShm("p2m-shmf-", "p2m-h", async ({ dir, name }) => {
     const memory = SharedMemory.create(name, 0o644)!;
     try {
       memory.truncate(4096);
@@ -378,8 +347,7 @@ Deno.test("shm fault: a segment open to other users is refused", async () => {
 Deno.test("shm fault: a receiver whose disk fills fails alone; the other verifies", async () => {
   await using full = await smallTmpfs("1m");
   if (!full) return; // mounting is not permitted here: nothing to test with
-  await withDir(async (dir) => {
-    const name = uniqueName("p2m-f");
+  await withShm("p2m-shmf-", "p2m-f", async ({ dir, name }) => {
     const file = `${dir}/data.bin`;
     await makeFile(file, 3 * 1024 * 1024);
     const send = sender(file, name, ["--peers", "2", "--json", "--chunk", "65536", "--slots", "8"]);
@@ -394,13 +362,11 @@ Deno.test("shm fault: a receiver whose disk fills fails alone; the other verifie
     const sent = await send.done();
     assert.equal(sent.code, 1);
     assert.match(sent.stdout, /"status":"failed"/);
-    await assertNoSegment(name);
   });
 });
 
 Deno.test("shm fault: signals while waiting: a sender waiting for peers, a receiver waiting for a sender", async () => {
-  await withDir(async (dir) => {
-    const name = uniqueName("p2m-f");
+  await withShm("p2m-shmf-", "p2m-f", async ({ dir, name }) => {
     const file = `${dir}/data.bin`;
     await makeFile(file, 1000);
     const send = sender(file, name, ["--peers", "3", "--quiet"]);
@@ -412,14 +378,16 @@ Deno.test("shm fault: signals while waiting: a sender waiting for peers, a recei
     const sent = await send.done();
     assert.equal(sent.code, 130);
     assert.match(sent.stderr, /interrupted by SIGINT/);
-    const got = await one.done();
-    assert.equal(got.code, 1);
-    assert.match(got.stderr, /sender was interrupted/);
-    assertEmptyDir(`${dir}/a`, "receiver of an interrupted sender");
+    await assertReceiversFailed(
+      [one],
+      [`${dir}/a`],
+      /sender was interrupted/,
+      "receiver of an interrupted sender",
+    );
     await assertNoSegment(name);
 
     const lonely = receiver(uniqueName("p2m-f"), `${dir}/b`, ["--quiet"]);
-    await new Promise((r) => setTimeout(r, 300));
+    await delay(300);
     lonely.child.kill("SIGTERM");
     const waited = await lonely.done();
     assert.equal(waited.code, 143);

@@ -7,6 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { delay } from "../core/delay.ts";
+import { parseEvent } from "../tools/runner.ts";
 import {
   listDir,
   makeFile,
@@ -16,6 +17,7 @@ import {
   spawnReceiving,
   uniqueName,
   waitFor,
+  withTempDir,
 } from "./helpers.ts";
 
 /** The file size of a slow transfer. */
@@ -142,4 +144,73 @@ export async function assertNameReusable(
   assert.equal(sent.code, 0, sent.stderr);
   await assertSameBytes(`${out}/data.bin`, file);
   await assertNoSegment(name);
+}
+
+/** A temp dir and a fresh segment name, for one shm test. */
+export interface ShmPlace {
+  dir: string;
+  name: string;
+}
+
+/**
+ * Runs `body` in a fresh temp dir (named `dirPrefix`...) with a fresh segment
+ * name (`namePrefix`-...); then asserts that /dev/shm holds nothing of that
+ * name. The dir is removed whatever happens.
+ */
+export async function withShm(
+  dirPrefix: string,
+  namePrefix: string,
+  body: (place: ShmPlace) => Promise<void>,
+): Promise<void> {
+  await withTempDir(dirPrefix, async (dir) => {
+    const name = uniqueName(namePrefix);
+    await body({ dir, name });
+    await assertNoSegment(name);
+  });
+}
+
+/**
+ * Asserts that every one of `results` is an exit 1 saying `reason`, and that
+ * none of `outs` holds anything (no copy, no temp file).
+ */
+export function assertAllFailed(
+  results: { code: number; stderr: string }[],
+  outs: string[],
+  reason: RegExp,
+  what: string,
+): void {
+  for (const result of results) {
+    assert.equal(result.code, 1);
+    assert.match(result.stderr, reason);
+  }
+  for (const out of outs) assertEmptyDir(out, what);
+}
+
+/** {@link assertAllFailed} for `receivers`, once they have ended. */
+export async function assertReceiversFailed(
+  receivers: P2mProcess[],
+  outs: string[],
+  reason: RegExp,
+  what: string,
+): Promise<void> {
+  assertAllFailed(await Promise.all(receivers.map((r) => r.done())), outs, reason, what);
+}
+
+/** The first `event` in a `--json` stdout, if there is one. */
+export function eventIn<T>(stdout: string, event: string): T | undefined {
+  return stdout.split("\n").map(parseEvent).find((e) => e?.event === event) as T | undefined;
+}
+
+/** A sender's `summary` event: the verdict per receiver. */
+export interface SenderSummary {
+  ok: boolean;
+  bytes: number;
+  peers: { verified: boolean; status: string; bytes: number }[];
+}
+
+/** The sender's `summary` event in its `--json` stdout (asserted to be there). */
+export function summaryOf(stdout: string): SenderSummary {
+  const summary = eventIn<SenderSummary>(stdout, "summary");
+  assert.ok(summary, "the sender emits a summary event");
+  return summary;
 }

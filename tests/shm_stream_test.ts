@@ -11,13 +11,18 @@ import { delay } from "../core/delay.ts";
 import { p2mArgv } from "../core/permissions.ts";
 import { SharedMemory } from "../ffi/mod.ts";
 import { HeaderField } from "../shm/layout.ts";
-import { makeFile, tempDir, uniqueName } from "./helpers.ts";
+import { spawnPiped } from "../tools/runner.ts";
+import { makeFile, shellQuote, uniqueName, whenDone } from "./helpers.ts";
 import {
+  assertAllFailed,
   assertEmptyDir,
   assertNoSegment,
+  assertReceiversFailed,
   assertSameBytes,
   receiver,
+  summaryOf,
   waitForPart,
+  withShm,
 } from "./shm_helpers.ts";
 
 const CHUNK = 4096;
@@ -27,39 +32,26 @@ const decoder = new TextDecoder();
 /** `sharedmem.ts sender - ...` with its stdin piped from the test. */
 function streamSender(name: string, args: string[]) {
   const argv = p2mArgv("sharedmem.ts", ["sender", "-", "--name", name, "--wait", "20", ...args]);
-  const child = new Deno.Command(argv[0], {
-    args: argv.slice(1),
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-    env: { NO_COLOR: "1" },
-  }).spawn();
-  const output = child.output();
-  return {
-    child,
-    writer: child.stdin.getWriter(),
-    async done() {
-      const result = await output;
-      return {
-        code: result.code,
-        stdout: decoder.decode(result.stdout),
-        stderr: decoder.decode(result.stderr),
-      };
-    },
-  };
+  const child = spawnPiped(argv, { stdin: "piped" });
+  return { child, writer: child.stdin.getWriter(), done: whenDone(child) };
 }
 
-function summaryOf(
-  stdout: string,
-): { ok: boolean; bytes: number; peers: { verified: boolean; status: string }[] } {
-  return stdout.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l))
-    .find((e) => e.event === "summary");
+/** The command line of a receiver writing to stdout (`--out -`). */
+function stdoutReceiverArgv(name: string, extra: string[] = []): string[] {
+  return p2mArgv("sharedmem.ts", [
+    "receiver",
+    "--name",
+    name,
+    "--out",
+    "-",
+    "--timeout",
+    "20",
+    ...extra,
+  ]);
 }
 
 async function deliverStream(size: number, peers: number, args: string[]): Promise<void> {
-  const dir = await tempDir("p2m-shm-stream-");
-  const name = uniqueName("p2m-st");
-  try {
+  await withShm("p2m-shm-stream-", "p2m-st", async ({ dir, name }) => {
     const file = `${dir}/data.bin`;
     const data = await makeFile(file, size, size + 3);
     const outs = Array.from({ length: peers }, (_, i) => `${dir}/out${i}`);
@@ -85,10 +77,7 @@ async function deliverStream(size: number, peers: number, args: string[]): Promi
     assert.equal(summary.peers.length, peers);
     assert.ok(summary.peers.every((p) => p.verified));
     for (const out of outs) await assertSameBytes(`${out}/stdin`, file);
-    await assertNoSegment(name);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 }
 
 Deno.test("shm stream: stdin to 3 receivers at 0, 1, one chunk ± 1 bytes", async () => {
@@ -105,9 +94,7 @@ Deno.test("shm stream: 64 MiB of stdin to 2 receivers with the default ring", as
 });
 
 Deno.test("shm stream: a receiver that arrives after the stream began is refused", async () => {
-  const dir = await tempDir("p2m-shm-stream-");
-  const name = uniqueName("p2m-st");
-  try {
+  await withShm("p2m-shm-stream-", "p2m-st", async ({ dir, name }) => {
     const early = receiver(name, `${dir}/early`, ["--quiet"]);
     const send = streamSender(name, ["--peers", "1", "--json", ...SMALL_RING]);
     // More than the ring holds: chunk 0 may be overwritten, so no replay.
@@ -123,23 +110,18 @@ Deno.test("shm stream: a receiver that arrives after the stream began is refused
     const sent = await send.done();
     assert.equal(sent.code, 0, sent.stderr);
     assert.equal(Deno.statSync(`${dir}/early/stdin`).size, 5 * CHUNK + 10);
-    await assertNoSegment(name);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("shm stream: the producer's job killed mid-stream fails every receiver, keeps nothing", async () => {
-  const dir = await tempDir("p2m-shm-stream-");
-  const name = uniqueName("p2m-st");
-  try {
+  await withShm("p2m-shm-stream-", "p2m-st", async ({ dir, name }) => {
     const outs = [`${dir}/a`, `${dir}/b`];
     const receivers = outs.map((out) => receiver(name, out, ["--quiet"]));
     // A shell job: a producer that writes a part and then hangs, piped into
     // the sender. Killing the job (as Ctrl-C or kill -TERM -PGID does) ends
     // both; the receivers must fail and keep nothing.
     const argv = p2mArgv("sharedmem.ts", ["sender", "-", "--name", name, "--peers", "2"]);
-    const quoted = argv.map((a) => `'${a.replaceAll("'", `'\\''`)}'`).join(" ");
+    const quoted = shellQuote(argv);
     const job = new Deno.Command("setsid", {
       args: ["sh", "-c", `{ head -c 300000 /dev/urandom; sleep 30; } | ${quoted}`],
       stdout: "piped",
@@ -149,36 +131,16 @@ Deno.test("shm stream: the producer's job killed mid-stream fails every receiver
     Deno.kill(-job.pid, "SIGTERM");
     const results = await Promise.all(receivers.map((r) => r.done()));
     await job.output();
-    for (const result of results) {
-      assert.equal(result.code, 1);
-      assert.match(result.stderr, /interrupted|aborted|died/);
-    }
-    for (const out of outs) assertEmptyDir(out, "a receiver of an aborted stream");
-    await assertNoSegment(name);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+    assertAllFailed(results, outs, /interrupted|aborted|died/, "a receiver of an aborted stream");
+  });
 });
 
 Deno.test("shm stream: --out - | sha256sum gives the source's hash; a closed pipe fails alone", async () => {
-  const dir = await tempDir("p2m-shm-stream-");
-  const name = uniqueName("p2m-st");
-  try {
+  await withShm("p2m-shm-stream-", "p2m-st", async ({ dir, name }) => {
     const size = 8 * 1024 * 1024 + 3;
     const data = await makeFile(`${dir}/data.bin`, size, 11);
     const expected = createHash("sha256").update(data).digest("hex");
-    const receiverArgv = (extra: string[]) =>
-      p2mArgv("sharedmem.ts", [
-        "receiver",
-        "--name",
-        name,
-        "--out",
-        "-",
-        "--timeout",
-        "20",
-        ...extra,
-      ])
-        .map((a) => `'${a.replaceAll("'", `'\\''`)}'`).join(" ");
+    const receiverArgv = (extra: string[]) => shellQuote(stdoutReceiverArgv(name, extra));
     // Each pipeline records the receiver's own exit status in a file.
     const good = new Deno.Command("sh", {
       args: ["-c", `(${receiverArgv(["--json"])}; echo $? > ${dir}/good.code) | sha256sum`],
@@ -210,16 +172,11 @@ Deno.test("shm stream: --out - | sha256sum gives the source's hash; a closed pip
     const summary = summaryOf(sent.stdout);
     assert.equal(summary.peers.filter((p) => p.verified).length, 2);
     assert.equal(summary.peers.filter((p) => p.status === "failed").length, 1);
-    await assertNoSegment(name);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("shm stream: kill -9 of the sender mid-stream fails every receiver, keeps nothing", async () => {
-  const dir = await tempDir("p2m-shm-stream-");
-  const name = uniqueName("p2m-st");
-  try {
+  await withShm("p2m-shm-stream-", "p2m-st", async ({ dir, name }) => {
     const outs = [`${dir}/a`, `${dir}/b`];
     const receivers = outs.map((out) => receiver(name, out, ["--quiet"]));
     const send = streamSender(name, ["--peers", "2"]);
@@ -228,33 +185,13 @@ Deno.test("shm stream: kill -9 of the sender mid-stream fails every receiver, ke
     send.child.kill("SIGKILL");
     await send.writer.close().catch(() => {});
     await send.done();
-    for (const result of await Promise.all(receivers.map((r) => r.done()))) {
-      assert.equal(result.code, 1);
-      assert.match(result.stderr, /sender .* died/);
-    }
-    for (const out of outs) assertEmptyDir(out, "a receiver of a killed sender");
-    await assertNoSegment(name);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+    await assertReceiversFailed(receivers, outs, /sender .* died/, "a receiver of a killed sender");
+  });
 });
 
 Deno.test("shm stream: a corrupted slot makes an --out - receiver exit non-zero, saying so", async () => {
   const name = uniqueName("p2m-st");
-  const argv = p2mArgv("sharedmem.ts", [
-    "receiver",
-    "--name",
-    name,
-    "--out",
-    "-",
-    "--timeout",
-    "20",
-  ]);
-  const reader = new Deno.Command(argv[0], {
-    args: argv.slice(1),
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
+  const reader = spawnPiped(stdoutReceiverArgv(name));
   const stderr = new Response(reader.stderr).text();
   let got = 0;
   const { promise: firstPart, resolve } = Promise.withResolvers<void>();
@@ -299,9 +236,7 @@ Deno.test("shm stream: a corrupted slot makes an --out - receiver exit non-zero,
 });
 
 Deno.test("shm stream: a FIFO path is a stream too", async () => {
-  const dir = await tempDir("p2m-shm-stream-");
-  const name = uniqueName("p2m-st");
-  try {
+  await withShm("p2m-shm-stream-", "p2m-st", async ({ dir, name }) => {
     const fifo = `${dir}/feed`;
     assert.equal((await new Deno.Command("mkfifo", { args: [fifo] }).output()).code, 0);
     await makeFile(`${dir}/data.bin`, 300_001, 8);
@@ -323,8 +258,5 @@ Deno.test("shm stream: a FIFO path is a stream too", async () => {
     assert.equal(sent.code, 0, decoder.decode(sent.stderr));
     assert.equal(summaryOf(decoder.decode(sent.stdout)).bytes, 300_001);
     await assertSameBytes(`${dir}/out/feed`, `${dir}/data.bin`);
-    await assertNoSegment(name);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });

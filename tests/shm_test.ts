@@ -4,15 +4,19 @@
  * and a second sender on a live name.
  */
 import assert from "node:assert/strict";
+import { delay } from "../core/delay.ts";
 import { makeFile, smallTmpfs, tempDir, uniqueName } from "./helpers.ts";
 import {
   assertEmptyDir,
   assertNoSegment,
   assertSameBytes,
+  eventIn,
   receiver,
   sender,
+  summaryOf,
   waitForPart,
   waitForSegment,
+  withShm,
 } from "./shm_helpers.ts";
 
 const CHUNK = 4096;
@@ -55,11 +59,11 @@ async function deliver(run: Run): Promise<void> {
     let send;
     if (lead > 0) {
       receivers = startReceivers();
-      await new Promise((r) => setTimeout(r, lead));
+      await delay(lead);
       send = startSender();
     } else {
       send = startSender();
-      if (lead < 0) await new Promise((r) => setTimeout(r, -lead));
+      if (lead < 0) await delay(-lead);
       receivers = startReceivers();
     }
     const results = await Promise.all(receivers.map((r) => r.done()));
@@ -68,9 +72,7 @@ async function deliver(run: Run): Promise<void> {
       assert.equal(result.code, 0, `receiver ${i}: ${result.stderr}`);
     }
     assert.equal(sent.code, 0, sent.stderr);
-    const summary = sent.stdout.split("\n").filter((l) => l.startsWith("{"))
-      .map((l) => JSON.parse(l)).find((e) => e.event === "summary");
-    assert.ok(summary, "the sender emits a summary event");
+    const summary = summaryOf(sent.stdout);
     assert.equal(summary.peers.length, run.peers);
     for (const peer of summary.peers) {
       assert.equal(peer.verified, true);
@@ -122,30 +124,23 @@ Deno.test("shm: receivers started after the sender attach while it waits", async
 });
 
 Deno.test("shm: --no-verify still delivers, and says it did not verify", async () => {
-  const dir = await tempDir("p2m-shm-");
-  const name = uniqueName("p2m-t");
-  try {
+  await withShm("p2m-shm-", "p2m-t", async ({ dir, name }) => {
     const file = `${dir}/nv.bin`;
     await makeFile(file, 100_000);
     const send = sender(file, name, ["--no-verify", "--quiet"]);
     const got = await receiver(name, `${dir}/out`, ["--json"]).done();
     assert.equal(got.code, 0, got.stderr);
-    const done = got.stdout.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l))
-      .find((e) => e.event === "done");
+    const done = eventIn<{ verified: boolean; bytes: number }>(got.stdout, "done");
+    assert.ok(done, "the receiver emits a done event");
     assert.equal(done.verified, false);
     assert.equal(done.bytes, 100_000);
     assert.equal((await send.done()).code, 0);
     await assertSameBytes(`${dir}/out/nv.bin`, file);
-    await assertNoSegment(name);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("shm: a late receiver is refused when the file is larger than the ring", async () => {
-  const dir = await tempDir("p2m-shm-");
-  const name = uniqueName("p2m-t");
-  try {
+  await withShm("p2m-shm-", "p2m-t", async ({ dir, name }) => {
     const file = `${dir}/big.bin`;
     const size = RING * 40;
     await makeFile(file, size);
@@ -160,16 +155,11 @@ Deno.test("shm: a late receiver is refused when the file is larger than the ring
     const sent = await send.done();
     assert.equal(sent.code, 0, `a refused late joiner does not fail the sender: ${sent.stderr}`);
     await assertSameBytes(`${dir}/a/big.bin`, file);
-    await assertNoSegment(name);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("shm: a late receiver is served from the start when the ring holds the whole file", async () => {
-  const dir = await tempDir("p2m-shm-");
-  const name = uniqueName("p2m-t");
-  try {
+  await withShm("p2m-shm-", "p2m-t", async ({ dir, name }) => {
     const file = `${dir}/fits.bin`;
     const size = RING - 100; // four chunks, the last one short
     await makeFile(file, size);
@@ -190,16 +180,11 @@ Deno.test("shm: a late receiver is served from the start when the ring holds the
     assert.match(sent.stdout, /"event":"summary"/);
     await assertSameBytes(`${dir}/a/fits.bin`, file);
     await assertSameBytes(`${dir}/late/fits.bin`, file);
-    await assertNoSegment(name);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("shm: a second sender on a live name is refused and the first is untouched", async () => {
-  const dir = await tempDir("p2m-shm-");
-  const name = uniqueName("p2m-t");
-  try {
+  await withShm("p2m-shm-", "p2m-t", async ({ dir, name }) => {
     const file = `${dir}/one.bin`;
     await makeFile(file, 50_000);
     const first = sender(file, name, ["--quiet"]);
@@ -211,15 +196,11 @@ Deno.test("shm: a second sender on a live name is refused and the first is untou
     assert.equal(got.code, 0, got.stderr);
     assert.equal((await first.done()).code, 0);
     await assertSameBytes(`${dir}/out/one.bin`, file);
-    await assertNoSegment(name);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("shm: usage errors exit 2, --help exits 0, no sender exits 1", async () => {
-  const dir = await tempDir("p2m-shm-");
-  try {
+  await withShm("p2m-shm-", "p2m-t", async ({ dir, name }) => {
     const help = await receiver("x", dir, ["--help"]).done();
     assert.equal(help.code, 0);
     assert.match(help.stdout, /--timeout S/);
@@ -231,7 +212,6 @@ Deno.test("shm: usage errors exit 2, --help exits 0, no sender exits 1", async (
     const missing = await sender(`${dir}/nope`, uniqueName("p2m-t"), []).done();
     assert.equal(missing.code, 1);
     assert.match(missing.stderr, /cannot open .*nope/);
-    const name = uniqueName("p2m-t");
     const none = await receiver(name, `${dir}/out`, ["--timeout", "0.3"]).done();
     assert.equal(none.code, 1);
     assert.match(none.stderr, /no sender on p2m-t-.* within 0.3 s/);
@@ -243,8 +223,5 @@ Deno.test("shm: usage errors exit 2, --help exits 0, no sender exits 1", async (
     ]).done();
     assert.equal(lonely.code, 1);
     assert.match(lonely.stderr, /only 0 of 2 receiver\(s\) attached/);
-    await assertNoSegment(name);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });

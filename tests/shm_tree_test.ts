@@ -9,9 +9,16 @@
  */
 import assert from "node:assert/strict";
 import { p2mArgv } from "../core/permissions.ts";
-import { listDir, makeFile, tempDir, uniqueName } from "./helpers.ts";
-import { assertNoSegment, receiver, sender } from "./shm_helpers.ts";
-import { delay } from "../core/delay.ts";
+import {
+  type Finished,
+  listDir,
+  makeFile,
+  type P2mProcess,
+  shellQuote,
+  uniqueName,
+  waitFor,
+} from "./helpers.ts";
+import { assertNoSegment, receiver, sender, withShm } from "./shm_helpers.ts";
 
 const decoder = new TextDecoder();
 const UNICODE = "ünïcödé-名前.txt";
@@ -42,15 +49,12 @@ async function makeTree(root: string): Promise<void> {
 }
 
 Deno.test("shm tree: 3 receivers get the tree, identical less the reported skips", async () => {
-  const dir = await tempDir("p2m-shm-tree-");
-  const name = uniqueName("p2m-tr");
-  try {
+  await withShm("p2m-shm-tree-", "p2m-tr", async ({ dir, name }) => {
     const root = `${dir}/proj`;
     await makeTree(root);
     const receivers = [receiver(name, `${dir}/out0`), receiver(name, `${dir}/out1`)];
     await Deno.mkdir(`${dir}/tarout`);
-    const tarArgv = p2mArgv("sharedmem.ts", ["receiver", "--name", name, "--out", "-"])
-      .map((a) => `'${a}'`).join(" ");
+    const tarArgv = shellQuote(p2mArgv("sharedmem.ts", ["receiver", "--name", name, "--out", "-"]));
     const tar = new Deno.Command("sh", {
       args: ["-c", `(${tarArgv}; echo $? > ${dir}/tar.code) | tar -x -C ${dir}/tarout`],
       stdout: "piped",
@@ -80,10 +84,7 @@ Deno.test("shm tree: 3 receivers get the tree, identical less the reported skips
       assert.equal(Deno.statSync(`${copy}/big.bin`).size, 1024 * 1024 + 1);
       assert.equal(await Deno.readTextFile(`${copy}/a/${UNICODE}`), "unicode\n");
     }
-    await assertNoSegment(name);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 function stagingBytes(dir: string): number {
@@ -105,24 +106,50 @@ function stagingBytes(dir: string): number {
   return total;
 }
 
-Deno.test("shm tree: kill -9 of a receiver mid-tree leaves no tree; the next writer sweeps", async () => {
-  const dir = await tempDir("p2m-shm-tree-");
-  const name = uniqueName("p2m-tr");
-  try {
-    const root = `${dir}/proj`;
-    await Deno.mkdir(`${root}/sub`, { recursive: true });
-    await makeFile(`${root}/sub/big.bin`, 48 * 1024 * 1024, 9);
-    const out = `${dir}/k`;
-    const send = sender(root, name, ["--limit-rate", "8M"]);
-    const victim = receiver(name, out);
-    const deadline = performance.now() + 20_000;
-    while (stagingBytes(out) < 1024 * 1024) {
-      assert.ok(performance.now() < deadline, "the receiver never staged 1 MiB");
-      await delay(10);
-    }
-    victim.child.kill("SIGKILL");
-    await victim.done();
-    const sent = await send.done();
+/** A tree under way to one receiver, and then how both ended. */
+interface TreeOutcome {
+  dir: string;
+  name: string;
+  root: string;
+  out: string;
+  sent: Finished;
+  got: Finished;
+}
+
+/**
+ * A fault in the middle of sending the tree `DIR/proj`, which holds one
+ * file `file` of `mib` MiB (from `seed`), at 8 MiB/s to one receiver into
+ * `DIR/out`: `inject` runs once the receiver has staged 1 MiB; `verdict`
+ * checks how both ended. Afterwards the segment must be gone.
+ */
+function midTreeFault(
+  test: string,
+  { file, mib, seed }: { file: string; mib: number; seed: number },
+  inject: (tree: { root: string; send: P2mProcess; receiving: P2mProcess }) => void | Promise<void>,
+  verdict: (outcome: TreeOutcome) => void | Promise<void>,
+): void {
+  Deno.test(`shm tree: ${test}`, async () => {
+    await withShm("p2m-shm-tree-", "p2m-tr", async ({ dir, name }) => {
+      const root = `${dir}/proj`;
+      await Deno.mkdir(`${root}/${file.slice(0, file.lastIndexOf("/") + 1)}`, { recursive: true });
+      await makeFile(`${root}/${file}`, mib * 1024 * 1024, seed);
+      const out = `${dir}/out`;
+      const send = sender(root, name, ["--limit-rate", "8M"]);
+      const receiving = receiver(name, out);
+      await waitFor(() => stagingBytes(out) >= 1024 * 1024, 20_000, "the receiver to stage 1 MiB");
+      await inject({ root, send, receiving });
+      const got = await receiving.done();
+      const sent = await send.done();
+      await verdict({ dir, name, root, out, sent, got });
+    });
+  });
+}
+
+midTreeFault(
+  "kill -9 of a receiver mid-tree leaves no tree; the next writer sweeps",
+  { file: "sub/big.bin", mib: 48, seed: 9 },
+  ({ receiving }) => receiving.child.kill("SIGKILL"),
+  async ({ dir, out, sent }) => {
     assert.equal(sent.code, 1, "the sender counts the killed receiver as failed");
     assert.ok(!listDir(out).includes("proj"), "no partial tree under the final name");
     assert.ok(listDir(out).some((n) => n.startsWith(".p2m-stage-")), "kill -9 leaves staging");
@@ -136,67 +163,34 @@ Deno.test("shm tree: kill -9 of a receiver mid-tree leaves no tree; the next wri
     assert.equal(got.code, 0, got.stderr);
     assert.equal((await send2.done()).code, 0);
     assert.deepEqual(listDir(out), ["small"]);
-    await assertNoSegment(name);
     await assertNoSegment(name2);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
+  },
+);
 
-Deno.test("shm tree: a file that changes while the tree is sent fails the transfer", async () => {
-  const dir = await tempDir("p2m-shm-tree-");
-  const name = uniqueName("p2m-tr");
-  try {
-    const root = `${dir}/proj`;
-    await Deno.mkdir(root);
-    await makeFile(`${root}/big.bin`, 32 * 1024 * 1024, 4);
-    const out = `${dir}/o`;
-    const send = sender(root, name, ["--limit-rate", "8M"]);
-    const victim = receiver(name, out);
-    const deadline = performance.now() + 20_000;
-    while (stagingBytes(out) < 1024 * 1024) {
-      assert.ok(performance.now() < deadline, "the receiver never staged 1 MiB");
-      await delay(10);
-    }
+midTreeFault(
+  "a file that changes while the tree is sent fails the transfer",
+  { file: "big.bin", mib: 32, seed: 4 },
+  async ({ root }) => {
     // A writer in another process: its open waits for the lease to go.
     const writer = await run("sh", ["-c", `echo more >> '${root}/big.bin'`]);
     assert.equal(writer.code, 0);
-    const sent = await send.done();
-    const got = await victim.done();
+  },
+  ({ out, sent, got }) => {
     assert.equal(sent.code, 1);
     assert.match(sent.stderr, /changed while it was sent \(.*big\.bin/);
     assert.equal(got.code, 1);
     assert.match(got.stderr, /changed while it was sent; copy discarded/);
     assert.deepEqual(listDir(out), []);
-    await assertNoSegment(name);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
+  },
+);
 
-Deno.test("shm tree: kill -9 of the sender mid-tree fails the receiver, leaves no tree", async () => {
-  const dir = await tempDir("p2m-shm-tree-");
-  const name = uniqueName("p2m-tr");
-  try {
-    const root = `${dir}/proj`;
-    await Deno.mkdir(root);
-    await makeFile(`${root}/big.bin`, 32 * 1024 * 1024, 2);
-    const out = `${dir}/o`;
-    const send = sender(root, name, ["--limit-rate", "8M"]);
-    const got = receiver(name, out);
-    const deadline = performance.now() + 20_000;
-    while (stagingBytes(out) < 1024 * 1024) {
-      assert.ok(performance.now() < deadline, "the receiver never staged 1 MiB");
-      await delay(10);
-    }
-    send.child.kill("SIGKILL");
-    await send.done();
-    const result = await got.done();
+midTreeFault(
+  "kill -9 of the sender mid-tree fails the receiver, leaves no tree",
+  { file: "big.bin", mib: 32, seed: 2 },
+  ({ send }) => send.child.kill("SIGKILL"),
+  ({ out, got: result }) => {
     assert.equal(result.code, 1);
     assert.match(result.stderr, /sender .* died/);
     assert.deepEqual(listDir(out), [], "no tree and no staging directory");
-    await assertNoSegment(name);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
+  },
+);

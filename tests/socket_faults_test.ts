@@ -3,23 +3,27 @@
  * killed processes and a source that changes while it is sent.
  */
 import assert from "node:assert/strict";
+import { delay } from "../core/delay.ts";
 import { createDigest, digestCode } from "../core/digest.ts";
 import { encodeHeader, encodeTrailer, HEADER_FIXED_LENGTH, TrailerStatus } from "../core/wire.ts";
 import { writeAll } from "../socket/protocol.ts";
 import { listDir, makeFile, smallTmpfs, waitFor } from "./helpers.ts";
 import {
   assertNoTempFiles,
+  assertServed,
   childPids,
   FakeClient,
   FakeServer,
+  newFile,
+  serveNewFile,
   socketPlace,
   startClient,
   startServer,
-  waitForSocket,
   workerSockets,
 } from "./socket_helpers.ts";
 
 const encoder = new TextEncoder();
+const MiB = 1024 * 1024;
 
 async function xxh64(bytes: Uint8Array): Promise<Uint8Array> {
   const digest = await createDigest("xxh64");
@@ -126,16 +130,13 @@ Deno.test("socket client reduces hostile names to a safe name in its directory",
 
 Deno.test("socket server survives garbage, silent and connect-and-drop clients", async () => {
   await using place = await socketPlace();
-  const file = `${place.dir}/f.bin`;
-  await makeFile(file, 500_000);
-  const server = startServer(file, place.socket, [
+  const { server } = await serveNewFile(place, 500_000, [
     "--peers",
     "1",
     "--stall-timeout",
     "1",
     "--json",
   ]);
-  await waitForSocket(place.socket);
   // 1000 connections that drop at once: not peers, no workers.
   for (let i = 0; i < 1000; i += 50) {
     await Promise.all(Array.from({ length: 50 }, async () => {
@@ -168,14 +169,9 @@ Deno.test("socket server survives garbage, silent and connect-and-drop clients",
 
 Deno.test("socket: a peer that never connects and one that stops reading fail alone", async () => {
   await using place = await socketPlace();
-  const file = `${place.dir}/f.bin`;
-  await makeFile(file, 8 * 1024 * 1024);
-  const server = startServer(file, place.socket, ["--peers", "3", "--stall-timeout", "1"]);
-  await waitForSocket(place.socket);
+  const { server } = await serveNewFile(place, 8 * MiB, ["--peers", "3", "--stall-timeout", "1"]);
   using silent = await FakeClient.hello(place.socket);
-  using stuck = await FakeClient.hello(place.socket);
-  await stuck.connectData();
-  await stuck.readData(1000);
+  using stuck = await FakeClient.reading(place.socket, 1000);
   const client = await startClient(place.socket, `${place.dir}/out`).done();
   assert.equal(client.code, 0, client.stderr);
   const served = await server.done();
@@ -184,49 +180,31 @@ Deno.test("socket: a peer that never connects and one that stops reading fail al
   assert.match(served.stderr, /peer stalled: no progress for 1 s/);
   assert.match(served.stdout, /1 of 3 peers ok/);
   // Both misbehaving peers were told why on their control channel.
-  for (const fake of [silent, stuck]) {
-    let msg;
-    do msg = await fake.next(); while (msg && msg.type !== "error");
-    assert.equal(msg?.type, "error");
-  }
+  for (const fake of [silent, stuck]) assert.equal((await fake.nextError())?.type, "error");
   assert.deepEqual(workerSockets(server.child.pid), []);
 });
 
 Deno.test("socket: kill -9 of a worker fails only its peer, at once", async () => {
   await using place = await socketPlace();
-  const file = `${place.dir}/f.bin`;
-  await makeFile(file, 8 * 1024 * 1024);
-  const server = startServer(file, place.socket, ["--peers", "1", "--stall-timeout", "30"]);
-  await waitForSocket(place.socket);
-  using fake = await FakeClient.hello(place.socket);
-  await fake.connectData();
-  await fake.readData(1000);
+  const { server } = await serveNewFile(place, 8 * MiB, ["--peers", "1", "--stall-timeout", "30"]);
+  using fake = await FakeClient.reading(place.socket, 1000);
   const [worker] = childPids(server.child.pid);
   assert.ok(worker, "the server has a worker");
   const killed = performance.now();
   Deno.kill(worker, "SIGKILL");
-  let msg;
-  do msg = await fake.next(); while (msg && msg.type !== "error");
+  const msg = await fake.nextError();
   assert.ok(performance.now() - killed < 2000, "the peer learns within 2 s");
   assert.match(String(msg?.message), /worker was killed by SIGKILL/);
-  const served = await server.done();
-  assert.equal(served.code, 1);
-  assert.match(served.stdout, /0 of 1 peers ok/);
-  assert.deepEqual(workerSockets(server.child.pid), []);
+  await assertServed(server, 1, /0 of 1 peers ok/);
 });
 
 Deno.test("socket: a source that changes mid-transfer is never delivered as complete", async () => {
   await using place = await socketPlace();
-  const file = `${place.dir}/f.bin`;
   const size = 8 * 1024 * 1024;
-  await makeFile(file, size, 1);
-  const server = startServer(file, place.socket, ["--peers", "1"]);
-  await waitForSocket(place.socket);
-  using fake = await FakeClient.hello(place.socket);
-  await fake.connectData();
+  const { file, server } = await serveNewFile(place, size, ["--peers", "1"]);
   const headerLength = encodeHeader({ size, mode: 0, name: "f.bin", digest: "xxh64" }).length;
-  await fake.readData(headerLength + 1024 * 1024);
-  await new Promise((resolve) => setTimeout(resolve, 20)); // a distinct mtime
+  using fake = await FakeClient.reading(place.socket, headerLength + 1024 * 1024);
+  await delay(20); // a distinct mtime
   await makeFile(file, size, 2); // same size, new bytes and mtime
   // Read to the end: either the worker aborts (EOF) or the trailer says "changed".
   const rest = new Uint8Array(size);
@@ -245,8 +223,7 @@ Deno.test("socket: a source that changes mid-transfer is never delivered as comp
 
 Deno.test("socket: a stopped worker makes its client give up after --timeout; none is left", async () => {
   await using place = await socketPlace();
-  const file = `${place.dir}/f.bin`;
-  await makeFile(file, 8 * 1024 * 1024);
+  const file = await newFile(place, 8 * 1024 * 1024);
   // 8 MiB at 4 MiB/s: two seconds in which to stop the worker mid-stream.
   const server = startServer(file, place.socket, ["--peers", "1", "--limit-rate", "4M"]);
   const out = `${place.dir}/out`;
@@ -273,15 +250,14 @@ async function midTransfer(dirs: string[]): Promise<boolean> {
     const states = dirs.map((d) => listDir(d));
     if (states.some((names) => names.some((n) => !n.endsWith(".part")))) return false;
     if (states.every((names) => names.some((n) => n.endsWith(".part")))) return true;
-    await new Promise((resolve) => setTimeout(resolve, 1));
+    await delay(1);
   }
   return false;
 }
 
 Deno.test("socket: kill -9 of one client mid-transfer fails only that peer", async () => {
   await using place = await socketPlace();
-  const file = `${place.dir}/f.bin`;
-  await makeFile(file, 64 * 1024 * 1024);
+  const file = await newFile(place, 64 * 1024 * 1024);
   // The victim may finish before it is caught mid-transfer; then try again.
   for (let attempt = 1;; attempt++) {
     const server = startServer(file, place.socket, ["--peers", "4"]);
@@ -307,8 +283,7 @@ Deno.test("socket: kill -9 of one client mid-transfer fails only that peer", asy
 
 Deno.test("socket: kill -9 of the server makes clients fail within 2 s, leaving nothing", async () => {
   await using place = await socketPlace();
-  const file = `${place.dir}/f.bin`;
-  await makeFile(file, 64 * 1024 * 1024);
+  const file = await newFile(place, 64 * 1024 * 1024);
   for (let attempt = 1;; attempt++) {
     const server = startServer(file, place.socket, ["--peers", "2"]);
     const outs = [1, 2].map((i) => `${place.dir}/o${attempt}-${i}`);
@@ -355,10 +330,12 @@ function alive(pid: number): boolean {
 
 Deno.test("socket: --max-active 1 queues peers in order and moves them up", async () => {
   await using place = await socketPlace();
-  const file = `${place.dir}/f.bin`;
-  await makeFile(file, 4 * 1024 * 1024);
-  const server = startServer(file, place.socket, ["--peers", "3", "--max-active", "1"]);
-  await waitForSocket(place.socket);
+  const { server } = await serveNewFile(place, 4 * 1024 * 1024, [
+    "--peers",
+    "3",
+    "--max-active",
+    "1",
+  ]);
   using first = await FakeClient.hello(place.socket);
   await first.connectData();
   using second = await FakeClient.hello(place.socket);
@@ -373,16 +350,12 @@ Deno.test("socket: --max-active 1 queues peers in order and moves them up", asyn
   second.close();
   assert.equal((await third.next())?.type, "connect");
   third.close();
-  const served = await server.done();
-  assert.equal(served.code, 1);
-  assert.match(served.stdout, /0 of 3 peers ok/);
-  assert.deepEqual(workerSockets(server.child.pid), []);
+  await assertServed(server, 1, /0 of 3 peers ok/);
 });
 
 Deno.test("socket: SIGTERM lets a running transfer finish within --grace, not beyond", async () => {
   await using place = await socketPlace();
-  const file = `${place.dir}/f.bin`;
-  await makeFile(file, 2 * 1024 * 1024);
+  const file = await newFile(place, 2 * 1024 * 1024);
   for (const [grace, expected] of [["5", 0], ["0.2", 1]] as const) {
     // 2 MiB at 2 MiB/s: about a second of streaming.
     const server = startServer(file, place.socket, ["--limit-rate", "2M", "--grace", grace]);
@@ -408,8 +381,7 @@ Deno.test({
   await using place = await socketPlace();
   await using disk = await smallTmpfs("1m");
   assert.ok(disk, "mounting a small tmpfs failed");
-  const file = `${place.dir}/f.bin`;
-  await makeFile(file, 4 * 1024 * 1024);
+  const file = await newFile(place, 4 * 1024 * 1024);
   const server = startServer(file, place.socket, ["--peers", "2"]);
   const full = startClient(place.socket, disk.dir);
   const fine = startClient(place.socket, `${place.dir}/out`);
@@ -425,8 +397,7 @@ Deno.test({
 
 Deno.test("socket: a client that meets a --raw server says so", async () => {
   await using place = await socketPlace();
-  const file = `${place.dir}/f.bin`;
-  await makeFile(file, 100_000);
+  const file = await newFile(place, 100_000);
   const server = startServer(file, place.socket, ["--raw", "--peers", "1"]);
   const client = await startClient(place.socket, `${place.dir}/out`).done();
   assert.equal(client.code, 1);

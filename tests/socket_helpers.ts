@@ -8,7 +8,15 @@ import assert from "node:assert/strict";
 import { delay } from "../core/delay.ts";
 import { privateRuntimeDir } from "../core/runtime_dir.ts";
 import { LineReader, readFull, TOKEN_HEX_LENGTH, writeAll } from "../socket/protocol.ts";
-import { listDir, type P2mProcess, spawnP2m, spawnReceiving, tempDir, waitFor } from "./helpers.ts";
+import {
+  listDir,
+  makeFile,
+  type P2mProcess,
+  spawnP2m,
+  spawnReceiving,
+  tempDir,
+  waitFor,
+} from "./helpers.ts";
 
 const encoder = new TextEncoder();
 
@@ -29,6 +37,41 @@ export async function socketPlace(): Promise<
 /** Starts a socket server on `socket` serving `file`. */
 export function startServer(file: string, socket: string, args: string[] = []): P2mProcess {
   return spawnP2m("socket.ts", ["server", file, "--socket", socket, ...args]);
+}
+
+/** Writes `size` bytes (from `seed`) to `place.dir/f.bin`; returns that path. */
+export async function newFile(place: { dir: string }, size: number, seed = 1): Promise<string> {
+  const file = `${place.dir}/f.bin`;
+  await makeFile(file, size, seed);
+  return file;
+}
+
+/**
+ * Writes `size` bytes (from `seed`) to `place.dir/f.bin` and starts a server
+ * of it on `place.socket` with `args`; returns once the socket is there.
+ */
+export async function serveNewFile(
+  place: { dir: string; socket: string },
+  size: number,
+  args: string[] = [],
+  seed = 1,
+): Promise<{ file: string; data: Uint8Array; server: P2mProcess }> {
+  const file = `${place.dir}/f.bin`;
+  const data = await makeFile(file, size, seed);
+  const server = startServer(file, place.socket, args);
+  await waitForSocket(place.socket);
+  return { file, data, server };
+}
+
+/**
+ * Waits for `server` to end and asserts its exit `code`, that its stdout
+ * says `says`, and that it left no worker socket behind.
+ */
+export async function assertServed(server: P2mProcess, code: number, says: RegExp): Promise<void> {
+  const served = await server.done();
+  assert.equal(served.code, code, served.stderr);
+  assert.match(served.stdout, says);
+  assert.deepEqual(workerSockets(server.child.pid), []);
 }
 
 /** Starts a client writing into `out/`. */
@@ -122,6 +165,21 @@ export class FakeClient implements Disposable {
     const control = await connectListening(socket);
     await writeAll(control, encoder.encode(`{"type":"hello","version":1,"pid":${Deno.pid}}\n`));
     return new FakeClient(control);
+  }
+
+  /** Says hello, connects to its worker and reads the first `bytes` of the data stream. */
+  static async reading(socket: string, bytes: number): Promise<FakeClient> {
+    const fake = await FakeClient.hello(socket);
+    await fake.connectData();
+    await fake.readData(bytes);
+    return fake;
+  }
+
+  /** Skips server messages up to the next `error`; returns it (null: the channel ended). */
+  async nextError(): Promise<Record<string, unknown> | null> {
+    let msg;
+    do msg = await this.next(); while (msg && msg.type !== "error");
+    return msg;
   }
 
   /** Next server message, parsed. */

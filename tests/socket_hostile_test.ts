@@ -19,8 +19,11 @@ import { readFull } from "../socket/protocol.ts";
 import { listDir, makeFile } from "./helpers.ts";
 import {
   assertNoTempFiles,
+  assertServed,
   childPids,
   FakeClient,
+  newFile,
+  serveNewFile,
   socketPlace,
   startClient,
   startServer,
@@ -82,11 +85,8 @@ Deno.test("socket: an in-place edit with mtime restored fails every peer at once
 
 Deno.test("socket: silent callers on a worker's one-time socket do not delay its peer", async () => {
   await using place = await socketPlace();
-  const file = `${place.dir}/f.bin`;
   const size = 8 * 1024 * 1024;
-  const data = await makeFile(file, size);
-  const server = startServer(file, place.socket, ["--peers", "1"]);
-  await waitForSocket(place.socket);
+  const { server, data } = await serveNewFile(place, size, ["--peers", "1"]);
   using fake = await FakeClient.hello(place.socket);
   const connect = await fake.nextConnect();
   const started = performance.now();
@@ -114,16 +114,12 @@ Deno.test("socket: silent callers on a worker's one-time socket do not delay its
   } finally {
     for (const conn of silent) conn.close();
   }
-  const served = await server.done();
-  assert.equal(served.code, 0, served.stderr);
-  assert.match(served.stdout, /1 of 1 peers ok/);
-  assert.deepEqual(workerSockets(server.child.pid), []);
+  await assertServed(server, 0, /1 of 1 peers ok/);
 });
 
 Deno.test("socket: 100 hello-only peers do not hold the workers from honest ones", async () => {
   await using place = await socketPlace();
-  const file = `${place.dir}/f.bin`;
-  await makeFile(file, 1024 * 1024);
+  const file = await newFile(place, 1024 * 1024);
   const out = `${place.dir}/out`;
   const server = startServer(file, place.socket);
   await waitForSocket(place.socket);

@@ -8,6 +8,7 @@
  * @module
  */
 import assert from "node:assert/strict";
+import { delay } from "../core/delay.ts";
 import { Buffer } from "node:buffer";
 import { createDigest, toHex } from "../core/digest.ts";
 import { lines } from "../core/lines.ts";
@@ -20,7 +21,8 @@ import {
   TrailerStatus,
 } from "../core/wire.ts";
 import { writeAll } from "../socket/protocol.ts";
-import { listDir, makeFile, waitFor } from "./helpers.ts";
+import { listDir, makeFile, waitFor, whenDone } from "./helpers.ts";
+import { spawnPiped } from "../tools/runner.ts";
 import {
   assertNoTempFiles,
   childPids,
@@ -35,28 +37,8 @@ const CHUNK = 1024 * 1024;
 /** A server on `-` whose stdin the test writes, spooling into `spool`. */
 function stdinServer(socket: string, spool: string, args: string[] = []) {
   const argv = p2mArgv("socket.ts", ["server", "-", "--socket", socket, "--spool", spool, ...args]);
-  const child = new Deno.Command(argv[0], {
-    args: argv.slice(1),
-    env: { NO_COLOR: "1" },
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const stdin = child.stdin.getWriter();
-  const output = child.output();
-  return {
-    child,
-    stdin,
-    async done() {
-      const result = await output;
-      const text = new TextDecoder();
-      return {
-        code: result.code,
-        stdout: text.decode(result.stdout),
-        stderr: text.decode(result.stderr),
-      };
-    },
-  };
+  const child = spawnPiped(argv, { stdin: "piped" });
+  return { child, stdin: child.stdin.getWriter(), done: whenDone(child) };
 }
 
 /** A client writing to stdout (`--out -`, or `out`), its stdout left to the test. */
@@ -71,13 +53,7 @@ function stdoutClient(socket: string, args: string[] = [], out = "-") {
     "20",
     ...args,
   ]);
-  return new Deno.Command(argv[0], {
-    args: argv.slice(1),
-    env: { NO_COLOR: "1" },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
+  return spawnPiped(argv);
 }
 
 async function stderrOf(child: Deno.ChildProcess): Promise<string> {
@@ -167,7 +143,7 @@ Deno.test("socket: kill -9 of the server mid-stream fails every client; nothing 
   void Promise.all(started).then(() => both = true);
   while (!both) {
     await server.stdin.write(piece);
-    await Promise.race([Promise.all(started), new Promise((r) => setTimeout(r, 50))]);
+    await Promise.race([Promise.all(started), delay(50)]);
   }
   const workers = childPids(server.child.pid);
   server.child.kill("SIGKILL");
@@ -363,7 +339,7 @@ Deno.test("socket: a producer pausing longer than the client's --timeout does no
   await server.stdin.write(new Uint8Array(10).fill(1));
   const first = await reader.read(); // the client is streaming now
   assert.ok(!first.done);
-  await new Promise((resolve) => setTimeout(resolve, 5000)); // 2.5 × its stall timeout
+  await delay(5000); // 2.5 × its stall timeout
   await server.stdin.write(new Uint8Array(10).fill(2));
   await server.stdin.close();
   let count = first.value.length;

@@ -6,6 +6,8 @@ import { DATA_CHUNK } from "../socket/protocol.ts";
 import { assertSameFile, listDir, makeFile, spawnP2m } from "./helpers.ts";
 import {
   assertNoTempFiles,
+  newFile,
+  serveNewFile,
   socketPlace,
   startClient,
   startServer,
@@ -133,8 +135,7 @@ Deno.test("socket: --raw serves plain bytes to Deno.connect, socat and client --
 
 Deno.test("socket: without --peers the server serves until SIGTERM, then cleans up (143)", async () => {
   await using place = await socketPlace();
-  const file = `${place.dir}/f.bin`;
-  await makeFile(file, 100_000);
+  const file = await newFile(place, 100_000);
   const server = startServer(file, place.socket);
   for (const i of [1, 2]) {
     const c = await startClient(place.socket, `${place.dir}/o${i}`).done();
@@ -150,10 +151,7 @@ Deno.test("socket: without --peers the server serves until SIGTERM, then cleans 
 
 Deno.test("socket: SIGINT exits 130 and removes the socket", async () => {
   await using place = await socketPlace();
-  const file = `${place.dir}/f.bin`;
-  await makeFile(file, 10);
-  const server = startServer(file, place.socket, ["--quiet"]);
-  await waitForSocket(place.socket);
+  const { server } = await serveNewFile(place, 10, ["--quiet"]);
   Deno.kill(server.child.pid, "SIGINT");
   const served = await server.done();
   assert.equal(served.code, 130, served.stderr);
@@ -161,15 +159,18 @@ Deno.test("socket: SIGINT exits 130 and removes the socket", async () => {
   assert.deepEqual(listDir(place.dir), ["f.bin"]);
 });
 
-Deno.test("socket: stale socket is reused, live server refused, non-socket untouched", async () => {
-  await using place = await socketPlace();
-  const file = `${place.dir}/f.bin`;
-  await makeFile(file, 1000);
-  // A server killed with -9 leaves a stale socket file behind.
-  const dead = startServer(file, place.socket);
-  await waitForSocket(place.socket);
+/** A server killed with -9 leaves a stale socket file at `socket` behind. */
+async function leaveStaleSocket(file: string, socket: string): Promise<void> {
+  const dead = startServer(file, socket);
+  await waitForSocket(socket);
   Deno.kill(dead.child.pid, "SIGKILL");
   await dead.done();
+}
+
+Deno.test("socket: stale socket is reused, live server refused, non-socket untouched", async () => {
+  await using place = await socketPlace();
+  const file = await newFile(place, 1000);
+  await leaveStaleSocket(file, place.socket);
   assert.ok(Deno.lstatSync(place.socket).isSocket);
 
   const live = startServer(file, place.socket, ["--peers", "1"]);
@@ -191,12 +192,8 @@ Deno.test("socket: stale socket is reused, live server refused, non-socket untou
 
 Deno.test("socket: two servers racing for one stale path: exactly one wins", async () => {
   await using place = await socketPlace();
-  const file = `${place.dir}/f.bin`;
-  await makeFile(file, 1000);
-  const dead = startServer(file, place.socket);
-  await waitForSocket(place.socket);
-  Deno.kill(dead.child.pid, "SIGKILL");
-  await dead.done();
+  const file = await newFile(place, 1000);
+  await leaveStaleSocket(file, place.socket);
   const racers = [1, 2].map(() => startServer(file, place.socket, ["--peers", "1"]));
   await waitForListener(place.socket);
   const client = await startClient(place.socket, `${place.dir}/out`).done();
@@ -209,8 +206,7 @@ Deno.test("socket: two servers racing for one stale path: exactly one wins", asy
 
 Deno.test("socket: --out FILE, no clobbering without --force, and replacing with it", async () => {
   await using place = await socketPlace();
-  const file = `${place.dir}/f.bin`;
-  await makeFile(file, 70_000);
+  const file = await newFile(place, 70_000);
   const target = `${place.dir}/copy.bin`;
   await Deno.writeTextFile(target, "precious");
   const run = async (args: string[]) => {
@@ -239,8 +235,7 @@ Deno.test("socket: --out FILE, no clobbering without --force, and replacing with
 
 Deno.test("socket: the default socket lives in a private runtime directory", async () => {
   await using place = await socketPlace();
-  const file = `${place.dir}/f.bin`;
-  await makeFile(file, 5000);
+  const file = await newFile(place, 5000);
   const env = { XDG_RUNTIME_DIR: `${place.dir}/run` };
   await Deno.mkdir(env.XDG_RUNTIME_DIR, { mode: 0o755 });
   const server = spawnP2m("socket.ts", ["server", file, "--peers", "1"], { env });
@@ -258,8 +253,7 @@ Deno.test("socket: the default socket lives in a private runtime directory", asy
 
 Deno.test("socket: an overlong socket path gets a clear error", async () => {
   await using place = await socketPlace();
-  const file = `${place.dir}/f.bin`;
-  await makeFile(file, 10);
+  const file = await newFile(place, 10);
   const long = `${place.dir}/${"s".repeat(120)}.sock`;
   const server = await startServer(file, long).done();
   assert.equal(server.code, 2);
@@ -272,8 +266,7 @@ Deno.test("socket: an overlong socket path gets a clear error", async () => {
 
 Deno.test("socket: missing and unopenable inputs fail with exit 1; a directory is sent as a tree", async () => {
   await using place = await socketPlace();
-  const file = `${place.dir}/f.bin`;
-  await makeFile(file, 10);
+  const file = await newFile(place, 10);
   {
     // A directory is no longer refused: it is served as a tree (socket_tree_test.ts).
     const tree = `${place.dir}/tree`;

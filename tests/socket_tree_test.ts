@@ -11,12 +11,12 @@ import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { createDigest } from "../core/digest.ts";
 import { p2mArgv } from "../core/permissions.ts";
-import { TarEncoder, type TarEntry } from "../core/tar.ts";
 import { encodeHeader, encodeTrailer, TrailerStatus } from "../core/wire.ts";
 import { Reporter } from "../core/report.ts";
 import { writeAll } from "../socket/protocol.ts";
 import { ServedStream } from "../socket/served_stream.ts";
 import { listDir, makeFile, waitFor } from "./helpers.ts";
+import { archive, file, type Item } from "./tar_helpers.ts";
 import { FakeServer, socketPlace, startClient, startServer } from "./socket_helpers.ts";
 
 /** Builds the test tree under `root` (named `src`). */
@@ -105,38 +105,6 @@ Deno.test("socket: a tree to 3 clients (DIR/, PATH, --out - | tar x) is identica
   assert.deepEqual(listDir(`${place.dir}/out1`), ["copy"], "no staging directory left");
   assert.deepEqual(listDir(spool), [], "no spool file left");
 });
-
-/** An entry and, for a file, its bytes. */
-type Item = TarEntry & { data?: Uint8Array };
-
-function file(path: string, text: string): Item {
-  const data = new TextEncoder().encode(text);
-  return { path, kind: "file", mode: 0o644, size: data.length, data };
-}
-
-/** A whole tar stream for `items`. */
-function archive(items: Item[]): Uint8Array {
-  const encoder = new TarEncoder();
-  const chunks: Uint8Array[] = [];
-  const drain = () => {
-    const out = new Uint8Array(encoder.pending);
-    encoder.drain(out);
-    chunks.push(out);
-  };
-  for (const { data, ...entry } of items) {
-    encoder.begin(entry);
-    drain();
-    if (data !== undefined) {
-      const out = new Uint8Array(data.length);
-      encoder.data(out, data);
-      chunks.push(out);
-      drain();
-    }
-  }
-  encoder.end();
-  drain();
-  return Buffer.concat(chunks);
-}
 
 /** A complete, correctly digested p2m tree stream of `tar`, named `tree`. */
 async function treeStream(tar: Uint8Array): Promise<Uint8Array> {

@@ -45,7 +45,7 @@ Deno.test("source: an in-place rewrite with mtime set back is seen (lease)", () 
     const writer = new Deno.Command("sh", { args: ["-c", script] }).spawn();
     let seen: string | undefined;
     for (let i = 0; i < 250 && !seen; i++) {
-      await new Promise((resolve) => setTimeout(resolve, 20));
+      await delay(20);
       seen = source.changed();
     }
     assert.match(seen ?? "", /opened it for writing/);
@@ -84,7 +84,7 @@ Deno.test("source: a writer breaking the lease is let through within one check",
     const writer = new Deno.Command("sh", { args: ["-c", `printf x >> '${path}'`] }).spawn();
     let seen: string | undefined;
     for (let i = 0; i < 100 && !seen; i++) {
-      await new Promise((resolve) => setTimeout(resolve, 20));
+      await delay(20);
       seen = source.changed();
     }
     assert.ok(seen, "the break was seen");

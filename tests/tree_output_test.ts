@@ -8,7 +8,6 @@
  */
 import assert from "node:assert/strict";
 import { P2mError } from "../core/errors.ts";
-import { TarEncoder, type TarEntry } from "../core/tar.ts";
 import { tarEntryOf, walkTree } from "../core/tree.ts";
 import {
   sanitizeTreePath,
@@ -16,49 +15,10 @@ import {
   type TreeLimits,
   TreeOutput,
 } from "../core/tree_output.ts";
-import { concatBytes, listDir, makeFile, tempDir, withTempDir } from "./helpers.ts";
+import { listDir, makeFile, tempDir, withTempDir } from "./helpers.ts";
+import { archive, directory, file, type Item, symlink } from "./tar_helpers.ts";
 
 const STAGING = /^\.p2m-stage-\d+-[0-9a-z]+$/;
-
-/** An entry and, for a file, its bytes. */
-type Item = TarEntry & { data?: Uint8Array };
-
-function file(path: string, text: string, mode = 0o644): Item {
-  const data = new TextEncoder().encode(text);
-  return { path, kind: "file", mode, size: data.length, data };
-}
-function directory(path: string, mode = 0o755): Item {
-  return { path, kind: "directory", mode, size: 0 };
-}
-function symlink(path: string, target: string): Item {
-  return { path, kind: "symlink", mode: 0o777, size: 0, linkTarget: target };
-}
-
-/** A whole tar stream for `items`, framed by our encoder. */
-function archive(items: Item[], end = true): Uint8Array {
-  const encoder = new TarEncoder();
-  const chunks: Uint8Array[] = [];
-  const drain = () => {
-    const out = new Uint8Array(encoder.pending);
-    encoder.drain(out);
-    chunks.push(out);
-  };
-  for (const { data, ...entry } of items) {
-    encoder.begin(entry);
-    drain();
-    if (data !== undefined) {
-      const out = new Uint8Array(data.length);
-      encoder.data(out, data);
-      chunks.push(out);
-      drain();
-    }
-  }
-  if (end) {
-    encoder.end();
-    drain();
-  }
-  return concatBytes(chunks);
-}
 
 /**
  * A stream for `items` whose first U+0001 becomes `byte` (NUL by default):

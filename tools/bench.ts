@@ -13,6 +13,7 @@
  * @module
  */
 import {
+  commandSpec,
   formatBytes,
   gibPerSecond,
   intFlag,
@@ -89,20 +90,11 @@ Cases whose copies would not fit in the output area (size x (peers + 1)) are
 skipped and listed. Exits 1 if any copy failed.
 `;
 
-const spec = {
-  name: "p2m bench",
-  usage: USAGE,
-  options: {
-    quick: { type: "boolean" },
-    sizes: { type: "string" },
-    peers: { type: "string" },
-    methods: { type: "string" },
-    runs: { type: "string" },
-    "out-dir": { type: "string" },
-    results: { type: "string" },
-    ...REPORT_OPTIONS,
-  },
-} as const;
+const spec = commandSpec("p2m bench", USAGE, {
+  strings: ["sizes", "peers", "methods", "runs", "out-dir", "results"],
+  booleans: ["quick"],
+  shared: REPORT_OPTIONS,
+});
 
 /** A measured method: a transport with or without verification, or a baseline tool. */
 interface Method extends MethodInfo {

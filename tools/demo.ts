@@ -9,21 +9,18 @@
  * @module
  */
 import {
-  formatBytes,
-  formatTable,
-  gibPerSecond,
+  commandSpec,
   intFlag,
   maybeHelp,
-  P2mError,
   parseCommand,
   REPORT_OPTIONS,
-  Reporter,
   runMain,
   secondsFlag,
   sizeFlag,
-  TextBlock,
-  UsageError,
-} from "../core/mod.ts";
+} from "../core/cli.ts";
+import { P2mError, UsageError } from "../core/errors.ts";
+import { formatBytes, formatTable, gibPerSecond, TextBlock } from "../core/format.ts";
+import { Reporter } from "../core/report.ts";
 import { type Expected, fileDigest, runCopy, writeRandomFile } from "./harness.ts";
 import { type Transport, TRANSPORTS } from "./plans.ts";
 import { onInterrupt } from "./runner.ts";
@@ -49,18 +46,10 @@ Options:
   -h, --help      show this help
 `;
 
-const spec = {
-  name: "p2m demo",
-  usage: USAGE,
-  options: {
-    file: { type: "string" },
-    size: { type: "string" },
-    peers: { type: "string" },
-    transport: { type: "string" },
-    timeout: { type: "string" },
-    ...REPORT_OPTIONS,
-  },
-} as const;
+const spec = commandSpec("p2m demo", USAGE, {
+  strings: ["file", "size", "peers", "transport", "timeout"],
+  shared: REPORT_OPTIONS,
+});
 
 /** One line of the demo's table. */
 interface Row {
