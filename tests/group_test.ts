@@ -12,7 +12,6 @@
 import assert from "node:assert/strict";
 import { SHM_PERMISSIONS, SOCKET_PERMISSIONS } from "../core/permissions.ts";
 import { SharedMemory } from "../ffi/mod.ts";
-import { geometry, writeHeader } from "../shm/layout.ts";
 import {
   assertSameFile,
   listDir,
@@ -24,6 +23,7 @@ import {
   uniqueName,
   waitFor,
 } from "./helpers.ts";
+import { leaveStale } from "./shm_helpers.ts";
 
 const root = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 const notRoot = Deno.uid() !== 0;
@@ -168,6 +168,30 @@ function assertRefused(result: { code: number; output: string }, reason: RegExp,
   assert.deepEqual(listDir(out), [], "a refused receiver writes nothing");
 }
 
+/**
+ * A receiver of another user is refused, writing nothing, both without
+ * `--group` (the object is not its own: `owner` says whose, and the message
+ * says to pass --group) and with a group that is not the object's (root).
+ */
+async function assertRefusedUnlessGroup(
+  receive: (args: string[]) => Promise<{ code: number; output: string }>,
+  owner: RegExp,
+  gid: number,
+  out: string,
+  timeout: string,
+): Promise<void> {
+  assertRefused(
+    await receive(["--timeout", timeout]),
+    new RegExp(`${owner.source}, not \\d+; refusing to trust it .*pass --group GROUP`),
+    out,
+  );
+  assertRefused(
+    await receive(["--group", "root", "--timeout", timeout]),
+    new RegExp(`belongs to gid ${gid}, not to group root \\(gid 0\\)`),
+    out,
+  );
+}
+
 Deno.test({
   name: "group: a shm receiver of another user receives with --group and is refused without it",
   ignore: notRoot,
@@ -196,16 +220,7 @@ Deno.test({
       ...["sender", file, "--name", name, "--group", user.group, "--wait", "30"],
     ]);
     try {
-      assertRefused(
-        await receive(["--timeout", "20"]),
-        /belongs to uid 0, not \d+; refusing to trust it .*pass --group GROUP/,
-        out,
-      );
-      assertRefused(
-        await receive(["--group", "root", "--timeout", "20"]),
-        new RegExp(`belongs to gid ${user.gid}, not to group root \\(gid 0\\)`),
-        out,
-      );
+      await assertRefusedUnlessGroup(receive, /belongs to uid 0/, user.gid, out, "20");
       const ok = await receive(["--group", user.group, "--timeout", "20"]);
       assert.equal(ok.code, 0, ok.output);
       await assertSameFile(`${out}/data.bin`, file);
@@ -241,16 +256,7 @@ Deno.test({
       assert.equal(dir.gid, user.gid, "the runtime dir has the group");
       assert.equal(Deno.lstatSync(socket).gid, user.gid, "the socket has the group");
 
-      assertRefused(
-        await receive(["--timeout", "10"]),
-        /socket .* belongs to uid 0, not \d+; refusing to trust it .*pass --group GROUP/,
-        out,
-      );
-      assertRefused(
-        await receive(["--group", "root", "--timeout", "10"]),
-        new RegExp(`belongs to gid ${user.gid}, not to group root \\(gid 0\\)`),
-        out,
-      );
+      await assertRefusedUnlessGroup(receive, /socket .* belongs to uid 0/, user.gid, out, "10");
       const ok = await receive(["--group", user.group, "--timeout", "20"]);
       assert.equal(ok.code, 0, ok.output);
       assert.match(ok.output, /xxh3-128 verified/);
@@ -274,21 +280,8 @@ Deno.test({
     // A --group sender's segment whose sender and reaper both died: root's,
     // 0660 of the group, no liveness lock. /dev/shm is sticky, so the other
     // user may not unlink it.
-    const memory = SharedMemory.create(name)!;
+    leaveStale(name, "full", { gid: user.gid });
     try {
-      memory.shareWithGroup(user.gid);
-      const geo = geometry(4096, 2);
-      memory.truncate(geo.segmentSize);
-      writeHeader(memory.map(geo.segmentSize), {
-        ...geo,
-        fileSize: 5000,
-        mode: 0o644,
-        name: "old.bin",
-        digestCode: 1,
-        digestLength: 8,
-        peers: 1,
-        pid: 1,
-      });
       const out = `${user.home}/out`;
       const result = await user.p2m("sharedmem.ts", [
         ...["receiver", "--name", name, "--group", user.group, "--out", `${out}/`],
@@ -299,7 +292,6 @@ Deno.test({
       assert.equal((await shmEntries(name)).length, 1, "left for its owner to remove");
     } finally {
       SharedMemory.unlink(name);
-      memory.close();
     }
   },
 });

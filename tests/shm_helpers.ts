@@ -7,6 +7,8 @@
  */
 import assert from "node:assert/strict";
 import { delay } from "../core/delay.ts";
+import { SharedMemory } from "../ffi/mod.ts";
+import { geometry, writeHeader } from "../shm/layout.ts";
 import { parseEvent } from "../tools/runner.ts";
 import {
   listDir,
@@ -213,4 +215,37 @@ export function summaryOf(stdout: string): SenderSummary {
   const summary = eventIn<SenderSummary>(stdout, "summary");
   assert.ok(summary, "the sender emits a summary event");
   return summary;
+}
+
+/**
+ * Leaves a segment nobody holds the sender lock of, in one of three shapes:
+ * empty, sized but without a header, or with a full header (a sender that
+ * died after writing it). With `gid`, it is first shared with that group
+ * (as a `--group` sender's is).
+ */
+export function leaveStale(
+  name: string,
+  shape: "empty" | "no-magic" | "full",
+  options: { gid?: number } = {},
+): void {
+  const memory = SharedMemory.create(name)!;
+  try {
+    if (options.gid !== undefined) memory.shareWithGroup(options.gid);
+    const geo = geometry(4096, 2);
+    if (shape !== "empty") memory.truncate(geo.segmentSize);
+    if (shape === "full") {
+      writeHeader(memory.map(geo.segmentSize), {
+        ...geo,
+        fileSize: 5000,
+        mode: 0o644,
+        name: "old.bin",
+        digestCode: 1,
+        digestLength: 8,
+        peers: 1,
+        pid: 1,
+      });
+    }
+  } finally {
+    memory.close(); // its "sender" is gone: no liveness lock
+  }
 }

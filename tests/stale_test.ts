@@ -8,11 +8,11 @@
 import assert from "node:assert/strict";
 import { delay } from "../core/delay.ts";
 import { SharedMemory } from "../ffi/mod.ts";
-import { geometry, writeHeader } from "../shm/layout.ts";
 import { makeFile, shmEntries, uniqueName, withTempDir } from "./helpers.ts";
 import {
   assertNameReusable,
   assertNoSegment,
+  leaveStale,
   receiver,
   sender,
   waitForNoSegment,
@@ -49,26 +49,6 @@ Deno.test("stale: kill -9 of a sender right after it created the segment (before
     await assertNameReusable(file, name, `${dir}/next`);
   });
 });
-
-/** A segment nobody holds the sender lock of: created and left, in one of three shapes. */
-function leaveStale(name: string, shape: "empty" | "no-magic" | "full"): void {
-  const memory = SharedMemory.create(name)!;
-  const geo = geometry(4096, 2);
-  if (shape !== "empty") memory.truncate(geo.segmentSize);
-  if (shape === "full") {
-    writeHeader(memory.map(geo.segmentSize), {
-      ...geo,
-      fileSize: 5000,
-      mode: 0o644,
-      name: "old.bin",
-      digestCode: 1,
-      digestLength: 8,
-      peers: 1,
-      pid: 1,
-    });
-  }
-  memory.close(); // its "sender" is gone: no liveness lock
-}
 
 for (const shape of ["empty", "no-magic", "full"] as const) {
   Deno.test(`stale: a receiver removes a stale segment (${shape}) at once instead of waiting out its timeout`, async () => {
