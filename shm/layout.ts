@@ -47,7 +47,7 @@ import type { SharedMemory } from "../ffi/mod.ts";
 /** "P2MS" as a little-endian u32. */
 export const SEGMENT_MAGIC = 0x534d3250;
 /** Layout version this build speaks. */
-export const SEGMENT_VERSION = 2;
+export const SEGMENT_VERSION = 3;
 /** Bytes of the header area. */
 export const HEADER_AREA = 4096;
 /** Bytes per receiver table entry. */
@@ -103,6 +103,7 @@ export const HeaderField = {
   lengthsOffset: 25,
   finalChunks: 26,
   lap: 27,
+  claimed: 30,
 } as const;
 /** Byte offset of a stream's final size (float64, written before Final). */
 export const FINAL_SIZE_OFFSET = 112;

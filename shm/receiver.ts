@@ -249,14 +249,17 @@ async function receive(
   try {
     // Read the shared state only after our entry is visible. From then on
     // the sender's ring gate counts our cursor (0), so chunk 0 can no longer
-    // be overwritten; if fewer than K chunks were published when we looked,
-    // the gate check for chunk K comes after our entry, and we are served
-    // from the start. A file that fits in the ring is never overwritten.
+    // be overwritten. The sender claims chunk n's slot before it looks at
+    // the cursors for it: if it has claimed no more than K (the slots), its
+    // look for chunk K, the first to overwrite chunk 0, comes after our
+    // entry, and we are served from the start. A file that fits in the ring
+    // is never overwritten.
     const state = seg.transferState();
+    const pastChunkZero = seg.claimed() > info.slotCount;
     // Too late for this lap (the rules below), with a lingering sender:
     // wait for the next lap instead of failing.
     const tooLate = state === TransferState.Closed ||
-      (info.totalChunks > info.slotCount && seg.published() >= info.slotCount);
+      (info.totalChunks > info.slotCount && pastChunkZero);
     if (info.laps && tooLate) {
       refused = true;
       throw new NextLap();
@@ -266,14 +269,14 @@ async function receive(
       throw new P2mError(`the transfer on ${options.name} has already finished`);
     }
     // A stream (size unknown) may always outgrow the ring.
-    if (!info.sizeKnown && seg.published() >= info.slotCount) {
+    if (!info.sizeKnown && pastChunkZero) {
       refused = true;
       throw new P2mError(
         `the transfer on ${options.name} sends a stream (${info.name}) that has already ` +
           `started; a stream cannot be replayed, so start receivers before its input flows`,
       );
     }
-    if (info.totalChunks > info.slotCount && seg.published() >= info.slotCount) {
+    if (info.totalChunks > info.slotCount && pastChunkZero) {
       refused = true;
       throw new P2mError(
         `the transfer on ${options.name} has already started and the file ` +

@@ -149,6 +149,23 @@ export class Segment implements Disposable {
     Atomics.store(this.#words, HeaderField.published, count);
   }
 
+  /**
+   * Chunks the sender has claimed a slot for: it stores `n + 1` before it
+   * reads the cursors that decide whether chunk `n` may take its slot.
+   * Sequentially consistent, like a receiver's entry store, so the two are
+   * a Dekker pair: a receiver that made its entry visible and then reads
+   * `claimed() <= slotCount` is counted by the gate of every chunk that
+   * would overwrite chunk 0.
+   */
+  claimed(): number {
+    return Atomics.load(this.#words, HeaderField.claimed);
+  }
+
+  /** Says the sender is about to check the gate for chunk `count - 1`; store it before that check. */
+  setClaimed(count: number): void {
+    Atomics.store(this.#words, HeaderField.claimed, count);
+  }
+
   /** The final digest's first `length` bytes (a copy). Valid once the state is Final. */
   digest(length: number): Uint8Array {
     return this.#bytes.slice(DIGEST_OFFSET, DIGEST_OFFSET + length);

@@ -435,11 +435,17 @@ class SenderRun {
     }
   }
 
-  /** Waits until the slowest live receiver has freed the next slot. */
+  /**
+   * Waits until the slowest live receiver has freed the next slot. The
+   * claim is stored before the first look at the cursors, so a receiver
+   * that attaches meanwhile either is counted or sees the claim (see
+   * {@linkcode Segment.claimed}).
+   */
   async #waitForSpace(): Promise<void> {
     const seg = this.#seg;
     const slots = seg.geometry.slotCount;
     const ringFull = () => this.#published - seg.minCursor(this.#published) >= slots;
+    seg.setClaimed(this.#published + 1);
     while (ringFull()) {
       this.#wakeAll();
       seg.park(SENDER, ringFull);

@@ -47,8 +47,8 @@ Deno.test("--version: every program names p2m's version, the formats and the dig
   assert.equal(pkg.version, P2M_VERSION, "package.json and core/version.ts agree");
   for (
     const [program, args, format] of [
-      ["sharedmem.ts", ["sender", "--version"], /shm segment 2/],
-      ["sharedmem.ts", ["receiver", "--version"], /shm segment 2/],
+      ["sharedmem.ts", ["sender", "--version"], /shm segment 3/],
+      ["sharedmem.ts", ["receiver", "--version"], /shm segment 3/],
       ["socket.ts", ["server", "--version"], /socket protocol 1/],
       ["socket.ts", ["client", "--version"], /socket protocol 1/],
     ] as const

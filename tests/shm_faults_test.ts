@@ -6,7 +6,14 @@
 import assert from "node:assert/strict";
 import { delay } from "../core/delay.ts";
 import { SharedMemory } from "../ffi/mod.ts";
-import { geometry, HeaderField, writeHeader } from "../shm/layout.ts";
+import {
+  FILE_SIZE_OFFSET,
+  geometry,
+  HeaderField,
+  TransferState,
+  writeHeader,
+} from "../shm/layout.ts";
+import { Segment } from "../shm/segment.ts";
 import {
   type Finished,
   listDir,
@@ -393,4 +400,49 @@ Deno.test("shm fault: signals while waiting: a sender waiting for peers, a recei
     assert.equal(waited.code, 143);
     assertEmptyDir(`${dir}/b`, "receiver interrupted while waiting");
   });
+});
+
+/**
+ * The late-receiver rule at its edge, on a segment this test writes: a
+ * live "sender" has filled the whole ring (published = slots = 2) of a
+ * 5-chunk file while no receiver was reading. Until it claims chunk 2 (the
+ * first to reuse slot 0) a receiver that attaches is served from the start;
+ * once it has claimed it, the receiver is refused as too late. (Judged by
+ * `published` alone, the first receiver was refused too: under load, a
+ * receiver of --peers N paused between attaching and looking was refused
+ * although the sender's gate counted it.)
+ */
+Deno.test("shm fault: a receiver is too late only once the sender has claimed slot 0 again", async () => {
+  for (const [claimed, servedFromStart] of [[2, true], [3, false]] as const) {
+    await withShm("p2m-shmf-", "p2m-c", async ({ dir, name }) => {
+      const memory = hostileSegment(name, (i32, f64) => {
+        f64[FILE_SIZE_OFFSET / 8] = 5 * 4096;
+        i32[HeaderField.totalChunks] = 5;
+        i32[HeaderField.state] = TransferState.Streaming;
+        i32[HeaderField.published] = 2;
+        i32[HeaderField.claimed] = claimed;
+      });
+      try {
+        const geo = geometry(4096, 2);
+        const segment = new Segment(memory, memory.buffer, geo);
+        segment.initSemaphores();
+        const late = receiver(name, `${dir}/out`, ["--timeout", "2"]);
+        if (servedFromStart) {
+          // It took chunks 0 and 1 and waits for chunk 2.
+          await waitFor(() => segment.cursor(0) === 2, 15_000, "the receiver's cursor at 2");
+          late.child.kill("SIGTERM");
+          const result = await late.done();
+          assert.doesNotMatch(result.stderr, /already started/);
+        } else {
+          const result = await late.done();
+          assert.equal(result.code, 1, result.stderr);
+          assert.match(result.stderr, /has already started and the file \(20480 bytes\)/);
+        }
+        assertEmptyDir(`${dir}/out`, "a receiver that kept nothing");
+      } finally {
+        SharedMemory.unlink(name);
+        memory.close();
+      }
+    });
+  }
 });

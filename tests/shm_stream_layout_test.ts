@@ -32,8 +32,8 @@ function segment(flags: number, fileSize: number, slots = 4): ArrayBuffer {
   return buffer;
 }
 
-Deno.test("shm layout v2: stream and tree headers read back", () => {
-  assert.equal(SEGMENT_VERSION, 2);
+Deno.test("shm layout v3: stream and tree headers read back", () => {
+  assert.equal(SEGMENT_VERSION, 3);
   const stream = segment(PayloadFlag.SizeUnknown, 0);
   const info = readHeader(stream, stream.byteLength)!;
   assert.equal(info.sizeKnown, false);
