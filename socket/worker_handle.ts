@@ -36,6 +36,11 @@ const WORKER_PERMISSIONS = SOCKET_PERMISSIONS.filter((flag) =>
  */
 const WORKER_PROGRAM = new URL("./worker_main.ts", import.meta.url).pathname;
 
+/** The command line that starts a worker: its own entry point, with its parent's flags less two. */
+export function workerArgv(): string[] {
+  return [Deno.execPath(), "run", ...WORKER_PERMISSIONS, WORKER_PROGRAM];
+}
+
 /** How often {@linkcode WorkerHandle.exitedWithin} looks (ms). */
 const EXIT_POLL_MS = 50;
 /** Most bytes of a worker's stderr kept for messages. */
@@ -100,8 +105,9 @@ export class WorkerHandle {
   /** Starts a worker process; it waits for its configuration on stdin. */
   static start(runtimeDir: string): WorkerHandle {
     WorkerHandle.#newPath(runtimeDir); // a runtime dir too long fails before any spawn
-    const child = new Deno.Command(Deno.execPath(), {
-      args: ["run", ...WORKER_PERMISSIONS, WORKER_PROGRAM],
+    const [program, ...args] = workerArgv();
+    const child = new Deno.Command(program, {
+      args,
       stdin: "piped",
       stdout: "piped",
       stderr: "piped",
