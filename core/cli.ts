@@ -31,6 +31,7 @@ import {
 import { debugTrace, describeFailure, UsageError } from "./errors.ts";
 import { escapeControls } from "./format.ts";
 import { abortAllOutputs } from "./output.ts";
+import { runAbortCleanups } from "./cleanups.ts";
 import { secondsFlag, sizeFlag } from "./flags.ts";
 import { jsonLine, Reporter, writeText } from "./report.ts";
 import { lookupGroup, type UnixGroup } from "../ffi/group.ts";
@@ -166,22 +167,11 @@ export function parseCommand<O extends Options>(
   return parsed;
 }
 
-const cleanups = new Set<() => void>();
+export { onAbort } from "./cleanups.ts";
 
-/** Registers a synchronous cleanup to run if the process is interrupted. */
-export function onAbort(cleanup: () => void): () => void {
-  cleanups.add(cleanup);
-  return () => cleanups.delete(cleanup);
-}
-
-/** Runs every registered cleanup and removes unfinished outputs. */
+/** Runs every registered cleanup (core/cleanups.ts) and removes unfinished outputs. */
 export function runCleanups(): void {
-  for (const cleanup of [...cleanups]) {
-    try {
-      cleanup();
-    } catch { /* best effort while aborting */ }
-  }
-  cleanups.clear();
+  runAbortCleanups();
   abortAllOutputs();
 }
 

@@ -1,6 +1,7 @@
 /**
- * The worker subprocess that serves one peer at a time (`socket.ts worker`,
- * hidden).
+ * The worker subprocess that serves one peer at a time (started as
+ * socket/worker_main.ts, which loads only what a worker needs; `socket.ts
+ * worker`, hidden, runs the same code).
  *
  * The server parent starts workers ahead of their peers (Deno takes a while
  * to start) and, once a peer has a slot, writes it a configuration on stdin
@@ -30,7 +31,7 @@
  *
  * @module
  */
-import { onAbort, runCleanups } from "../core/cli.ts";
+import { onAbort, runAbortCleanups } from "../core/cleanups.ts";
 import { delay } from "../core/delay.ts";
 import { describeError, P2mError } from "../core/errors.ts";
 import { sharedGroupDir } from "../core/runtime_dir.ts";
@@ -129,7 +130,7 @@ class ParentInbox {
         else if (message?.type === "digest") this.#digest.resolve(message.hex);
       }
     } catch { /* treat as EOF */ }
-    runCleanups(); // unlinks our one-time socket: Deno.exit runs no cleanups
+    runAbortCleanups(); // unlinks our one-time socket: Deno.exit runs no cleanups
     report({ type: "error", message: "server went away" });
     try {
       Deno.stderr.writeSync(encoder.encode("p2m: worker: server went away; aborted\n"));

@@ -155,7 +155,7 @@ async function workersOf(server: Party): Promise<number[]> {
     stdout: "piped",
   }).output();
   return new TextDecoder().decode(out.stdout).split("\n")
-    .filter((line) => line.includes("socket.ts") && / worker( |$)/.test(line))
+    .filter((line) => /socket\/worker_main\.ts( |$)|socket\.ts worker( |$)/.test(line))
     .map((line) => Number(line.trim().split(/\s+/)[0]));
 }
 
