@@ -243,19 +243,12 @@ export interface DigestibleFile {
   readonly info: { readonly path: string; readonly size: number };
   /** pread(2) into `view` from `offset`: bytes read, 0 at end of file. */
   pread(view: Uint8Array, offset: number): number;
-  /**
-   * Optional: hands `use` the bytes in place (a mapping a read lease makes
-   * safe, core/source.ts); false when it cannot, and pread is used.
-   */
-  mapped?(offset: number, length: number, use: (view: Uint8Array) => void): boolean;
   /** Why the file is no longer what `info` describes, or undefined. */
   changed(): string | undefined;
 }
 
-/** Bytes read per pread(2) while hashing a file: one reused buffer. */
-const FILE_READ_BYTES = 1024 * 1024;
-/** Bytes mapped at a time when the file can be hashed in place (bounds the RSS it adds). */
-const FILE_MAP_BYTES = 8 * 1024 * 1024;
+/** Bytes read per pread(2) while hashing a file: one reused buffer, well inside L2. */
+const FILE_READ_BYTES = 256 * 1024;
 /** Bytes hashed between turns of the event loop. */
 const FILE_HASH_SLICE = 32 * 1024 * 1024;
 
@@ -270,20 +263,17 @@ export async function digestFile(file: DigestibleFile, algorithm: DigestAlgorith
   const { path, size } = file.info;
   const digest = await createDigest(algorithm);
   if (algorithm === "none") return "";
-  let buf: Uint8Array | undefined;
+  // One reused buffer, small enough to be hashed while it is still in L2.
+  // Not a mapping of the file: a truncate under it would be a SIGBUS, and
+  // pread measured no slower (the page faults of a mapping cost more than
+  // the copy).
+  const buf = new Uint8Array(FILE_READ_BYTES);
   let done = 0;
   let slice = 0;
   while (done < size) {
-    // In place when a lease makes that safe (no copy out of the page cache),
-    // else one reused buffer.
-    const window = Math.min(FILE_MAP_BYTES, size - done);
-    let n = window;
-    if (!file.mapped?.(done, window, (view) => digest.update(view))) {
-      buf ??= new Uint8Array(FILE_READ_BYTES);
-      n = file.pread(buf.subarray(0, Math.min(buf.length, size - done)), done);
-      if (n === 0) throw new P2mError(`${path} shrank while it was hashed`);
-      digest.update(buf.subarray(0, n));
-    }
+    const n = file.pread(buf.subarray(0, Math.min(buf.length, size - done)), done);
+    if (n === 0) throw new P2mError(`${path} shrank while it was hashed`);
+    digest.update(buf.subarray(0, n));
     done += n;
     slice += n;
     if (slice >= FILE_HASH_SLICE) {

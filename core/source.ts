@@ -148,24 +148,6 @@ export class Source implements Disposable {
   }
 
   /**
-   * Hands `use` a read-only mapped view of `length` bytes from `offset`, so
-   * the bytes are hashed in place with no copy, when that is safe: only
-   * while the read lease holds (a truncate, which would turn a touch of the
-   * mapping into SIGBUS, waits for the lease holder, and `use` runs
-   * synchronously, before this process can let go). Returns false, having
-   * mapped nothing, when there is no intact lease: read with
-   * {@linkcode pread} instead. The one gap: a process stopped (SIGSTOP) in
-   * the middle of `use` for longer than the lease-break time (45 s by
-   * default) loses its lease to a waiting truncate, and dies of SIGBUS when
-   * it resumes; a window is 8 MiB, hashed in about a millisecond.
-   */
-  mapped(offset: number, length: number, use: (view: Uint8Array) => void): boolean {
-    if (this.#change || !this.#file.leased || this.#file.leaseBroken()) return false;
-    this.#file.withMapping(offset, length, use);
-    return true;
-  }
-
-  /**
    * Returns why the file is no longer what {@linkcode info} describes, or
    * undefined. Once it says so it always will. A broken lease is let go at
    * once, so the writer that broke it is not kept waiting. Cheap (one fcntl

@@ -42,13 +42,9 @@ import {
   F_SETSIG,
   F_UNLCK,
   libc,
-  MAP_FAILED,
-  MAP_POPULATE,
-  MAP_SHARED,
   O_CLOEXEC,
   O_NONBLOCK,
   O_RDONLY,
-  PROT_READ,
   S_IFMT,
   S_IFREG,
   SIGURG,
@@ -205,31 +201,6 @@ export class ReadOnlyFile implements Disposable {
     if (!this.#leased || this.#fd < 0) return;
     this.#leased = false;
     libc().fcntl_int(this.#fd, F_SETLEASE, BigInt(F_UNLCK));
-  }
-
-  /**
-   * Maps `length` bytes from `offset` read-only (MAP_POPULATE: no fault per
-   * page), hands the view to `use`, and unmaps before returning, so the
-   * view never outlives the mapping. `use` is synchronous on purpose: no
-   * other code of this process runs while the pages are mapped. A file
-   * truncated under a mapping raises SIGBUS on touch, so callers map only
-   * what a read lease protects (a truncate waits for the lease holder).
-   */
-  withMapping<T>(offset: number, length: number, use: (view: Uint8Array) => T): T {
-    const ptr = libc().mmap(
-      null,
-      BigInt(length),
-      PROT_READ,
-      MAP_SHARED | MAP_POPULATE,
-      this.#live("mmap"),
-      BigInt(offset),
-    );
-    if (ptr === null || Deno.UnsafePointer.value(ptr) === MAP_FAILED) fail("mmap", this.#path);
-    try {
-      return use(new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(ptr, length)));
-    } finally {
-      libc().munmap(ptr, BigInt(length));
-    }
   }
 
   /** Whether this file holds a lease. */
