@@ -15,7 +15,7 @@
  *
  * @module
  */
-import type { ParseArgsConfig } from "node:util";
+import type { FlagOptions } from "./core/args.ts";
 import {
   type CommandSpec,
   commandSpec,
@@ -181,7 +181,7 @@ async function publishCommand(args: string[]): Promise<number> {
 }
 
 /** Parses a command that names a `<key>` (fetch, rm): its flags and the key; undefined after --help. */
-function parseKeyCommand<O extends NonNullable<ParseArgsConfig["options"]>>(
+function parseKeyCommand<O extends FlagOptions>(
   spec: CommandSpec<O>,
   args: string[],
 ) {

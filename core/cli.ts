@@ -1,12 +1,13 @@
 /**
  * Command-line conventions shared by every p2m command.
  *
- * - `node:util` `parseArgs` in strict mode; every command has `--help`.
+ * - core/args.ts's strict parser (`parseArgs`' grammar without loading
+ *   `node:util`); every command has `--help`.
  *   A command's flags are listed by name and type in its
  *   {@linkcode commandSpec}, plus the table it shares with its kind
  *   ({@linkcode SENDING_OPTIONS}, {@linkcode RECEIVING_OPTIONS}).
  *   A value that starts with '-' (`--peers -1`) is the flag's value, so
- *   its own check answers, not Node's "argument is ambiguous".
+ *   its own check answers.
  * - Numbers (`N`, `S`, `B`) have one grammar, in core/flags.ts
  *   (re-exported here); the shared sender and receiver flags are read by
  *   {@linkcode sendingFlags} and {@linkcode receivingFlags}; `--group`,
@@ -20,7 +21,7 @@
  *
  * @module
  */
-import { parseArgs, type ParseArgsConfig } from "node:util";
+import { FlagError, type FlagOptions, type FlagValues, parseFlags } from "./args.ts";
 import { type FormatVersions, versionText } from "./version.ts";
 import {
   DEFAULT_DIGEST,
@@ -45,7 +46,7 @@ export {
   sizeFlag,
 } from "./flags.ts";
 
-type Options = NonNullable<ParseArgsConfig["options"]>;
+type Options = FlagOptions;
 
 /** A command's name, help text and options. */
 export interface CommandSpec<O extends Options> {
@@ -94,50 +95,11 @@ const COMMON = {
   debug: { type: "boolean" },
 } as const satisfies Options;
 
-type ParseConfig<O extends Options> = {
-  args: string[];
-  options: O & typeof COMMON;
-  allowPositionals: true;
-  strict: true;
-};
 /** The parsed flags and positionals of a command. */
-export type ParsedCommand<O extends Options> = ReturnType<typeof parseArgs<ParseConfig<O>>>;
-
-/**
- * Joins `--flag VALUE` into `--flag=VALUE` for string options whose value
- * starts with '-' (`--peers -1`), so that the flag's own check names the
- * valid range instead of Node's "argument is ambiguous". A string option
- * followed by nothing, or by another known option, needs a value.
- */
-function joinDashValues(args: string[], options: Options): string[] {
-  const out: string[] = [];
-  for (let i = 0; i < args.length; i++) {
-    const arg = args[i];
-    if (arg === "--") {
-      out.push(...args.slice(i));
-      break;
-    }
-    const name = /^--([^=]+)$/.exec(arg)?.[1];
-    if (name === undefined || options[name]?.type !== "string") {
-      out.push(arg);
-      continue;
-    }
-    const next = args[i + 1];
-    if (next === undefined || isKnownOption(next, options)) {
-      throw new UsageError(`--${name} needs a value`);
-    }
-    out.push(`--${name}=${next}`);
-    i++;
-  }
-  return out;
-}
-
-function isKnownOption(arg: string, options: Options): boolean {
-  const long = /^--([^=]+)/.exec(arg)?.[1];
-  if (long !== undefined) return long in options;
-  const short = /^-([^-])$/.exec(arg)?.[1];
-  return short !== undefined && Object.values(options).some((o) => o.short === short);
-}
+export type ParsedCommand<O extends Options> = {
+  values: FlagValues<O> & FlagValues<typeof COMMON>;
+  positionals: string[];
+};
 
 /** Parses `args` for a command; throws UsageError on a bad command line. */
 export function parseCommand<O extends Options>(
@@ -147,17 +109,10 @@ export function parseCommand<O extends Options>(
   const options = { ...spec.options, ...COMMON };
   let parsed: ParsedCommand<O>;
   try {
-    parsed = parseArgs<ParseConfig<O>>({
-      args: joinDashValues(args, options),
-      options,
-      allowPositionals: true,
-      strict: true,
-    });
+    parsed = parseFlags(args, options) as ParsedCommand<O>;
   } catch (error) {
-    if (error instanceof UsageError) throw error;
-    throw new UsageError((error as Error).message.replace(/\. To specify a positional.*$/s, ""), {
-      cause: error,
-    });
+    if (!(error instanceof FlagError)) throw error;
+    throw new UsageError(error.message, { cause: error });
   }
   const max = spec.positionals?.length ?? 0;
   const { help } = parsed.values as { help?: boolean };

@@ -3,7 +3,7 @@
  * peer (socket/worker_handle.ts).
  *
  * A worker parses no command line, so it does not load socket.ts with the
- * server, the client and the flag parser (node:util) behind it: 21 modules
+ * server, the client and the command-line parser behind it: 21 modules
  * instead of 55. Measured on this 2-vCPU VM, 25 interleaved runs, medians
  * of the process's CPU until it waits for its configuration:
  * `socket.ts worker` 63.8 ms, this entry 32.6 ms (`deno run` of an empty
