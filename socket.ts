@@ -7,8 +7,9 @@
  * ```
  *
  * The server keeps each peer's accepted connection as a control channel and
- * starts a worker subprocess (`socket.ts worker`, an internal role) that
- * streams the file to that peer over a one-time socket. See socket/server.ts.
+ * starts a worker subprocess (socket/worker_main.ts, which loads neither the
+ * flag parser nor the server) that streams the file to that peer over a
+ * one-time socket. See socket/server.ts.
  *
  * `--raw` is the one exception to "no file bytes through the parent": with no
  * handshake there is no way to hand the peer a second socket, and Deno cannot
