@@ -24,6 +24,7 @@
  *
  * @module
  */
+import { fromHex } from "../core/digest.ts";
 import { formatBytes, formatRate } from "../core/format.ts";
 import type { Reporter } from "../core/report.ts";
 import { privateRuntimeDir } from "../core/runtime_dir.ts";
@@ -203,9 +204,4 @@ async function serveSocket(
     graceSeconds: 5,
     reporter,
   });
-}
-
-/** The bytes of a hex digest (the manifest checked its form). */
-function fromHex(hex: string): Uint8Array {
-  return Uint8Array.from(hex.match(/../g) ?? [], (pair) => parseInt(pair, 16));
 }

@@ -32,6 +32,7 @@
  * @module
  */
 import { onAbort, runAbortCleanups } from "../core/cleanups.ts";
+import { fromHex } from "../core/digest.ts";
 import { delay } from "../core/delay.ts";
 import { describeError, P2mError } from "../core/errors.ts";
 import { sharedGroupDir } from "../core/runtime_dir.ts";
@@ -91,10 +92,6 @@ function report(message: WorkerReport): void {
   try {
     Deno.stdout.writeSync(encodeReport(message));
   } catch { /* parent gone */ }
-}
-
-function fromHex(hex: string): Uint8Array {
-  return Uint8Array.from(hex.match(/../g) ?? [], (h) => parseInt(h, 16));
 }
 
 /**
