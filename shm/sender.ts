@@ -295,7 +295,10 @@ function abortTransfer(segment: Segment, reason: number): void {
 
 interface Track {
   lastCursor: number;
+  /** Since when the receiver owed something (a chunk, or its verdict) without moving. */
   lastMove: number;
+  /** Whether it owed something at the previous round. */
+  owed: boolean;
   start: number;
   end?: number;
 }
@@ -614,6 +617,7 @@ class SenderRun {
     return this.#tracks[i] ??= {
       lastCursor: this.#seg.cursor(i),
       lastMove: now,
+      owed: false,
       start: this.#streamStart || now,
     };
   }
@@ -674,8 +678,14 @@ class SenderRun {
       if (this.#streamStart === 0) return; // no stall before streaming
       const cursor = seg.cursor(i);
       // A receiver that has everything published is not stalled (unless
-      // the data is all out and it still owes a verdict).
-      if (cursor !== track.lastCursor || (cursor >= this.#published && !final)) {
+      // the data is all out and it still owes a verdict), and its silence
+      // counts from the first round that finds it owing: a sender that was
+      // itself stopped between two rounds must not blame a receiver that
+      // had caught up before it.
+      const owes = cursor < this.#published || final;
+      const wasOwing = track.owed;
+      track.owed = owes;
+      if (cursor !== track.lastCursor || !owes || !wasOwing) {
         track.lastCursor = cursor;
         track.lastMove = now;
         return;
