@@ -98,9 +98,9 @@ export async function fanOut(
   let ownFailure: unknown;
   const produce: Produce = async (write) => {
     try {
-      await found.stream((bytes) => {
-        own?.write(bytes);
-        return write(bytes);
+      await found.stream(async (bytes) => {
+        await own?.write(bytes);
+        await write(bytes);
       });
     } catch (error) {
       fetchFailure = error;

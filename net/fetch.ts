@@ -63,8 +63,8 @@ export async function fetchKey(
   reporter.event("start", { key: options.key, revision, size: manifest.size, uuid: manifest.uuid });
   const progress = reporter.progress(`fetch ${options.key}`, manifest.size);
   const start = performance.now();
-  await found.stream((bytes, done) => {
-    copy.write(bytes);
+  await found.stream(async (bytes, done) => {
+    await copy.write(bytes);
     progress.update(done);
   });
   copy.finish();
