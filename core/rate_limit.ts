@@ -8,6 +8,7 @@
  *
  * @module
  */
+import { delay } from "./delay.ts";
 
 /** Paces a byte stream so that it never runs ahead of a fixed rate. */
 export class RateLimit {
@@ -32,6 +33,6 @@ export class RateLimit {
     if (this.#sent === 0) this.#start = now;
     this.#sent += bytes;
     const due = this.#start + (this.#sent / this.#bytesPerSecond) * 1000;
-    if (due > now) await new Promise((resolve) => setTimeout(resolve, due - now));
+    if (due > now) await delay(due - now);
   }
 }
