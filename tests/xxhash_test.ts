@@ -106,6 +106,33 @@ Deno.test({
   },
 });
 
+Deno.test("xxh3: the dispatching (AVX2) update the hasher uses gives the portable update's digest", () => {
+  const symbols = loadXxhash();
+  const dispatch = symbols.XXH3_128bits_update_dispatch;
+  if (dispatch === null) {
+    console.warn("this libxxhash has no dispatcher: the hasher uses the portable update");
+    return;
+  }
+  const data = randomBytes(2 * MiB + 777);
+  const random = Array.from({ length: 30 }, () => Math.floor(Math.random() * 70000));
+  for (const pieces of [...AWKWARD_PIECES, random]) {
+    const digests: string[] = [symbols.XXH3_128bits_update, dispatch].map((update) => {
+      const state = symbols.XXH3_createState()!;
+      try {
+        symbols.XXH3_128bits_reset(state);
+        feedInPieces(data, pieces, (bytes) => {
+          assert.equal(update(state, bytes, BigInt(bytes.length)), 0);
+        });
+        return toHex(symbols.XXH3_128bits_digest(state).reverse());
+      } finally {
+        symbols.XXH3_freeState(state);
+      }
+    });
+    assert.equal(digests[1], digests[0], `pieces ${pieces}`);
+    assert.equal(nativeDigest(128, data, pieces), digests[0], `hasher, pieces ${pieces}`);
+  }
+});
+
 Deno.test("xxh3: digest() leaves the state going, reset() starts over, close() frees it", () => {
   const data = randomBytes(5000);
   const hasher = new Xxh3Hasher(128);
