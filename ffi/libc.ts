@@ -3,10 +3,13 @@
  *
  * Every entry carries its C prototype. Calls are synchronous (about 0.1 µs
  * each), so `errno` can be read right after a failing call; see
- * {@link ./errors.ts}. x86_64 Linux with glibc ≥ 2.30 (for `sem_clockwait`).
+ * {@link ./errors.ts}. The one exception, `poll_nonblocking`, runs on
+ * Deno's blocking pool and is only ever a timer (ffi/sleep.ts). x86_64 Linux with glibc ≥ 2.30 (for `sem_clockwait`).
  *
  * @module
  */
+
+import { lazySymbols } from "./lazy_symbols.ts";
 
 const SYMBOLS = {
   /** int shm_open(const char *name, int oflag, mode_t mode); */
@@ -80,6 +83,17 @@ const SYMBOLS = {
   shutdown: { parameters: ["i32", "i32"], result: "i32" },
   /** int poll(struct pollfd *fds, nfds_t nfds, int timeout); */
   poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
+  /**
+   * int poll(struct pollfd *fds, nfds_t nfds, int timeout); the one
+   * nonblocking entry: with no descriptors, a sleep on Deno's blocking pool
+   * that resolves a promise (ffi/sleep.ts)
+   */
+  poll_nonblocking: {
+    name: "poll",
+    parameters: ["pointer", "u64", "i32"],
+    result: "i32",
+    nonblocking: true,
+  },
   /** mode_t umask(mode_t mask); */
   umask: { parameters: ["u32"], result: "u32" },
   /** int unlink(const char *pathname); */
@@ -108,12 +122,11 @@ const SYMBOLS = {
   getgrgid: { parameters: ["u32"], result: "pointer" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
-let library: Deno.DynamicLibrary<typeof SYMBOLS> | undefined;
+let symbols: Deno.DynamicLibrary<typeof SYMBOLS>["symbols"] | undefined;
 
-/** The libc symbols, opened on first use (needs --allow-ffi). */
+/** The libc symbols, each bound on its first call (ffi/lazy_symbols.ts; needs --allow-ffi). */
 export function libc(): Deno.DynamicLibrary<typeof SYMBOLS>["symbols"] {
-  library ??= Deno.dlopen("libc.so.6", SYMBOLS);
-  return library.symbols;
+  return symbols ??= lazySymbols("libc.so.6", SYMBOLS);
 }
 
 /** open(2) flag: read and write. */
