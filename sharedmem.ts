@@ -43,8 +43,6 @@ import {
   SEGMENT_VERSION,
 } from "./shm/layout.ts";
 import { isStreamPath } from "./core/stream_source.ts";
-import { runReceiver } from "./shm/receiver.ts";
-import { runSender } from "./shm/sender.ts";
 
 const TOP_USAGE = `
 Usage: p2m shm <command> [options]
@@ -168,6 +166,8 @@ async function sender(args: string[]): Promise<number> {
     );
   }
   const reporter = reporterFor(values);
+  // Each role loads only its own side (a receiver never parses the sender).
+  const { runSender } = await import("./shm/sender.ts");
   return await runSender({
     lingerSeconds: linger,
     path,
@@ -186,6 +186,7 @@ async function receiver(args: string[]): Promise<number> {
   if (maybeHelp(values, RECEIVER_USAGE)) return 0;
   const reporter = reporterFor(values);
   if (values.out === "-") reporter.eventsToStderr(); // stdout carries the data
+  const { runReceiver } = await import("./shm/receiver.ts");
   return await runReceiver({
     name: segmentName(values.name),
     group: groupFlag(values.group),

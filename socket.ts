@@ -37,10 +37,6 @@ import {
   UsageError,
 } from "./core/mod.ts";
 import { PROTOCOL_VERSION } from "./socket/protocol.ts";
-import { runClient } from "./socket/client.ts";
-import { runServer } from "./socket/server.ts";
-import { defaultSpoolDir } from "./socket/spool.ts";
-import { workerMain } from "./socket/worker.ts";
 import type { UnixGroup } from "./ffi/mod.ts";
 
 const MAIN_USAGE = `
@@ -179,6 +175,11 @@ async function server(args: string[]): Promise<number> {
   const peers = values.peers === undefined
     ? undefined
     : intFlag(values.peers, "peers", 1, { min: 1, max: 100_000 });
+  // Each role loads only its own side (a client never parses the server).
+  const [{ runServer }, { defaultSpoolDir }] = await Promise.all([
+    import("./socket/server.ts"),
+    import("./socket/spool.ts"),
+  ]);
   return await runServer({
     file,
     spoolDir: values.spool ?? defaultSpoolDir(),
@@ -204,6 +205,7 @@ async function client(args: string[]): Promise<number> {
   if (values.raw && receiving.expect) {
     throw new UsageError("--raw carries no digest, so --expect cannot be checked");
   }
+  const { runClient } = await import("./socket/client.ts");
   return await runClient({
     socket: values.socket ?? defaultSocket(),
     ...receiving,
@@ -229,7 +231,7 @@ if (import.meta.main) {
         case "client":
           return await client(rest);
         case "worker": // internal: started by the server, configured on stdin
-          return await workerMain();
+          return await (await import("./socket/worker.ts")).workerMain();
         case "-h":
         case "--help":
           console.log(MAIN_USAGE.trim());

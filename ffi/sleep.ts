@@ -14,7 +14,15 @@
  */
 import { libc } from "./libc.ts";
 
-/** Resolves after `ms` milliseconds (0: as soon as a pool thread has run the call). */
+/**
+ * Resolves after `ms` milliseconds, at least one. The floor matters: a
+ * signal reaches its listener only when the event loop parks in the
+ * runtime's I/O driver, and a zero-length call can complete before the
+ * loop ever parks. With `poll(…, 0)` a receiver that yielded every 200 ms
+ * never saw the SIGINT sent to it (the fault matrix's "shm receiver
+ * SIGINT 50%" cell verified instead of exiting 130); with one millisecond
+ * the loop parks every time.
+ */
 export async function sleepOffThread(ms: number): Promise<void> {
-  await libc().poll_nonblocking(null, 0n, Math.max(0, Math.ceil(ms)));
+  await libc().poll_nonblocking(null, 0n, Math.max(1, Math.ceil(ms)));
 }
