@@ -1,23 +1,64 @@
 /**
- * The one timer promise p2m uses. Waiting through the event loop (rather
- * than in a blocking call) is what lets signal handlers run.
+ * The one timer promise p2m uses, and the one cancellable alarm built on
+ * it. Waiting through the event loop (rather than in a blocking call) is
+ * what lets signal handlers run.
  *
- * With `--allow-ffi`, one wait at a time sleeps on Deno's blocking pool
- * ({@link ../ffi/sleep.ts}), which spares each process the ~11 ms of CPU
- * its first `setTimeout` costs. Waits that overlap it (tests, tools) take
- * `setTimeout`, so delays never hold more than one pool thread.
+ * With `--allow-ffi`, up to {@linkcode OFF_THREAD_WAITS} waits at a time
+ * sleep on Deno's blocking pool ({@link ../ffi/sleep.ts}), which spares
+ * each process the ~11 ms of CPU its first `setTimeout` costs. Waits
+ * beyond those (tests, tools) take `setTimeout`, so delays never hold
+ * more than a few pool threads.
  *
  * @module
  */
 import { sleepOffThread } from "../ffi/sleep.ts";
 
+/** Most waits that sleep on the blocking pool at once (it has 32 threads here). */
+export const OFF_THREAD_WAITS = 4;
+
 let offThread: boolean | undefined;
-let sleeping = false;
+let sleeping = 0;
 
 /** Resolves after `ms` milliseconds (0: on the next turn of the event loop). */
 export function delay(ms: number): Promise<void> {
   offThread ??= Deno.permissions.querySync({ name: "ffi" }).state === "granted";
-  if (!offThread || sleeping) return new Promise((resolve) => setTimeout(resolve, ms));
-  sleeping = true;
-  return sleepOffThread(ms).finally(() => sleeping = false);
+  if (!offThread || sleeping >= OFF_THREAD_WAITS) {
+    return new Promise((resolve) => setTimeout(resolve, ms));
+  }
+  sleeping++;
+  return sleepOffThread(ms).finally(() => sleeping--);
+}
+
+/** A pending {@linkcode alarm}. */
+export interface Alarm {
+  /** Whether it went off. */
+  readonly fired: boolean;
+  /** Stops it; it never goes off after this. */
+  cancel(): void;
+}
+
+/**
+ * Calls `fire` once, `ms` milliseconds from now, unless cancelled first:
+ * a `setTimeout` made of {@linkcode delay}s of at most `sliceMs`, so a
+ * cancelled alarm lets go of its wait within one slice.
+ */
+export function alarm(ms: number, fire: () => void, sliceMs = 100): Alarm {
+  const due = performance.now() + ms;
+  const state = { fired: false, cancelled: false };
+  (async () => {
+    for (let left = ms; left > 0 && !state.cancelled; left = due - performance.now()) {
+      await delay(Math.min(left, sliceMs));
+    }
+    if (state.cancelled) return;
+    state.fired = true;
+    fire();
+  })();
+  return {
+    get fired() {
+      return state.fired;
+    },
+    cancel() {
+      state.cancelled = true;
+    },
+  };
 }

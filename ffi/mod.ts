@@ -10,6 +10,8 @@
  * - {@link ./stat.ts}: fstat(2) with nanosecond times.
  * - {@link ./xxhash.ts}: libxxhash's streaming XXH3, hashing views in place.
  * - {@link ./group.ts}: Unix groups by name or gid (getgrnam, getgrgid).
+ * - {@link ./lazy_symbols.ts}: binds each symbol of a table on its first call.
+ * - {@link ./sleep.ts}: a timer in poll(2) on Deno's blocking pool (core/delay.ts).
  *
  * @module
  */

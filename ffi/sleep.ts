@@ -24,5 +24,10 @@ import { libc } from "./libc.ts";
  * the loop parks every time.
  */
 export async function sleepOffThread(ms: number): Promise<void> {
-  await libc().poll_nonblocking(null, 0n, Math.max(1, Math.ceil(ms)));
+  // A signal caught on the pool thread (SIGCHLD, when any child exits)
+  // ends poll early with EINTR: sleep again until the time is up.
+  const due = performance.now() + Math.max(1, ms);
+  for (let left = due - performance.now(); left > 0; left = due - performance.now()) {
+    await libc().poll_nonblocking(null, 0n, Math.ceil(left));
+  }
 }

@@ -20,7 +20,7 @@ import {
   toHex,
 } from "../core/digest.ts";
 import { onSignal, ownerProblem } from "../core/cli.ts";
-import { delay } from "../core/delay.ts";
+import { type Alarm, alarm, delay } from "../core/delay.ts";
 import { describeError, P2mError, VerifyError } from "../core/errors.ts";
 import { formatBytes, formatRate } from "../core/format.ts";
 import { openSink, type Sink } from "../core/sink.ts";
@@ -319,9 +319,9 @@ const CONTROL_WORD_MS = 500;
 
 /** Waits for the control watcher to settle, at most `ms`. */
 async function waitSettled(settled: Promise<void>, ms: number): Promise<void> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  await Promise.race([settled, new Promise((resolve) => timer = setTimeout(resolve, ms))]);
-  clearTimeout(timer);
+  let timeout: Alarm | undefined;
+  await Promise.race([settled, new Promise<void>((resolve) => timeout = alarm(ms, resolve))]);
+  timeout?.cancel();
 }
 
 /** Waits for `connect`, reporting queue positions; throws on `error` or timeout. */
@@ -335,10 +335,9 @@ async function waitForTurn(
   let answered = false;
   while (true) {
     // Until the server answers at all, --timeout bounds the wait; once admitted, no bound.
-    const timer = answered ? undefined : setTimeout(
-      () => conn.close(),
-      Math.max(0, deadline - performance.now()),
-    );
+    const timer = answered
+      ? undefined
+      : alarm(Math.max(0, deadline - performance.now()), () => conn.close());
     let line: string | null;
     try {
       line = await control.readLine();
@@ -357,7 +356,7 @@ async function waitForTurn(
       }
       throw notProtocol(error);
     } finally {
-      clearTimeout(timer);
+      timer?.cancel();
     }
     if (line === null) {
       throw new P2mError(

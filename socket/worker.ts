@@ -211,13 +211,16 @@ async function serveOne(config: WorkerConfig, inbox: ParentInbox): Promise<numbe
   // and fail the transfer the moment there is one.
   let sourceChange: P2mError | undefined;
   let channel: DataChannel | undefined;
-  const watch = setInterval(() => {
-    const changed = file.changed();
-    if (!changed || sourceChange) return;
-    sourceChange = new P2mError(`source ${source.path} changed while it was sent: ${changed}`);
-    channel?.abort(sourceChange);
-  }, SOURCE_CHECK_MS);
-  Deno.unrefTimer(watch);
+  let watching = true;
+  (async () => {
+    while (watching && !sourceChange) {
+      await delay(SOURCE_CHECK_MS);
+      const changed = watching ? file.changed() : undefined;
+      if (!changed) continue;
+      sourceChange = new P2mError(`source ${source.path} changed while it was sent: ${changed}`);
+      channel?.abort(sourceChange);
+    }
+  })();
   try {
     return await stream(config, file.file, {
       notified: () => inbox.notified,
@@ -227,7 +230,7 @@ async function serveOne(config: WorkerConfig, inbox: ParentInbox): Promise<numbe
       setChannel: (opened) => channel = opened,
     });
   } finally {
-    clearInterval(watch);
+    watching = false;
   }
 }
 

@@ -163,8 +163,10 @@ Deno.test("socket: a server that dies mid-handshake is named, not taken for --ra
   await using place = await socketPlace();
   const listener = Deno.listen({ transport: "unix", path: place.socket });
   const client = startClient(place.socket, `${place.dir}/out`);
-  // Accept, let the hello arrive, and go without reading it: the client's
-  // next read gets ECONNRESET, as from a server killed at that moment.
+  // Accept, let the hello arrive, and go without reading it, as a server
+  // killed at that moment. The client's next read usually gets ECONNRESET
+  // (the hello was left unread); when its read comes after the kernel's
+  // hang-up was taken, it gets end of file: both must name the server.
   const conn = await listener.accept();
   await delay(300);
   conn.close();
@@ -172,6 +174,9 @@ Deno.test("socket: a server that dies mid-handshake is named, not taken for --ra
   const result = await client.done();
   assert.equal(result.code, 1);
   assert.doesNotMatch(result.stderr, /--raw/);
-  assert.match(result.stderr, /server went away during the handshake/);
+  assert.match(
+    result.stderr,
+    /server (went away|closed the connection) during the handshake.*was it stopped or killed\?/,
+  );
   assert.deepEqual(listDir(`${place.dir}/out`), []);
 });
