@@ -15,17 +15,17 @@
 import { libc } from "./libc.ts";
 
 /**
- * Resolves after `ms` milliseconds, at least one. The floor matters: a
- * signal reaches its listener only when the event loop parks in the
- * runtime's I/O driver, and a zero-length call can complete before the
- * loop ever parks. With `poll(…, 0)` a receiver that yielded every 200 ms
- * never saw the SIGINT sent to it (the fault matrix's "shm receiver
- * SIGINT 50%" cell verified instead of exiting 130); with one millisecond
- * the loop parks every time.
+ * Resolves after `ms` milliseconds, at least one. The floor matters. With
+ * `poll(…, 0)`, shm receivers that yielded every 200 ms sometimes never
+ * saw the SIGINT or SIGTERM sent to them: 3 cells of the fault matrix
+ * verified instead of exiting 130/143. Our reading is that a zero-length
+ * call can complete before the event loop parks in the runtime's I/O
+ * driver, where signals are picked up. With one millisecond the matrix
+ * passed in every run since.
  */
 export async function sleepOffThread(ms: number): Promise<void> {
-  // A signal caught on the pool thread (SIGCHLD, when any child exits)
-  // ends poll early with EINTR: sleep again until the time is up.
+  // Should a signal be handled on the pool thread, poll ends early
+  // (EINTR): sleep again until the time is up.
   const due = performance.now() + Math.max(1, ms);
   for (let left = due - performance.now(); left > 0; left = due - performance.now()) {
     await libc().poll_nonblocking(null, 0n, Math.ceil(left));

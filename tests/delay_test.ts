@@ -24,7 +24,12 @@ Deno.test("alarm: fires once, not before its time; a cancelled one never fires",
   let cancelledFired = false;
   const cancelled = alarm(30, () => cancelledFired = true, 10);
   cancelled.cancel();
+  let immediate = false;
+  const now = alarm(0, () => immediate = true);
+  assert.equal(immediate, false, "an alarm never fires inside alarm()");
+  assert.equal(now.fired, false);
   await delay(150);
+  assert.ok(immediate && now.fired, "an alarm of 0 ms fires on a later turn");
   assert.equal(fired, 1);
   assert.ok(kept.fired);
   assert.ok(firedAt - started >= 59.5, `fired after ${firedAt - started} ms`);
