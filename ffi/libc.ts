@@ -4,7 +4,8 @@
  * Every entry carries its C prototype. Calls are synchronous (about 0.1 µs
  * each), so `errno` can be read right after a failing call; see
  * {@link ./errors.ts}. The one exception, `poll_nonblocking`, runs on
- * Deno's blocking pool and is only ever a timer (ffi/sleep.ts). x86_64 Linux with glibc ≥ 2.30 (for `sem_clockwait`).
+ * Deno's blocking pool and is only ever a timer (ffi/sleep.ts).
+ * x86_64 Linux with glibc ≥ 2.30 (for `sem_clockwait`).
  *
  * @module
  */
