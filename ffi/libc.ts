@@ -4,7 +4,8 @@
  * Every entry carries its C prototype. Calls are synchronous (about 0.1 µs
  * each), so `errno` can be read right after a failing call; see
  * {@link ./errors.ts}. The one exception, `poll_nonblocking`, runs on
- * Deno's blocking pool and is only ever a timer (ffi/sleep.ts).
+ * Deno's blocking pool: a timer (ffi/sleep.ts) or the wait of
+ * ffi/directory_watch.ts.
  * x86_64 Linux with glibc ≥ 2.30 (for `sem_clockwait`).
  *
  * @module
@@ -86,8 +87,9 @@ const SYMBOLS = {
   poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
   /**
    * int poll(struct pollfd *fds, nfds_t nfds, int timeout); the one
-   * nonblocking entry: with no descriptors, a sleep on Deno's blocking pool
-   * that resolves a promise (ffi/sleep.ts)
+   * nonblocking entry, a wait on Deno's blocking pool that resolves a
+   * promise: with no descriptors a sleep (ffi/sleep.ts), with an inotify
+   * descriptor a wait for a name (ffi/directory_watch.ts)
    */
   poll_nonblocking: {
     name: "poll",
@@ -95,6 +97,10 @@ const SYMBOLS = {
     result: "i32",
     nonblocking: true,
   },
+  /** int inotify_init1(int flags); */
+  inotify_init1: { parameters: ["i32"], result: "i32" },
+  /** int inotify_add_watch(int fd, const char *pathname, uint32_t mask); */
+  inotify_add_watch: { parameters: ["i32", "buffer", "u32"], result: "i32" },
   /** mode_t umask(mode_t mask); */
   umask: { parameters: ["u32"], result: "u32" },
   /** int unlink(const char *pathname); */

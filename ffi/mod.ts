@@ -12,9 +12,11 @@
  * - {@link ./group.ts}: Unix groups by name or gid (getgrnam, getgrgid).
  * - {@link ./lazy_symbols.ts}: binds each symbol of a table on its first call.
  * - {@link ./sleep.ts}: a timer in poll(2) on Deno's blocking pool (core/delay.ts).
+ * - {@link ./directory_watch.ts}: waits for a name in a directory (inotify), using no CPU.
  *
  * @module
  */
+export * from "./directory_watch.ts";
 export * from "./errors.ts";
 export * from "./group.ts";
 export * from "./libc.ts";

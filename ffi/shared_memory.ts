@@ -312,6 +312,9 @@ export class SharedMemory implements Disposable {
   }
 }
 
+/** Where glibc's shm_open keeps the names (`/NAME` is `/dev/shm/NAME`). */
+export const SHM_DIRECTORY = "/dev/shm";
+
 /** The object name with one leading slash, as shm_open wants it. */
 export function shmPath(name: string): string {
   return name.startsWith("/") ? name : `/${name}`;

@@ -27,8 +27,9 @@ import {
   VerifyError,
   WireError,
 } from "../core/mod.ts";
+import { NameWait } from "../core/name_wait.ts";
 import { openSink, type Sink } from "../core/sink.ts";
-import { EACCES, LibcError, SharedMemory, type UnixGroup } from "../ffi/mod.ts";
+import { EACCES, LibcError, SharedMemory, SHM_DIRECTORY, type UnixGroup } from "../ffi/mod.ts";
 import {
   AbortReason,
   HEADER_AREA,
@@ -62,9 +63,10 @@ export interface ReceiverOptions {
 /** How often the sender's liveness and signals are looked at (ms). */
 const HOUSEKEEPING_MS = 200;
 /**
- * How often to look for the segment while waiting for a sender (ms). A look
- * is one shm_open; receivers usually start with their sender, so a long
- * period here is added straight to the transfer.
+ * How often to look again at a segment that exists but is still being set
+ * up (ms). Receivers usually start with their sender, so a long period here
+ * is added straight to the transfer. A name that is not there yet is waited
+ * for with inotify instead ({@linkcode NameWait}).
  */
 const POLL_MS = 5;
 
@@ -106,7 +108,12 @@ async function findSegment(
   let deadline = performance.now() + options.timeoutSeconds * 1000;
   let stale = false;
   let deniedSince: number | undefined;
+  using wait = new NameWait(`${SHM_DIRECTORY}/${options.name.replace(/^\//, "")}`, POLL_MS);
   for (;;) {
+    // Whether what we wait for next comes as a change of the name
+    // (created, replaced, removed, chmod'ed): a directory event. A segment
+    // being set up changes through its mapping and locks, which send none.
+    let byEvent = true;
     const memory = openUnlessDenied(options);
     if (memory === "denied") {
       deniedSince ??= performance.now();
@@ -137,6 +144,7 @@ async function findSegment(
             throw new P2mError(`shared memory ${options.name} is not a p2m segment (bad magic)`);
           }
           if (removeIfStale(memory)) stale = true;
+          else byEvent = false; // its creator is setting it up
         } else if (st.size > 0) {
           const buffer = memory.map(st.size);
           let info: SegmentInfo | undefined;
@@ -156,6 +164,8 @@ async function findSegment(
           } else if (info) {
             keep = true;
             return { segment: new Segment(memory, buffer, info), info };
+          } else {
+            byEvent = false; // its sender is writing the header
           }
         }
       } finally {
@@ -169,7 +179,7 @@ async function findSegment(
           : `no sender on ${options.name} within ${options.timeoutSeconds} s`,
       );
     }
-    await delay(POLL_MS);
+    await wait.next(byEvent, deadline - performance.now());
   }
 }
 

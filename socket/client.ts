@@ -23,6 +23,7 @@ import { onSignal, ownerProblem } from "../core/cli.ts";
 import { type Alarm, alarm, delay } from "../core/delay.ts";
 import { describeError, P2mError, VerifyError } from "../core/errors.ts";
 import { formatBytes, formatRate } from "../core/format.ts";
+import { NameWait } from "../core/name_wait.ts";
 import { openSink, type Sink } from "../core/sink.ts";
 import type { Reporter } from "../core/report.ts";
 import { osReason } from "../core/source.ts";
@@ -84,24 +85,32 @@ export interface ClientOptions {
   reporter: Reporter;
 }
 
+/** How often a socket that refuses connections is tried again (ms). */
+const CONNECT_POLL_MS = 25;
+
 /** Connects to `path`, retrying while nobody listens, until `deadline`. */
 async function connectRetry(
   path: string,
   deadline: number,
   group: UnixGroup | undefined,
 ): Promise<Deno.UnixConn> {
+  // A missing socket is waited for with inotify; one that is there but
+  // refuses (a server between bind and listen, or a dead one's) is tried
+  // again every CONNECT_POLL_MS.
+  using wait = new NameWait(path, CONNECT_POLL_MS);
   while (true) {
     checkOwner(path, `socket ${path}`, group);
     try {
       return await Deno.connect({ transport: "unix", path });
     } catch (error) {
-      const waiting = error instanceof Deno.errors.NotFound ||
-        error instanceof Deno.errors.ConnectionRefused;
-      if (!waiting) throw new P2mError(`cannot connect to ${path}: ${osReason(error)}`);
+      const missing = error instanceof Deno.errors.NotFound;
+      if (!missing && !(error instanceof Deno.errors.ConnectionRefused)) {
+        throw new P2mError(`cannot connect to ${path}: ${osReason(error)}`);
+      }
       if (performance.now() >= deadline) {
         throw new P2mError(`no server on ${path} (waited for it, see --timeout)`);
       }
-      await delay(25);
+      await wait.next(missing, deadline - performance.now());
     }
   }
 }
