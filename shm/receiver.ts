@@ -341,12 +341,14 @@ async function receive(
           bytes += length;
           cursor++;
           seg.setCursor(index, cursor);
-          // Wake a waiting sender once a quarter of the ring is free (or we
-          // are done), not for every slot: a wake-up costs ~60 µs here.
+          // Wake a waiting sender once a quarter of the ring is free, not
+          // for every slot: a wake-up costs ~60 µs here. Nor when we have
+          // caught up but a slower receiver still holds the ring: the sender
+          // would find it full and park again. (Waits for anything but ring
+          // space are woken by entry changes, never by cursors.)
           if (
             seg.senderWaiting() &&
-            (cursor === published ||
-              info.slotCount - (published - seg.minCursor(published)) >= wakeSpace)
+            info.slotCount - (published - seg.minCursor(published)) >= wakeSpace
           ) seg.wakeSender();
         }
         progress.update(bytes);

@@ -450,7 +450,7 @@ class SenderRun {
     const ringFull = () => this.#published - seg.minCursor(this.#published) >= slots;
     seg.setClaimed(this.#published + 1);
     while (ringFull()) {
-      this.#wakeAll();
+      this.#wakeBehind();
       seg.park(SENDER, ringFull);
       await this.#housekeeping();
     }
@@ -611,6 +611,18 @@ class SenderRun {
 
   #wakeAll(): void {
     this.#seg.forEachEntry((i) => this.#seg.wakeReceiver(i));
+  }
+
+  /**
+   * Wakes the receivers that have published slots left to drain, before
+   * the sender parks on a full ring. One that has drained them all parks
+   * until more is published: waking it would only park it again.
+   */
+  #wakeBehind(): void {
+    const seg = this.#seg;
+    seg.forEachEntry((i) => {
+      if (seg.cursor(i) < this.#published) seg.wakeReceiver(i);
+    });
   }
 
   #track(i: number, now: number): Track {
