@@ -477,7 +477,10 @@ async function acceptPeer(
           drop(caller); // a wrong token
         } else if (performance.now() - caller.since > TOKEN_MS) drop(caller);
       }
-      listener.poll(POLLIN, 10); // ends early when a caller arrives
+      // Ends early when a caller arrives or, once one has, when its token
+      // does: polling only the listener would read a token that came at
+      // once up to 10 ms late.
+      (callers.at(-1)?.conn ?? listener).poll(POLLIN, 10);
       await delay(0);
     }
   } finally {

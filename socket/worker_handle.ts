@@ -209,9 +209,13 @@ export class WorkerHandle {
    */
   async exitedWithin(ms: number): Promise<SessionEnd | undefined> {
     let end: SessionEnd | undefined;
-    void this.exited.then((value) => end = value);
+    const exited = this.exited.then((value) => end = value);
     const clock = new StallClock(ms, EXIT_POLL_MS * 4);
-    while (end === undefined && !clock.tick()) await delay(EXIT_POLL_MS);
+    // Answered the moment the worker exits (a peer's commit waits on
+    // this), not at the next look: the looks only keep the clock.
+    while (end === undefined && !clock.tick()) {
+      await Promise.race([exited, delay(EXIT_POLL_MS)]);
+    }
     return end;
   }
 
