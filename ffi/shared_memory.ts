@@ -66,6 +66,8 @@ export interface ShmStat {
   mode: number;
   /** Inode number: tells two objects under one name apart. */
   ino: bigint;
+  /** Status change time, ns since the epoch (its creation, for a new object). */
+  ctimeNs: bigint;
 }
 
 /** An open shared-memory object; map it with {@linkcode SharedMemory.map}. */
@@ -211,8 +213,8 @@ export class SharedMemory implements Disposable {
 
   /** Size, owner and mode from fstat. */
   stat(): ShmStat {
-    const { ino, mode, uid, gid, size } = fstatOf(this.#checkFd(), this.name);
-    return { ino, mode, uid, gid, size };
+    const { ino, mode, uid, gid, size, ctimeNs } = fstatOf(this.#checkFd(), this.name);
+    return { ino, mode, uid, gid, size, ctimeNs };
   }
 
   /** Maps `length` bytes read-write and shared; returns a zero-copy buffer. */

@@ -10,7 +10,9 @@
  *   byte 0), then checks that the name is still its own (a cleaner may have
  *   removed the new object in between) and retries if not.
  * - A cleaner opens the name and takes the token, flock LOCK_EX on the
- *   object, without waiting: it cannot get it while the creator lives. It
+ *   object, without waiting: it cannot get it while the creator lives. An
+ *   object that is still empty and only just created is left alone: its
+ *   creator may not have taken its hold yet. It
  *   then checks that no sender holds the liveness lock and that the name
  *   still refers to the inode it holds open, and only then unlinks. While it
  *   holds the object open the inode cannot be reused, and while it holds the
@@ -40,6 +42,7 @@ const TOKEN_WAIT_MS = 5_000;
  * work (then try again later).
  */
 export function removeIfStale(memory: SharedMemory): boolean {
+  if (beingCreated(memory)) return false;
   if (!memory.tryLockCleaner()) return false;
   try {
     if (memory.isLocked(SENDER_LOCK_BYTE)) return false;
@@ -48,6 +51,29 @@ export function removeIfStale(memory: SharedMemory): boolean {
   } finally {
     memory.unlockCleaner();
   }
+}
+
+/**
+ * How long an empty object that nobody holds counts as being created (ms).
+ * A creator takes its hold right after its O_EXCL create, microseconds
+ * later unless it is descheduled, and sizes the object only after that.
+ */
+const CREATING_MS = 2_000;
+
+/**
+ * Whether `memory` is an object whose creator is between its create and
+ * its hold: empty, and younger than {@linkcode CREATING_MS}. The token
+ * alone cannot tell, as the creator takes it after the create. Receivers
+ * woken by inotify open a new name within microseconds of its creation, and
+ * without this rule a crowd of them kept removing every new segment as
+ * stale until its sender gave up ("it keeps being replaced"; 2 senders of
+ * 20 before 8 receivers, measured). An empty leftover of a creator killed
+ * in that instant is removed once it is older.
+ */
+function beingCreated(memory: SharedMemory): boolean {
+  const st = memory.stat();
+  const ageMs = Date.now() - Number(st.ctimeNs / 1_000_000n);
+  return st.size === 0 && ageMs < CREATING_MS;
 }
 
 /**

@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { delay } from "../core/delay.ts";
 import { SharedMemory } from "../ffi/mod.ts";
 import { makeFile, shmEntries, uniqueName, withTempDir } from "./helpers.ts";
+import { removeIfStale } from "../shm/stale.ts";
 import {
   assertNameReusable,
   assertNoSegment,
@@ -85,4 +86,31 @@ Deno.test("stale: a receiver never removes someone else's object (no sender lock
       foreign.close();
     }
   });
+});
+
+Deno.test("stale: an empty object nobody holds yet is being created, not stale; sized, or older than the grace, it is", async () => {
+  const name = uniqueName("p2m-s");
+  // What a creator has between its O_EXCL create and its hold: no lock, size 0.
+  const creating = SharedMemory.create(name)!;
+  try {
+    using look = SharedMemory.open(name)!;
+    assert.equal(removeIfStale(look), false, "left to its creator");
+    assert.equal((await shmEntries(name)).length, 1);
+
+    // A creator sizes its object only once it holds it: unheld and sized is a dead sender's.
+    creating.truncate(4096);
+    assert.equal(removeIfStale(look), true);
+    assert.equal((await shmEntries(name)).length, 0);
+  } finally {
+    creating.close();
+  }
+
+  // A creator killed in that instant leaves an empty object: removed once older than the grace.
+  const orphan = SharedMemory.create(name)!;
+  orphan.close();
+  using later = SharedMemory.open(name)!;
+  assert.equal(removeIfStale(later), false);
+  await delay(2_100);
+  assert.equal(removeIfStale(later), true);
+  assert.equal((await shmEntries(name)).length, 0);
 });
