@@ -6,8 +6,8 @@
  *
  * Why: a receiver started before its sender used to look for the segment
  * every 5 ms. Measured here, each waiting receiver used about 75 ms of CPU
- * per second that way; sixteen of them took more than one of this
- * machine's two cores from the sender they were waiting for.
+ * per second that way: sixteen waiting at once would take more than one of
+ * this machine's two cores.
  *
  * inotify reports changes made through the file system (create, rename,
  * truncate, chmod, chown, unlink). It does not report writes through a

@@ -9,15 +9,15 @@
  *   new object and holds it for its whole life, then its liveness lock (OFD
  *   byte 0), then checks that the name is still its own (a cleaner may have
  *   removed the new object in between) and retries if not.
- * - A cleaner opens the name and takes the token, flock LOCK_EX on the
- *   object, without waiting: it cannot get it while the creator lives. An
- *   object that is still empty and only just created is left alone: its
- *   creator may not have taken its hold yet. It
- *   then checks that no sender holds the liveness lock and that the name
- *   still refers to the inode it holds open, and only then unlinks. While it
- *   holds the object open the inode cannot be reused, and while it holds the
- *   token no other cleaner can unlink that name, so no new segment can
- *   appear under the name between its check and its unlink.
+ * - A cleaner leaves an object that is still empty and only just created
+ *   alone: its creator may not have taken its hold yet. Otherwise it opens
+ *   the name and takes the token, flock LOCK_EX on the object, without
+ *   waiting: it cannot get it while the creator lives. It then checks that
+ *   no sender holds the liveness lock and that the name still refers to
+ *   the inode it holds open, and only then unlinks. While it holds the
+ *   object open the inode cannot be reused, and while it holds the token no
+ *   other cleaner can unlink that name, so no new segment can appear under
+ *   the name between its check and its unlink.
  * - The reaper is `sh`, started by the sender before it creates anything,
  *   blocked on a read of its stdin pipe, which nobody writes. EOF means the
  *   sender exited or died, and with it its LOCK_SH; the reaper then runs the
