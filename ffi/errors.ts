@@ -3,13 +3,14 @@
  *
  * errno is thread-local and overwritten by any later libc use on the same
  * thread, so it is read only right after a synchronous call, before any
- * `await` (measured: always right then, often wrong after an await).
+ * `await` (measured: always right then, often wrong after an await), and
+ * with a single load ({@linkcode errno}, ffi/libc.ts).
  * Nonblocking FFI calls run on other threads; their errno is never read.
  *
  * @module
  */
 import { P2mError } from "../core/errors.ts";
-import { libc } from "./libc.ts";
+import { errno, libc } from "./libc.ts";
 
 /** A failed libc call: which function, errno and strerror text. */
 export class LibcError extends P2mError {
@@ -31,12 +32,7 @@ export class LibcError extends P2mError {
   }
 }
 
-/** Reads errno; call it right after the failing synchronous call. */
-export function errno(): number {
-  const ptr = libc().__errno_location();
-  if (ptr === null) return 0;
-  return new Deno.UnsafePointerView(ptr).getInt32(0);
-}
+export { errno };
 
 /** The text libc gives for an errno value. */
 export function strerror(code: number): string {

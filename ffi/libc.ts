@@ -130,10 +130,30 @@ const SYMBOLS = {
 } as const satisfies Deno.ForeignLibraryInterface;
 
 let symbols: Deno.DynamicLibrary<typeof SYMBOLS>["symbols"] | undefined;
+let errnoCell: Deno.UnsafePointerView | undefined;
 
 /** The libc symbols, each bound on its first call (ffi/lazy_symbols.ts; needs --allow-ffi). */
 export function libc(): Deno.DynamicLibrary<typeof SYMBOLS>["symbols"] {
-  return symbols ??= lazySymbols("libc.so.6", SYMBOLS);
+  if (symbols === undefined) {
+    symbols = lazySymbols("libc.so.6", SYMBOLS);
+    // JS runs on one thread, so errno has one address: found now, before
+    // any call can fail, so that reading it later is one load.
+    errnoCell = new Deno.UnsafePointerView(symbols.__errno_location()!);
+  }
+  return symbols;
+}
+
+/**
+ * errno as the last failing libc call left it (0 before any libc call).
+ *
+ * Read it right after that call, before anything else runs on this
+ * thread: binding a symbol, allocating, a garbage collection or an
+ * `await` may overwrite it. So this is a single load from the cell found
+ * with the table, not a call of `__errno_location` (which bound lazily
+ * once ran `dlopen` right there, and allocates a pointer object).
+ */
+export function errno(): number {
+  return errnoCell?.getInt32(0) ?? 0;
 }
 
 /** open(2) flag: read and write. */
