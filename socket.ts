@@ -74,6 +74,9 @@ Options:
                     else /tmp/p2m-<uid>/p2m.sock); at most 107 bytes
   --peers N         exit after N peers finished: 0 if all ok, else 1
                     (default: serve until SIGINT/SIGTERM)
+  --wait S          with --peers: if fewer than N peers have connected after
+                    S seconds, take no more, let those finish, and exit 1
+                    (default: wait as long as it takes)
   --max-active K    at most K transfers (worker processes) at once; later
                     peers queue (default 32)
   --digest ALG      xxh3-128 (default; native libxxhash), xxh64 or sha256
@@ -146,7 +149,7 @@ ${NUMBER_HELP}`;
 
 const SERVER_SPEC = commandSpec("p2m socket server", SERVER_USAGE, {
   positionals: ["file"],
-  strings: ["socket", "peers", "max-active", "grace", "spool", "group"],
+  strings: ["socket", "peers", "wait", "max-active", "grace", "spool", "group"],
   booleans: ["raw"],
   shared: SENDING_OPTIONS,
 });
@@ -175,6 +178,10 @@ async function server(args: string[]): Promise<number> {
   const peers = values.peers === undefined
     ? undefined
     : intFlag(values.peers, "peers", 1, { min: 1, max: 100_000 });
+  if (values.wait !== undefined && peers === undefined) {
+    throw new UsageError("--wait needs --peers: it bounds the wait for those peers");
+  }
+  const waitSeconds = values.wait === undefined ? undefined : secondsFlag(values.wait, "wait", 0);
   // Each role loads only its own side (a client never parses the server).
   const [{ runServer }, { defaultSpoolDir }] = await Promise.all([
     import("./socket/server.ts"),
@@ -186,6 +193,7 @@ async function server(args: string[]): Promise<number> {
     socket: values.socket ?? defaultSocket(group),
     group,
     peers,
+    waitSeconds,
     maxActive: intFlag(values["max-active"], "max-active", 32, { min: 1, max: 10_000 }),
     raw: values.raw ?? false,
     ...sending,

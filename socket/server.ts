@@ -26,7 +26,7 @@
  * @module
  */
 import { exitForSignal, onAbort, onSignal } from "../core/cli.ts";
-import { delay } from "../core/delay.ts";
+import { type Alarm, alarm, delay } from "../core/delay.ts";
 import { describeError, P2mError } from "../core/errors.ts";
 import { formatBytes } from "../core/format.ts";
 import type { Reporter } from "../core/report.ts";
@@ -67,6 +67,11 @@ export interface ServerOptions {
   socket: string;
   /** Exit after this many peers finished; undefined serves until a signal. */
   peers?: number;
+  /**
+   * Seconds to wait for all `peers` to connect; then no new ones are taken,
+   * the connected ones finish, and the server fails. Undefined: no limit.
+   */
+  waitSeconds?: number;
   /** Most workers alive at once; more peers wait in order. */
   maxActive: number;
   /** Plain bytes, no framing, no verification. */
@@ -139,6 +144,10 @@ class Server {
   #finished = 0;
   #stopping = false;
   #signal: Deno.Signal | undefined;
+  /** `--wait`'s alarm, until all `--peers` have come. */
+  #waiting: Alarm | undefined;
+  /** `--wait` ran out before `--peers` peers came. */
+  #late = false;
   #wake = Promise.withResolvers<void>();
   /** Connections that have not said hello yet: closed when the server stops. */
   #greeting = new Set<Deno.UnixConn>();
@@ -183,24 +192,65 @@ class Server {
       this.#fatal = error;
       this.#wake.resolve();
     });
+    this.#waiting = this.#waitForPeers();
     if (this.#allDone()) this.#wake.resolve();
     await this.#wake.promise;
-    this.file.unwatch();
-    if (this.#fatal) {
-      const message = describeError(this.#fatal);
-      for (const peer of this.#peers) this.#finish(peer, false, 0, message);
-      throw this.#fatal;
-    }
+    this.#waiting?.cancel();
+    this.#failIfFatal();
     this.#stopping = true;
     this.listener.close();
     for (const conn of this.#greeting) closeQuietly(conn);
+    if (this.#late && !this.#signal) {
+      // The peers that came are served to the end (a signal still stops them).
+      this.#wake = Promise.withResolvers<void>();
+      await Promise.race([accepting, this.#wake.promise]);
+      this.#failIfFatal();
+    }
+    this.file.unwatch();
     if (this.#signal) await this.#stop();
     await accepting;
     onSignal(undefined);
     const results = this.#peers.map((p) => p.result).filter((x): x is PeerResult => !!x);
     reportSummary(this.#reporter, results);
     if (this.#signal) return this.#signal === "SIGINT" ? 130 : 143;
+    if (this.#late) {
+      throw new P2mError(
+        `only ${this.#peers.length} of ${this.options.peers} peers came within ` +
+          `${this.options.waitSeconds} s (--wait)`,
+      );
+    }
     return results.every((x) => x.ok) ? 0 : 1;
+  }
+
+  /**
+   * With `--wait`: an alarm that, unless all `--peers` have come by then,
+   * stops taking new peers. Undefined without `--wait` or `--peers`.
+   */
+  #waitForPeers(): Alarm | undefined {
+    const { peers, waitSeconds } = this.options;
+    if (peers === undefined || waitSeconds === undefined) return undefined;
+    return alarm(waitSeconds * 1000, () => {
+      this.#late = true;
+      this.#reporter.event("wait-expired", {
+        came: this.#peers.length,
+        peers,
+        seconds: waitSeconds,
+      });
+      this.#reporter.info(
+        `${this.#peers.length} of ${peers} peers came within ${waitSeconds} s: ` +
+          "no new peers; letting those finish",
+      );
+      this.#wake.resolve();
+    }, 250);
+  }
+
+  /** A changed (or unhashable) source: nobody gets a copy. */
+  #failIfFatal(): void {
+    if (!this.#fatal) return;
+    this.file.unwatch();
+    const message = describeError(this.#fatal);
+    for (const peer of this.#peers) this.#finish(peer, false, 0, message);
+    throw this.#fatal;
   }
 
   #describeSize(): string {
@@ -262,9 +312,12 @@ class Server {
   /** Admits a connection if there is room; returns the new peer or undefined. */
   #admit(conn: Deno.UnixConn, pid: number): PeerSession | undefined {
     const { peers } = this.options;
-    if (this.#stopping || (peers !== undefined && this.#peers.length >= peers)) return undefined;
+    if (this.#stopping || this.#late || (peers !== undefined && this.#peers.length >= peers)) {
+      return undefined;
+    }
     const peer = new PeerSession(this.#peers.length + 1, pid, conn);
     this.#peers.push(peer);
+    if (this.#peers.length === peers) this.#waiting?.cancel(); // all came in time
     this.#reporter.event("peer", { peer: peer.id, pid });
     return peer;
   }
@@ -345,7 +398,9 @@ class Server {
   }
 
   #pump(): void {
-    for (let peer; !this.#stopping && (peer = this.#queue.next());) {
+    // Stopped by a signal, the queue is dropped (#stop); otherwise those in
+    // line still get their turn.
+    for (let peer; !this.#signal && (peer = this.#queue.next());) {
       this.#start(peer);
       this.#queue.waiting.forEach((p, i) => void p.send({ type: "queued", position: i + 1 }));
     }

@@ -74,6 +74,49 @@ Deno.test("socket: 16 peers with --max-active 4 queue in order and all verify", 
   }
 });
 
+Deno.test("socket: --wait gives up on missing peers, yet serves the ones that came, queued too", async () => {
+  await using place = await socketPlace();
+  const file = await newFile(place, DATA_CHUNK + 3);
+  // One slot at 512 KiB/s: the first peer takes 2 s, so the second is
+  // still in line when the wait ends.
+  const server = startServer(file, place.socket, [
+    "--peers",
+    "3",
+    "--wait",
+    "1.5",
+    "--max-active",
+    "1",
+    "--limit-rate",
+    "512K",
+    "--json",
+  ]);
+  await waitForSocket(place.socket);
+  const outs = [`${place.dir}/a`, `${place.dir}/b`];
+  const clients = outs.map((out) => startClient(place.socket, out));
+  const results = await Promise.all(clients.map((c) => c.done()));
+  const served = await server.done();
+  for (const [i, result] of results.entries()) {
+    assert.equal(result.code, 0, `client ${i}: ${result.stderr}`);
+    await assertSameFile(`${outs[i]}/f.bin`, file);
+  }
+  assert.equal(served.code, 1, served.stderr);
+  assert.match(served.stderr, /only 2 of 3 peers came within 1\.5 s \(--wait\)/);
+  const events = served.stdout.split("\n").filter((l) => l.startsWith("{")).map((l) =>
+    JSON.parse(l)
+  );
+  const expired = events.find((e) => e.event === "wait-expired");
+  assert.deepEqual([expired?.came, expired?.peers, expired?.seconds], [2, 3, 1.5]);
+  assert.equal(events.find((e) => e.event === "summary").ok, 2);
+  assert.deepEqual(listDir(place.dir).filter((n) => n.endsWith(".sock")), []);
+  assert.deepEqual(workerSockets(server.child.pid), []);
+});
+
+Deno.test("socket: --wait without --peers is a usage error", async () => {
+  const result = await spawnP2m("socket.ts", ["server", "f", "--wait", "5"]).done();
+  assert.equal(result.code, 2, result.stderr);
+  assert.match(result.stderr, /--wait needs --peers/);
+});
+
 Deno.test("socket: client --json reports numeric progress and done bytes", async () => {
   const { results } = await transfer(8 * 1024 * 1024, 1, { clientArgs: ["--json"] });
   const events = results[0].stdout.trim().split("\n").map((l) => JSON.parse(l));
