@@ -100,7 +100,9 @@ Options:
                       most ${MAX_RECEIVERS})
   --name NAME         shm segment name (default p2m-<uid>)
   --socket PATH       socket path (default <runtime dir>/p2m.sock)
-  --wait S            shm: seconds to wait for the receivers to attach (default 30)
+  --wait S            seconds to wait for the N local receivers to come (default
+                      30); then shm serves none of them, socket serves those
+                      that came; either way the exit code is 1
 ${CONNECTION_USAGE}`;
 
 const LS_USAGE = `
@@ -264,8 +266,8 @@ function fanoutFlags(values: {
   if (fanout === "shm" && values.socket !== undefined) {
     throw new UsageError("--socket goes with --fanout socket");
   }
-  if (fanout === "socket" && (values.name !== undefined || values.wait !== undefined)) {
-    throw new UsageError(`--${values.name !== undefined ? "name" : "wait"} goes with --fanout shm`);
+  if (fanout === "socket" && values.name !== undefined) {
+    throw new UsageError("--name goes with --fanout shm");
   }
   if (values.name !== undefined && !/^[A-Za-z0-9._-]{1,200}$/.test(values.name)) {
     throw new UsageError(`--name must be 1 to 200 letters, digits, '.', '_' or '-'`);

@@ -50,7 +50,7 @@ export interface FanoutOptions extends FetchOptions {
   name?: string;
   /** socket: the socket path (default <runtime dir>/p2m.sock). */
   socket?: string;
-  /** shm: seconds to wait for the receivers to attach. */
+  /** Seconds to wait for the local receivers to come (shm: attach; socket: connect). */
   waitSeconds: number;
 }
 
@@ -196,6 +196,7 @@ async function serveSocket(
     spoolDir,
     socket,
     peers: options.peers,
+    waitSeconds: options.waitSeconds,
     maxActive: 32,
     raw: false,
     digest: manifest.digest.algorithm,

@@ -184,6 +184,42 @@ Deno.test({
     }
   }));
 
+Deno.test({
+  name: "net fanout: --wait ends the wait for missing receivers; socket serves the ones that came",
+  ignore,
+}, () =>
+  withServerAndDir(async (server, dir) => {
+    await makeFile(`${dir}/model.bin`, 3 * MiB + 1, 34);
+    const published = await runNet(["publish", `${dir}/model.bin`, "--server", server.url]);
+    assert.equal(published.code, 0, published.stderr);
+    for (const fanout of FANOUTS) {
+      const run = `${dir}/${fanout}`;
+      await Deno.mkdir(run);
+      const local = localFor(fanout, run);
+      const fetch = spawnNet(
+        ["fetch", "model.bin", "--server", server.url, ...fanoutArgs(fanout, local, 2)].concat(
+          ["--wait", "3"],
+        ),
+        { cwd: run },
+      );
+      const [receiver] = spawnLocalReceivers(fanout, local, [`${run}/r1`]); // of 2
+      const result = await fetch.done();
+      const end = await receiver.done();
+      assert.equal(result.code, 1, `${fanout}: ${result.stderr}`);
+      if (fanout === "shm") {
+        assert.match(result.stderr, /only 1 of 2 receiver\(s\) attached to .* within 3 s/);
+        assert.equal(end.code, 1, `shm receiver: ${end.stderr}`);
+        assert.deepEqual(listDir(`${run}/r1`), []);
+      } else {
+        assert.match(result.stderr, /only 1 of 2 peers came within 3 s \(--wait\)/);
+        assert.equal(end.code, 0, `socket receiver: ${end.stderr}`);
+        await assertSameFile(`${run}/r1/model.bin`, `${dir}/model.bin`);
+      }
+      assert.deepEqual(listDir(run), ["r1"], `${fanout}: left in the run dir`);
+      assert.deepEqual(await shmEntries(local), []);
+    }
+  }));
+
 Deno.test("net fanout: bad --fanout command lines exit 2 with a reason", async () => {
   const cases: [string[], RegExp][] = [
     [["--peers", "2"], /--peers goes with --fanout/],
@@ -191,6 +227,7 @@ Deno.test("net fanout: bad --fanout command lines exit 2 with a reason", async (
     [["--fanout", "shm", "--out", "-"], /--out - cannot be used with --fanout/],
     [["--fanout", "shm", "--socket", "/tmp/x.sock"], /--socket goes with --fanout socket/],
     [["--fanout", "socket", "--name", "n"], /--name goes with --fanout shm/],
+    [["--fanout", "socket", "--wait", "0"], /--wait must be a number of seconds/],
     [["--fanout", "shm", "--name", "a/b"], /--name must be/],
     [["--fanout", "shm", "--peers", "0"], /--peers/],
   ];
