@@ -95,6 +95,8 @@ export class PeerSession {
   readonly id: number;
   readonly pid: number;
   readonly conn: Deno.UnixConn;
+  /** A `--raw` peer: its connection carries the file's bytes and nothing else. */
+  readonly raw: boolean;
   phase: PeerPhase = "queued";
   /** Turns started (a peer that missed its worker may get another). */
   turns = 0;
@@ -114,18 +116,23 @@ export class PeerSession {
   #closed = false;
   #sending: Promise<void> = Promise.resolve();
 
-  constructor(id: number, pid: number, conn: Deno.UnixConn) {
+  constructor(id: number, pid: number, conn: Deno.UnixConn, raw = false) {
     this.id = id;
     this.pid = pid;
     this.conn = conn;
+    this.raw = raw;
   }
 
   get label(): string {
     return this.pid ? `peer ${this.id} (pid ${this.pid})` : `peer ${this.id}`;
   }
 
-  /** Sends a control message after any still being written, in order. */
+  /**
+   * Sends a control message after any still being written, in order. A raw
+   * peer gets none: a "queued" or "error" line would land in its copy.
+   */
   send(message: ServerMessage): Promise<void> {
+    if (this.raw) return this.#sending;
     const bytes = encodeMessage(message);
     this.#sending = this.#sending.then(async () => {
       if (this.#closed) return;

@@ -315,7 +315,7 @@ class Server {
     if (this.#stopping || this.#late || (peers !== undefined && this.#peers.length >= peers)) {
       return undefined;
     }
-    const peer = new PeerSession(this.#peers.length + 1, pid, conn);
+    const peer = new PeerSession(this.#peers.length + 1, pid, conn, this.options.raw);
     this.#peers.push(peer);
     if (this.#peers.length === peers) this.#waiting?.cancel(); // all came in time
     this.#reporter.event("peer", { peer: peer.id, pid });
