@@ -135,10 +135,11 @@ let errnoCell: Deno.UnsafePointerView | undefined;
 /** The libc symbols, each bound on its first call (ffi/lazy_symbols.ts; needs --allow-ffi). */
 export function libc(): Deno.DynamicLibrary<typeof SYMBOLS>["symbols"] {
   if (symbols === undefined) {
-    symbols = lazySymbols("libc.so.6", SYMBOLS);
+    const table = lazySymbols("libc.so.6", SYMBOLS);
     // JS runs on one thread, so errno has one address: found now, before
     // any call can fail, so that reading it later is one load.
-    errnoCell = new Deno.UnsafePointerView(symbols.__errno_location()!);
+    errnoCell = new Deno.UnsafePointerView(table.__errno_location()!);
+    symbols = table;
   }
   return symbols;
 }

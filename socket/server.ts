@@ -200,10 +200,10 @@ class Server {
     this.#stopping = true;
     this.listener.close();
     for (const conn of this.#greeting) closeQuietly(conn);
-    if (this.#late && !this.#signal) {
+    if (this.#late && !this.#signal && !this.#cameAllDone()) {
       // The peers that came are served to the end (a signal still stops them).
       this.#wake = Promise.withResolvers<void>();
-      await Promise.race([accepting, this.#wake.promise]);
+      await this.#wake.promise;
       this.#failIfFatal();
     }
     this.file.unwatch();
@@ -271,6 +271,11 @@ class Server {
 
   #allDone(): boolean {
     return this.options.peers !== undefined && this.#finished >= this.options.peers;
+  }
+
+  /** After `--wait` ran out: every peer that came has finished (none can join now). */
+  #cameAllDone(): boolean {
+    return this.#late && this.#finished >= this.#peers.length;
   }
 
   async #stop(): Promise<void> {
@@ -459,7 +464,10 @@ class Server {
       peer.worker = undefined; // no longer this peer's to kill
       if (this.#stopping) worker.discard();
       else this.workers.giveBack(worker);
-      if (peer.phase === "active" && peer.turns < PEER_TURNS) return this.#requeue(peer);
+      // Not after a signal: #stop has already dropped the line.
+      if (peer.phase === "active" && peer.turns < PEER_TURNS && !this.#signal) {
+        return this.#requeue(peer);
+      }
     }
     this.#finish(peer, false, 0, end.failure);
   }
@@ -484,6 +492,6 @@ class Server {
     this.#finished++;
     const unverified = this.options.raw || this.options.digest === "none";
     peer.conclude({ ok, bytes, message, unverified, wasActive }, this.#reporter);
-    if (this.#allDone()) this.#wake.resolve();
+    if (this.#allDone() || this.#cameAllDone()) this.#wake.resolve();
   }
 }

@@ -58,8 +58,9 @@ export class Spool implements Disposable {
     const named = libc().open(cString(path, "spool"), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0o600);
     if (named < 0) fail("open", path);
     if (libc().unlink(cString(path, "spool")) < 0) {
+      const error = new LibcError("unlink", errno(), path); // before close() touches errno
       libc().close(named);
-      fail("unlink", path);
+      throw error;
     }
     return new Spool(named);
   }

@@ -111,6 +111,47 @@ Deno.test("socket: --wait gives up on missing peers, yet serves the ones that ca
   assert.deepEqual(workerSockets(server.child.pid), []);
 });
 
+Deno.test("socket: --raw readers queued behind --max-active get the bytes alone; --wait serves them", async () => {
+  await using place = await socketPlace();
+  const size = DATA_CHUNK + 3;
+  const file = await newFile(place, size);
+  // One slot at 512 KiB/s: the second reader is told nothing while it waits
+  // (a "queued" line would land in its copy), and is in line when --wait ends.
+  const server = startServer(file, place.socket, [
+    "--raw",
+    "--peers",
+    "3",
+    "--wait",
+    "1.5",
+    "--max-active",
+    "1",
+    "--limit-rate",
+    "512K",
+  ]);
+  await waitForSocket(place.socket);
+  const copies = await Promise.all([readRaw(place.socket), readRaw(place.socket)]);
+  const served = await server.done();
+  const original = await Deno.readFile(file);
+  for (const copy of copies) assert.deepEqual(copy, original);
+  assert.equal(served.code, 1, served.stderr);
+  assert.match(served.stdout, /2 of 2 peers ok/);
+  assert.match(served.stderr, /only 2 of 3 peers came within 1\.5 s \(--wait\)/);
+  assert.deepEqual(listDir(place.dir).filter((n) => n.endsWith(".sock")), []);
+});
+
+/** Every byte a plain reader gets from `socket` until EOF. */
+async function readRaw(socket: string): Promise<Uint8Array> {
+  const conn = await Deno.connect({ transport: "unix", path: socket });
+  const parts: Uint8Array[] = [];
+  for (let part = new Uint8Array(1 << 16), n; (n = await conn.read(part)) !== null;) {
+    parts.push(part.slice(0, n));
+  }
+  conn.close();
+  const all = new Uint8Array(parts.reduce((sum, p) => sum + p.length, 0));
+  parts.reduce((at, p) => (all.set(p, at), at + p.length), 0);
+  return all;
+}
+
 Deno.test("socket: --wait without --peers is a usage error", async () => {
   const result = await spawnP2m("socket.ts", ["server", "f", "--wait", "5"]).done();
   assert.equal(result.code, 2, result.stderr);
@@ -148,13 +189,8 @@ Deno.test("socket: --raw serves plain bytes to Deno.connect, socat and client --
   await waitForSocket(place.socket);
 
   // 1. A plain Deno.connect reader: no handshake at all.
-  const conn = await Deno.connect({ transport: "unix", path: place.socket });
-  const got = new Uint8Array(size + 1);
-  let length = 0;
-  for (let n; (n = await conn.read(got.subarray(length))) !== null;) length += n;
-  conn.close();
   const plain = `${place.dir}/plain.bin`;
-  await Deno.writeFile(plain, got.subarray(0, length));
+  await Deno.writeFile(plain, await readRaw(place.socket));
   await assertSameFile(plain, file);
 
   // 2. client --raw saves without verification and says so.
