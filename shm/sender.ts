@@ -741,7 +741,10 @@ class SenderRun {
       });
     });
     const verified = peers.filter((p) => p.verified).length;
-    const failed = peers.filter((p) => !p.verified && p.status !== "left").length;
+    // "left" with bytes is a receiver interrupted mid-copy: a failure, even
+    // beyond --peers. With none, it left before its first byte (or was
+    // sent on to the next lap).
+    const failed = peers.filter((p) => !p.verified && (p.status !== "left" || p.bytes > 0)).length;
     const wanted = this.#lap === 1 ? this.#options.peers : 1;
     const ok = verified >= wanted && failed === 0;
     const seconds = (now - this.#streamStart) / 1000;

@@ -194,6 +194,41 @@ Deno.test("shm fault: a SIGSTOPped receiver is evicted after --stall-timeout; th
   });
 });
 
+Deno.test("shm fault: a receiver beyond --peers interrupted mid-copy fails the sender too", async () => {
+  await withDir(async (dir) => {
+    // 4 MiB at 2 MiB/s in an 8 MiB ring: a receiver that attaches late is
+    // still served from the start, so both are in this lap.
+    const file = `${dir}/data.bin`;
+    await makeFile(file, 4 << 20);
+    const name = uniqueName("p2m-f");
+    const send = sender(file, name, [
+      "--peers",
+      "1",
+      "--slots",
+      "8",
+      "--chunk",
+      "1M",
+      "--limit-rate",
+      "2M",
+      "--json",
+    ]);
+    const [kept, extra] = [receiver(name, `${dir}/a`, ["--quiet"]), receiver(name, `${dir}/b`)];
+    await waitForPart(`${dir}/b`, 1 << 20);
+    extra.child.kill("SIGTERM");
+    const [gone, got, sent] = await Promise.all([extra.done(), kept.done(), send.done()]);
+    assert.equal(gone.code, 143, gone.stderr);
+    assert.equal(got.code, 0, got.stderr);
+    await assertSameBytes(`${dir}/a/data.bin`, file);
+    assertEmptyDir(`${dir}/b`, "the interrupted receiver");
+    assert.equal(sent.code, 1, sent.stderr);
+    assert.deepEqual(summaryOf(sent.stdout).peers.map((p) => p.status).sort(), [
+      "left",
+      "verified",
+    ]);
+    await assertNoSegment(name);
+  });
+});
+
 /** Writes a valid header for a small ring into a new segment, then lets `spoil` break it. */
 function hostileSegment(
   name: string,
