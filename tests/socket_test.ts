@@ -74,22 +74,25 @@ Deno.test("socket: 16 peers with --max-active 4 queue in order and all verify", 
   }
 });
 
+/**
+ * Server flags for 2 of 3 peers before --wait ends: one slot at 512 KiB/s,
+ * so a 1 MiB peer takes 2 s and the second is still in line at 1.5 s.
+ */
+const TWO_OF_THREE_LATE = [
+  "--peers",
+  "3",
+  "--wait",
+  "1.5",
+  "--max-active",
+  "1",
+  "--limit-rate",
+  "512K",
+];
+
 Deno.test("socket: --wait gives up on missing peers, yet serves the ones that came, queued too", async () => {
   await using place = await socketPlace();
   const file = await newFile(place, DATA_CHUNK + 3);
-  // One slot at 512 KiB/s: the first peer takes 2 s, so the second is
-  // still in line when the wait ends.
-  const server = startServer(file, place.socket, [
-    "--peers",
-    "3",
-    "--wait",
-    "1.5",
-    "--max-active",
-    "1",
-    "--limit-rate",
-    "512K",
-    "--json",
-  ]);
+  const server = startServer(file, place.socket, [...TWO_OF_THREE_LATE, "--json"]);
   await waitForSocket(place.socket);
   const outs = [`${place.dir}/a`, `${place.dir}/b`];
   const clients = outs.map((out) => startClient(place.socket, out));
@@ -115,19 +118,9 @@ Deno.test("socket: --raw readers queued behind --max-active get the bytes alone;
   await using place = await socketPlace();
   const size = DATA_CHUNK + 3;
   const file = await newFile(place, size);
-  // One slot at 512 KiB/s: the second reader is told nothing while it waits
-  // (a "queued" line would land in its copy), and is in line when --wait ends.
-  const server = startServer(file, place.socket, [
-    "--raw",
-    "--peers",
-    "3",
-    "--wait",
-    "1.5",
-    "--max-active",
-    "1",
-    "--limit-rate",
-    "512K",
-  ]);
+  // The second reader is told nothing while it waits (a "queued" line
+  // would land in its copy), and is in line when --wait ends.
+  const server = startServer(file, place.socket, ["--raw", ...TWO_OF_THREE_LATE]);
   await waitForSocket(place.socket);
   const copies = await Promise.all([readRaw(place.socket), readRaw(place.socket)]);
   const served = await server.done();
